@@ -1,1 +1,313 @@
-//! placeholder
+//! The in-memory store: the zero-setup default for trying Registrar, and the store the other
+//! crates' tests run on. It keeps everything behind one mutex, so every operation is atomic
+//! and serialisable; it keeps nothing across restarts.
+#![forbid(unsafe_code)]
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use registrar_application::ports::{
+    AccountChange, ClaimedMail, Limit, MailOutcome, SaveError, Store, StoreError, ThrottleKey,
+    Versioned,
+};
+use registrar_domain::{
+    Account, ActivationCode, CodeDeath, CodeDigits, CodeId, CodePolicy, CodeState, Email, User,
+    UserId,
+};
+use uuid::Uuid;
+
+/// The in-memory store. Clones share the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    outage: Arc<AtomicBool>,
+    claims: Arc<AtomicU64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    users: HashMap<UserId, (User, u64)>,
+    by_email: HashMap<String, UserId>,
+    /// Every code of every user, in issue order: the last one is the current one.
+    codes: HashMap<UserId, Vec<ActivationCode>>,
+    outbox: Vec<MailRow>,
+    /// Per key: when its window ends and how many events it counted.
+    throttles: HashMap<String, (SystemTime, u32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MailStatus {
+    Pending,
+    Sent,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+struct MailRow {
+    id: Uuid,
+    user_id: UserId,
+    to: Email,
+    code: Option<CodeDigits>,
+    code_id: CodeId,
+    queued_at: SystemTime,
+    status: MailStatus,
+    attempts: u32,
+    next_attempt_at: SystemTime,
+    lease_until: Option<SystemTime>,
+    claim: Option<Uuid>,
+    last_error: Option<String>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every operation fail as if the store were unreachable (or work again): the test
+    /// double's way to exercise outage handling.
+    pub fn simulate_outage(&self, down: bool) {
+        self.outage.store(down, Ordering::SeqCst);
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        if self.outage.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("simulated outage".into()));
+        }
+        // A panic while holding the lock cannot leave a half-applied change: every mutation
+        // below is checked before it starts. So a poisoned lock is still consistent.
+        Ok(self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl State {
+    fn account(&self, id: UserId, now: SystemTime) -> Option<Versioned> {
+        let (user, version) = self.users.get(&id)?;
+        let codes = self.codes.get(&id).map(Vec::as_slice).unwrap_or_default();
+        let recent = codes
+            .iter()
+            .map(ActivationCode::issued_at)
+            .filter(|t| t.checked_add(CodePolicy::WINDOW).is_some_and(|end| end > now))
+            .collect();
+        Some(Versioned {
+            account: Account::restore(user.clone(), codes.last().cloned(), recent),
+            version: *version,
+        })
+    }
+
+    fn code_mut(&mut self, user_id: UserId, code_id: CodeId) -> Option<&mut ActivationCode> {
+        self.codes.get_mut(&user_id)?.iter_mut().find(|c| c.id() == code_id)
+    }
+
+    fn bump(&mut self, user_id: UserId) {
+        if let Some((_, version)) = self.users.get_mut(&user_id) {
+            *version += 1;
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    async fn account_by_email(&self, email: &Email, now: SystemTime) -> Result<Option<Versioned>, StoreError> {
+        let state = self.lock()?;
+        Ok(state.by_email.get(&email.key()).and_then(|id| state.account(*id, now)))
+    }
+
+    async fn account_by_id(&self, id: UserId, now: SystemTime) -> Result<Option<Versioned>, StoreError> {
+        Ok(self.lock()?.account(id, now))
+    }
+
+    async fn save(&self, change: AccountChange) -> Result<(), SaveError> {
+        let mut state = self.lock()?;
+        let AccountChange { account, expected_version, mail } = change;
+        let user = account.user().clone();
+        let id = user.id();
+        let key = user.email().key();
+        let version = match expected_version {
+            None if state.by_email.contains_key(&key) || state.users.contains_key(&id) => {
+                return Err(SaveError::Conflict);
+            }
+            None => 1,
+            Some(expected) => match state.users.get(&id) {
+                Some((_, current)) if *current == expected => expected + 1,
+                _ => return Err(SaveError::Conflict),
+            },
+        };
+        if let Some((old, _)) = state.users.get(&id) {
+            let old_key = old.email().key();
+            state.by_email.remove(&old_key);
+        }
+        state.by_email.insert(key, id);
+        state.users.insert(id, (user, version));
+        let codes = state.codes.entry(id).or_default();
+        if let Some(current) = account.code() {
+            match codes.iter_mut().find(|c| c.id() == current.id()) {
+                Some(stored) => *stored = current.clone(),
+                None => codes.push(current.clone()),
+            }
+            for other in codes.iter_mut().filter(|c| c.id() != current.id() && c.state() == CodeState::Live) {
+                *other = ActivationCode::restore(
+                    other.id(),
+                    other.digest(),
+                    other.issued_at(),
+                    other.delivered_at(),
+                    other.wrong_attempts(),
+                    CodeState::Dead(CodeDeath::Replaced),
+                );
+            }
+        }
+        if let Some(mail) = mail {
+            state.outbox.push(MailRow {
+                id: mail.id,
+                user_id: id,
+                to: mail.to,
+                code: Some(mail.code),
+                code_id: mail.code_id,
+                queued_at: mail.queued_at,
+                status: MailStatus::Pending,
+                attempts: 0,
+                next_attempt_at: mail.queued_at,
+                lease_until: None,
+                claim: None,
+                last_error: None,
+            });
+        }
+        Ok(())
+    }
+
+    async fn claim_mail(&self, now: SystemTime, lease: Duration, limit: usize) -> Result<Vec<ClaimedMail>, StoreError> {
+        let mut state = self.lock()?;
+        let mut due: Vec<usize> = state
+            .outbox
+            .iter()
+            .enumerate()
+            .filter(|(_, row)| {
+                row.status == MailStatus::Pending
+                    && row.next_attempt_at <= now
+                    && row.lease_until.is_none_or(|until| until <= now)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        due.sort_by_key(|i| (state.outbox[*i].queued_at, state.outbox[*i].id));
+        due.truncate(limit);
+        let mut claimed = Vec::with_capacity(due.len());
+        for i in due {
+            let claim = Uuid::from_u128(u128::from(self.claims.fetch_add(1, Ordering::Relaxed)) + 1);
+            let row = &mut state.outbox[i];
+            row.lease_until = Some(now + lease);
+            row.claim = Some(claim);
+            row.attempts += 1;
+            let row = row.clone();
+            let Some(code) = row.code else { continue };
+            let code_alive = state
+                .codes
+                .get(&row.user_id)
+                .and_then(|codes| codes.iter().find(|c| c.id() == row.code_id))
+                .is_some_and(|c| c.state() == CodeState::Live);
+            claimed.push(ClaimedMail {
+                id: row.id,
+                claim,
+                user_id: row.user_id,
+                to: row.to,
+                code,
+                code_id: row.code_id,
+                attempts: row.attempts,
+                queued_at: row.queued_at,
+                code_alive,
+            });
+        }
+        Ok(claimed)
+    }
+
+    async fn finish_mail(&self, mail: &ClaimedMail, outcome: MailOutcome) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        let Some(row) = state
+            .outbox
+            .iter_mut()
+            .find(|row| row.id == mail.id && row.claim == Some(mail.claim) && row.status == MailStatus::Pending)
+        else {
+            return Ok(false);
+        };
+        row.lease_until = None;
+        row.claim = None;
+        let (user_id, code_id) = (row.user_id, row.code_id);
+        match outcome {
+            MailOutcome::Sent { accepted_at } => {
+                row.status = MailStatus::Sent;
+                row.code = None;
+                if let Some(code) = state.code_mut(user_id, code_id) {
+                    code.mark_delivered(accepted_at);
+                }
+                state.bump(user_id);
+            }
+            MailOutcome::Retry { next_attempt_at, error } => {
+                row.next_attempt_at = next_attempt_at;
+                row.last_error = Some(error);
+            }
+            MailOutcome::Failed { error } => {
+                row.status = MailStatus::Failed;
+                row.code = None;
+                row.last_error = Some(error);
+                if let Some(code) = state.code_mut(user_id, code_id) {
+                    code.mark_undeliverable();
+                }
+                state.bump(user_id);
+            }
+            MailOutcome::Cancelled => {
+                row.status = MailStatus::Cancelled;
+                row.code = None;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn outbox_depth(&self) -> Result<u64, StoreError> {
+        let state = self.lock()?;
+        let pending = state.outbox.iter().filter(|row| row.status == MailStatus::Pending).count();
+        Ok(u64::try_from(pending).unwrap_or(u64::MAX))
+    }
+
+    async fn throttled_until(&self, key: &ThrottleKey, limit: Limit, now: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        let state = self.lock()?;
+        Ok(state
+            .throttles
+            .get(&key.as_storage_key())
+            .and_then(|(end, count)| (*end > now && *count >= limit.max).then_some(*end)))
+    }
+
+    async fn throttle_hit(&self, key: &ThrottleKey, limit: Limit, now: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+        let mut state = self.lock()?;
+        // Forget windows that are over, so the map does not grow without bound.
+        if state.throttles.len() > 10_000 {
+            state.throttles.retain(|_, (end, _)| *end > now);
+        }
+        let entry = state.throttles.entry(key.as_storage_key()).or_insert((now, 0));
+        if entry.0 <= now {
+            *entry = (now + limit.window, 1);
+            return Ok(None);
+        }
+        if entry.1 >= limit.max {
+            return Ok(Some(entry.0));
+        }
+        entry.1 += 1;
+        Ok(None)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.lock().map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemoryStore;
+
+    registrar_application::store_contract_tests!(|| async { MemoryStore::new() });
+}

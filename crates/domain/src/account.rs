@@ -265,16 +265,23 @@ impl Account {
         now: SystemTime,
         policy: &CodePolicy,
     ) -> Result<CodeIssued, TakeoverRefused> {
+        self.can_take_over(now, policy)?;
+        self.user.register_again(email, password_hash, now);
+        Ok(self.replace_code(code, now, policy))
+    }
+
+    /// Whether [`Account::take_over`] would succeed at `now`, without changing anything.
+    pub fn can_take_over(&self, now: SystemTime, policy: &CodePolicy) -> Result<(), TakeoverRefused> {
         let holds = self
             .code_status(now, policy)
             .is_some_and(|s| s.holds_address());
         if self.user.is_active() || holds {
             return Err(TakeoverRefused::EmailTaken);
         }
-        self.wait_before_next_code(now, policy)
-            .map_or(Ok(()), |retry_after| Err(TakeoverRefused::TooSoon { retry_after }))?;
-        self.user.register_again(email, password_hash, now);
-        Ok(self.replace_code(code, now, policy))
+        match self.wait_before_next_code(now, policy) {
+            Some(retry_after) => Err(TakeoverRefused::TooSoon { retry_after }),
+            None => Ok(()),
+        }
     }
 
     /// Issues a new code, killing the previous one.

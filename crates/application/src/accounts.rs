@@ -1,0 +1,454 @@
+//! The account use cases: register, authenticate, activate, issue a new code.
+
+use std::{
+    future::Future,
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
+
+use registrar_domain::{
+    Account, ActivationRefused, CodeDigits, CodeId, CodeIssued, CodePolicy, CodeSecret, Email,
+    IssueRefused, NewCode, NewPassword, Password, PasswordHash, PasswordPolicy, TakeoverRefused,
+    User, UserId,
+};
+use tokio::sync::OnceCell;
+
+use crate::{
+    DispatchSignal, Error,
+    ports::{
+        AccountChange, Clock, Entropy, Limit, PasswordHasher, QueuedMail, SaveError, Store,
+        ThrottleKey, Verification, Versioned,
+    },
+};
+
+/// How often a use case reloads and decides again when a concurrent change won the race.
+const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// The client's network address, as the inbound adapter determined it.
+pub type ClientAddr = Option<IpAddr>;
+
+/// A registration request, built only from parsed parts.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    email: Email,
+    password: NewPassword,
+}
+
+impl Registration {
+    /// A registration of `email` with an accepted password.
+    #[must_use]
+    pub fn new(email: Email, password: NewPassword) -> Self {
+        Self { email, password }
+    }
+}
+
+/// Basic-auth credentials as received: the address is not parsed yet, because an address that
+/// does not parse must fail exactly like an unknown one.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    email: String,
+    password: Password,
+}
+
+impl Credentials {
+    /// Credentials from a user name and a (normalised) password.
+    #[must_use]
+    pub fn new(email: String, password: Password) -> Self {
+        Self { email, password }
+    }
+}
+
+/// Proof that a request's credentials were checked; only [`Accounts::authenticate`] makes one.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    user: User,
+}
+
+impl Authenticated {
+    /// The user as of authentication.
+    #[must_use]
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+}
+
+/// Per-account and per-address limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Failed logins per account.
+    pub login_failures_per_account: Limit,
+    /// Failed logins per client address.
+    pub login_failures_per_address: Limit,
+    /// Registrations per client address.
+    pub registrations_per_address: Limit,
+    /// Whether the per-address limits apply (off for load tests).
+    pub per_address: bool,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        const MINUTE: Duration = Duration::from_secs(60);
+        Self {
+            login_failures_per_account: Limit { max: 10, window: 15 * MINUTE },
+            login_failures_per_address: Limit { max: 50, window: 15 * MINUTE },
+            registrations_per_address: Limit { max: 20, window: 10 * MINUTE },
+            per_address: true,
+        }
+    }
+}
+
+/// What the account use cases are configured with.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    /// Code lifetime, attempts, cooldown and daily cap.
+    pub codes: CodePolicy,
+    /// What new passwords must meet.
+    pub passwords: PasswordPolicy,
+    /// The key for code HMACs.
+    pub secret: CodeSecret,
+    /// Throttling.
+    pub limits: RateLimits,
+}
+
+/// The account use cases, as the inbound adapter sees them.
+pub trait Accounts: Send + Sync + 'static {
+    /// Registers a new account, or takes over a pending one whose code has died, and queues
+    /// the activation email.
+    fn register(
+        &self,
+        registration: Registration,
+        client: ClientAddr,
+    ) -> impl Future<Output = Result<User, Error>> + Send;
+
+    /// Checks Basic-auth credentials. Unknown addresses take as long as wrong passwords.
+    fn authenticate(
+        &self,
+        credentials: Credentials,
+        client: ClientAddr,
+    ) -> impl Future<Output = Result<Authenticated, Error>> + Send;
+
+    /// Activates the authenticated account with a code.
+    fn activate(
+        &self,
+        who: &Authenticated,
+        code: CodeDigits,
+    ) -> impl Future<Output = Result<User, Error>> + Send;
+
+    /// Issues a fresh code for the authenticated account, killing the previous one.
+    fn issue_code(&self, who: &Authenticated)
+    -> impl Future<Output = Result<CodeIssued, Error>> + Send;
+
+    /// Whether the store answers.
+    fn ready(&self) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// The account use cases over their ports.
+pub struct AccountService<S, H, C, E> {
+    store: S,
+    hasher: H,
+    clock: C,
+    entropy: E,
+    settings: AccountSettings,
+    signal: DispatchSignal,
+    dummy_hash: OnceCell<PasswordHash>,
+}
+
+impl<S, H, C, E> AccountService<S, H, C, E>
+where
+    S: Store,
+    H: PasswordHasher,
+    C: Clock,
+    E: Entropy,
+{
+    /// The use cases over these ports; `signal` wakes the dispatcher when mail is queued.
+    pub fn new(
+        store: S,
+        hasher: H,
+        clock: C,
+        entropy: E,
+        settings: AccountSettings,
+        signal: DispatchSignal,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            clock,
+            entropy,
+            settings,
+            signal,
+            dummy_hash: OnceCell::new(),
+        }
+    }
+
+    /// A fresh code for this account: its digest for the account, its digits for the email.
+    fn draw_code(&self, to: &Email, now: SystemTime) -> (NewCode, QueuedMail) {
+        let digits = self.entropy.activation_code();
+        let code_id = CodeId::from_uuid(self.entropy.uuid(now));
+        let mail = QueuedMail {
+            id: self.entropy.uuid(now),
+            to: to.clone(),
+            code: digits,
+            code_id,
+            queued_at: now,
+        };
+        (NewCode::new(code_id, digits, &self.settings.secret), mail)
+    }
+
+    /// Fails with 429 if `key` is over `limit`; otherwise counts this event.
+    async fn take(&self, key: ThrottleKey, limit: Limit, now: SystemTime) -> Result<(), Error> {
+        match self.store.throttle_hit(&key, limit, now).await? {
+            Some(until) => Err(too_many(until, now)),
+            None => Ok(()),
+        }
+    }
+
+    async fn check(&self, key: &ThrottleKey, limit: Limit, now: SystemTime) -> Result<(), Error> {
+        match self.store.throttled_until(key, limit, now).await? {
+            Some(until) => Err(too_many(until, now)),
+            None => Ok(()),
+        }
+    }
+
+    /// The hash unknown addresses are checked against, so they cost one hash like known ones.
+    async fn dummy_hash(&self) -> Result<PasswordHash, Error> {
+        let hash = self
+            .dummy_hash
+            .get_or_try_init(|| async {
+                let secret = self.entropy.secret();
+                let filler: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+                self.hasher.hash(Password::new(&filler)).await
+            })
+            .await?;
+        Ok(hash.clone())
+    }
+
+    /// Saves `account` at `version`, queueing `mail`; wakes the dispatcher on success.
+    async fn save(
+        &self,
+        account: Account,
+        expected_version: Option<u64>,
+        mail: Option<QueuedMail>,
+    ) -> Result<(), SaveError> {
+        let queues_mail = mail.is_some();
+        self.store
+            .save(AccountChange {
+                account,
+                expected_version,
+                mail,
+            })
+            .await?;
+        if queues_mail {
+            self.signal.notify();
+        }
+        Ok(())
+    }
+
+    async fn load(&self, id: UserId) -> Result<Versioned, Error> {
+        // The account was there when the caller authenticated; accounts are never deleted.
+        self.store
+            .account_by_id(id, self.clock.now())
+            .await?
+            .ok_or(Error::Unauthorized)
+    }
+
+    /// Re-hashes a password whose hash has weaker parameters than configured. Best effort: a
+    /// failure here must not fail the login it rides on.
+    async fn rehash(&self, stored: Versioned, password: Password) {
+        let hash = match self.hasher.hash(password).await {
+            Ok(hash) => hash,
+            Err(error) => {
+                tracing::warn!(%error, "could not re-hash a password with the current parameters");
+                return;
+            }
+        };
+        let mut account = stored.account;
+        account.set_password_hash(hash);
+        if let Err(error) = self.save(account, Some(stored.version), None).await {
+            tracing::warn!(%error, "could not store a re-hashed password");
+        }
+    }
+}
+
+fn too_many(until: SystemTime, now: SystemTime) -> Error {
+    Error::TooManyRequests {
+        retry_after: until.duration_since(now).unwrap_or_default(),
+    }
+}
+
+fn conflicted() -> Error {
+    Error::Internal("the account kept changing under concurrent requests".into())
+}
+
+impl<S, H, C, E> Accounts for AccountService<S, H, C, E>
+where
+    S: Store,
+    H: PasswordHasher,
+    C: Clock,
+    E: Entropy,
+{
+    #[tracing::instrument(name = "register user", skip_all, fields(user_id = tracing::field::Empty))]
+    async fn register(&self, registration: Registration, client: ClientAddr) -> Result<User, Error> {
+        let Registration { email, password } = registration;
+        let limits = self.settings.limits;
+        let policy = self.settings.codes;
+        if let (Some(ip), true) = (client, limits.per_address) {
+            let now = self.clock.now();
+            self.take(ThrottleKey::RegistrationsFromAddress(ip), limits.registrations_per_address, now)
+                .await?;
+        }
+        // Refuse a taken address before paying for a hash.
+        let mut existing = self.store.account_by_email(&email, self.clock.now()).await?;
+        if let Some(stored) = &existing {
+            stored
+                .account
+                .can_take_over(self.clock.now(), &policy)
+                .map_err(takeover_error)?;
+        }
+        let hash = self.hasher.hash(password.into_password()).await?;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let now = self.clock.now();
+            let (code, mail) = self.draw_code(&email, now);
+            let (account, version) = match existing.take() {
+                None => {
+                    let id = UserId::from_uuid(self.entropy.uuid(now));
+                    (Account::register(id, email.clone(), hash.clone(), code, now), None)
+                }
+                Some(Versioned { mut account, version }) => {
+                    account
+                        .take_over(email.clone(), hash.clone(), code, now, &policy)
+                        .map_err(takeover_error)?;
+                    (account, Some(version))
+                }
+            };
+            let user = account.user().clone();
+            match self.save(account, version, Some(mail)).await {
+                Ok(()) => {
+                    tracing::Span::current().record("user_id", tracing::field::display(user.id()));
+                    return Ok(user);
+                }
+                Err(SaveError::Conflict) => {
+                    existing = self.store.account_by_email(&email, self.clock.now()).await?;
+                }
+                Err(SaveError::Store(error)) => return Err(error.into()),
+            }
+        }
+        Err(conflicted())
+    }
+
+    #[tracing::instrument(name = "authenticate", skip_all, fields(user_id = tracing::field::Empty))]
+    async fn authenticate(&self, credentials: Credentials, client: ClientAddr) -> Result<Authenticated, Error> {
+        let Credentials { email, password } = credentials;
+        let limits = self.settings.limits;
+        let now = self.clock.now();
+        let email = Email::parse(&email).map_err(|_| email.trim().to_ascii_lowercase());
+        let account_key = ThrottleKey::LoginFailuresForAccount(match &email {
+            Ok(email) => email.key(),
+            Err(raw) => raw.clone(),
+        });
+        let address_key = client
+            .filter(|_| limits.per_address)
+            .map(ThrottleKey::LoginFailuresFromAddress);
+        self.check(&account_key, limits.login_failures_per_account, now).await?;
+        if let Some(key) = &address_key {
+            self.check(key, limits.login_failures_per_address, now).await?;
+        }
+        let stored = match &email {
+            Ok(email) => self.store.account_by_email(email, now).await?,
+            Err(_) => None,
+        };
+        let verification = match &stored {
+            Some(stored) => {
+                let hash = stored.account.user().password_hash().clone();
+                self.hasher.verify(password.clone(), hash).await?
+            }
+            None => {
+                let dummy = self.dummy_hash().await?;
+                self.hasher.verify(password.clone(), dummy).await?;
+                Verification::Mismatch
+            }
+        };
+        match (verification, stored) {
+            (Verification::Match { stale }, Some(stored)) => {
+                let user = stored.account.user().clone();
+                tracing::Span::current().record("user_id", tracing::field::display(user.id()));
+                if stale {
+                    self.rehash(stored, password).await;
+                }
+                Ok(Authenticated { user })
+            }
+            _ => {
+                let now = self.clock.now();
+                self.store
+                    .throttle_hit(&account_key, limits.login_failures_per_account, now)
+                    .await?;
+                if let Some(key) = &address_key {
+                    self.store.throttle_hit(key, limits.login_failures_per_address, now).await?;
+                }
+                Err(Error::Unauthorized)
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "activate account", skip_all, fields(user_id = %who.user.id()))]
+    async fn activate(&self, who: &Authenticated, code: CodeDigits) -> Result<User, Error> {
+        let policy = self.settings.codes;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Versioned { mut account, version } = self.load(who.user.id()).await?;
+            let outcome = account.activate(code, &self.settings.secret, self.clock.now(), &policy);
+            let error = match outcome {
+                Ok(()) => None,
+                Err(ActivationRefused::WrongCode { attempts_remaining }) => {
+                    Some(Error::WrongCode { attempts_remaining })
+                }
+                Err(refused) => return Err(activation_error(refused)),
+            };
+            let user = account.user().clone();
+            match self.save(account, Some(version), None).await {
+                Ok(()) => return error.map_or(Ok(user), Err),
+                Err(SaveError::Conflict) => {}
+                Err(SaveError::Store(error)) => return Err(error.into()),
+            }
+        }
+        Err(conflicted())
+    }
+
+    #[tracing::instrument(name = "issue activation code", skip_all, fields(user_id = %who.user.id()))]
+    async fn issue_code(&self, who: &Authenticated) -> Result<CodeIssued, Error> {
+        let policy = self.settings.codes;
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Versioned { mut account, version } = self.load(who.user.id()).await?;
+            let now = self.clock.now();
+            let (code, mail) = self.draw_code(account.user().email(), now);
+            let issued = account.issue_code(code, now, &policy).map_err(|refused| match refused {
+                IssueRefused::TooSoon { retry_after } => Error::TooManyRequests { retry_after },
+                _ => Error::AlreadyActive,
+            })?;
+            match self.save(account, Some(version), Some(mail)).await {
+                Ok(()) => return Ok(issued),
+                Err(SaveError::Conflict) => {}
+                Err(SaveError::Store(error)) => return Err(error.into()),
+            }
+        }
+        Err(conflicted())
+    }
+
+    async fn ready(&self) -> Result<(), Error> {
+        Ok(self.store.ping().await?)
+    }
+}
+
+fn takeover_error(refused: TakeoverRefused) -> Error {
+    match refused {
+        TakeoverRefused::TooSoon { retry_after } => Error::TooManyRequests { retry_after },
+        _ => Error::EmailTaken,
+    }
+}
+
+fn activation_error(refused: ActivationRefused) -> Error {
+    match refused {
+        ActivationRefused::AlreadyActive => Error::AlreadyActive,
+        ActivationRefused::WrongCode { attempts_remaining } => Error::WrongCode { attempts_remaining },
+        ActivationRefused::CodeGone { too_many_attempts } => Error::CodeGone { too_many_attempts },
+        _ => Error::Internal(format!("unexpected activation outcome: {refused}")),
+    }
+}

@@ -1,0 +1,207 @@
+//! Delivering the outbox: claim due messages under a lease, send them, and record the outcome:
+//! the code becomes usable when the mail server accepts its email; transient failures are
+//! retried with exponential backoff and jitter, per message, up to a bound.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use registrar_domain::CodePolicy;
+
+use crate::ports::{
+    ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Store,
+    StoreError,
+};
+
+/// How the dispatcher retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryPolicy {
+    /// How long a claim lasts; a message whose claimer died is retried after it.
+    pub lease: Duration,
+    /// Most messages claimed (and sent concurrently) per pass.
+    pub batch: usize,
+    /// Tries before giving up.
+    pub max_attempts: u32,
+    /// Delay before the first retry; doubles with each try.
+    pub base_backoff: Duration,
+    /// Longest delay between tries.
+    pub max_backoff: Duration,
+    /// Give up on a message this long after it was queued, whatever its tries.
+    pub max_age: Duration,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+            batch: 32,
+            max_attempts: 12,
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl DeliveryPolicy {
+    /// The delay after the `attempt`-th failed try: `base · 2^(attempt−1)`, capped, with
+    /// "equal jitter" (a uniform draw from the upper half), so retries of many messages spread.
+    #[must_use]
+    pub fn backoff(&self, attempt: u32, unit: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(30);
+        let full = self
+            .base_backoff
+            .saturating_mul(1 << exponent)
+            .min(self.max_backoff);
+        full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Accepted by the mail server.
+    pub sent: usize,
+    /// Failed this time, to be retried.
+    pub retried: usize,
+    /// Given up on.
+    pub failed: usize,
+    /// Not sent because their code died.
+    pub cancelled: usize,
+}
+
+impl DeliveryReport {
+    /// Messages handled in the pass.
+    #[must_use]
+    pub fn handled(&self) -> usize {
+        self.sent + self.retried + self.failed + self.cancelled
+    }
+}
+
+/// The outbox delivery use case.
+pub struct Dispatcher<S, M, C, E> {
+    store: S,
+    mailer: M,
+    clock: C,
+    entropy: E,
+    codes: CodePolicy,
+    policy: DeliveryPolicy,
+}
+
+impl<S, M, C, E> Dispatcher<S, M, C, E>
+where
+    S: Store,
+    M: Mailer,
+    C: Clock,
+    E: Entropy,
+{
+    /// A dispatcher over these ports.
+    pub fn new(store: S, mailer: M, clock: C, entropy: E, codes: CodePolicy, policy: DeliveryPolicy) -> Self {
+        Self {
+            store,
+            mailer,
+            clock,
+            entropy,
+            codes,
+            policy,
+        }
+    }
+
+    /// Claims the messages due now and delivers them concurrently, so one slow or failing
+    /// message never holds up the others.
+    pub async fn deliver_due(&self) -> Result<DeliveryReport, StoreError> {
+        let batch = self
+            .store
+            .claim_mail(self.clock.now(), self.policy.lease, self.policy.batch)
+            .await?;
+        let outcomes = join_all(batch.iter().map(|mail| self.deliver(mail))).await;
+        let mut report = DeliveryReport::default();
+        for outcome in outcomes {
+            match outcome? {
+                MailOutcome::Sent { .. } => report.sent += 1,
+                MailOutcome::Retry { .. } => report.retried += 1,
+                MailOutcome::Failed { .. } => report.failed += 1,
+                MailOutcome::Cancelled => report.cancelled += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    /// Messages waiting to be sent.
+    pub async fn depth(&self) -> Result<u64, StoreError> {
+        self.store.outbox_depth().await
+    }
+
+    #[tracing::instrument(name = "deliver activation email", skip_all, fields(user_id = %mail.user_id, attempt = mail.attempts))]
+    async fn deliver(&self, mail: &ClaimedMail) -> Result<MailOutcome, StoreError> {
+        let outcome = if mail.code_alive {
+            let email = ActivationEmail {
+                to: mail.to.clone(),
+                code: mail.code,
+                valid_for: self.codes.ttl(),
+            };
+            let result = self.mailer.send_activation(&email).await;
+            self.outcome(mail, result)
+        } else {
+            MailOutcome::Cancelled
+        };
+        match &outcome {
+            MailOutcome::Sent { .. } => metrics::counter!("registrar_emails_sent_total").increment(1),
+            MailOutcome::Retry { error, .. } => {
+                tracing::warn!(%error, "activation email not accepted; will retry");
+                metrics::counter!("registrar_email_attempts_failed_total").increment(1);
+            }
+            MailOutcome::Failed { error } => {
+                tracing::error!(%error, "gave up on an activation email");
+                metrics::counter!("registrar_emails_failed_total").increment(1);
+            }
+            MailOutcome::Cancelled => {
+                metrics::counter!("registrar_emails_cancelled_total").increment(1);
+            }
+        }
+        self.store.finish_mail(mail, outcome.clone()).await?;
+        Ok(outcome)
+    }
+
+    fn outcome(&self, mail: &ClaimedMail, result: Result<(), MailError>) -> MailOutcome {
+        let now = self.clock.now();
+        match result {
+            Ok(()) => MailOutcome::Sent { accepted_at: now },
+            Err(MailError::Permanent(error)) => MailOutcome::Failed { error },
+            Err(MailError::Transient(error)) => {
+                let age = now.duration_since(mail.queued_at).unwrap_or_default();
+                let next_attempt_at =
+                    now + self.policy.backoff(mail.attempts, self.entropy.unit());
+                let too_old = next_attempt_at
+                    .duration_since(mail.queued_at)
+                    .unwrap_or(age)
+                    > self.policy.max_age;
+                if mail.attempts >= self.policy.max_attempts || too_old {
+                    MailOutcome::Failed {
+                        error: format!("gave up after {} tries: {error}", mail.attempts),
+                    }
+                } else {
+                    MailOutcome::Retry {
+                        next_attempt_at,
+                        error,
+                    }
+                }
+            }
+        }
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
+        let policy = DeliveryPolicy::default();
+        assert_eq!(policy.backoff(1, 1.0), Duration::from_secs(1));
+        assert_eq!(policy.backoff(1, 0.0), Duration::from_millis(500));
+        assert_eq!(policy.backoff(4, 1.0), Duration::from_secs(8));
+        assert_eq!(policy.backoff(20, 1.0), Duration::from_secs(300));
+        assert_eq!(policy.backoff(u32::MAX, 0.0), Duration::from_secs(150));
+    }
+}

@@ -1,0 +1,323 @@
+//! The ports: what the use cases need from the world outside the process.
+//!
+//! Every port is `Send + Sync + 'static` and its async methods return `Send` futures, so
+//! implementations can be shared across threads and driven from `tokio::spawn`.
+
+use std::{
+    future::Future,
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
+
+use registrar_domain::{
+    Account, CodeDigits, CodeId, Email, Password, PasswordHash, UserId,
+};
+use uuid::Uuid;
+
+/// The current time. Use cases read it once per step and pass it to the domain.
+pub trait Clock: Send + Sync + 'static {
+    /// Now.
+    fn now(&self) -> SystemTime;
+}
+
+/// Randomness: codes, ids, jitter and secrets come from here, so tests can fix them.
+pub trait Entropy: Send + Sync + 'static {
+    /// A uniformly random activation code from a CSPRNG.
+    fn activation_code(&self) -> CodeDigits;
+    /// A fresh UUID v7 for `now`.
+    fn uuid(&self, now: SystemTime) -> Uuid;
+    /// A uniform number in `[0, 1)`, for jitter.
+    fn unit(&self) -> f64;
+    /// 32 random bytes, for a per-process secret.
+    fn secret(&self) -> [u8; 32];
+}
+
+/// The outcome of checking a password against a hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The password matches; `stale` says the hash uses weaker parameters than configured.
+    Match {
+        /// Re-hash with the current parameters.
+        stale: bool,
+    },
+    /// The password does not match.
+    Mismatch,
+}
+
+/// Why hashing did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HashError {
+    /// The pool's queue is full, or the job waited longer than the queue timeout.
+    #[error("the password hashing pool is overloaded")]
+    Overloaded {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The hash could not be computed or parsed.
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+/// Password hashing, off the async threads.
+pub trait PasswordHasher: Send + Sync + 'static {
+    /// Hashes a password with the configured parameters and a fresh salt.
+    ///
+    /// # Errors
+    /// MUST return [`HashError::Overloaded`] at once, without queueing, when the pool is full.
+    fn hash(&self, password: Password)
+    -> impl Future<Output = Result<PasswordHash, HashError>> + Send;
+
+    /// Checks a password against a stored hash, taking about as long as [`Self::hash`].
+    ///
+    /// # Errors
+    /// As for [`Self::hash`]; a hash that does not parse is [`HashError::Failed`].
+    fn verify(
+        &self,
+        password: Password,
+        hash: PasswordHash,
+    ) -> impl Future<Output = Result<Verification, HashError>> + Send;
+}
+
+/// The activation email to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivationEmail {
+    /// The recipient.
+    pub to: Email,
+    /// The code, in clear: only the mailer sees it.
+    pub code: CodeDigits,
+    /// How long the code stays usable once the email is accepted.
+    pub valid_for: Duration,
+}
+
+/// Why an email was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MailError {
+    /// Worth retrying: connection trouble, time-out, 4xx reply.
+    #[error("transient mail failure: {0}")]
+    Transient(String),
+    /// Not worth retrying: 5xx reply, invalid recipient.
+    #[error("permanent mail failure: {0}")]
+    Permanent(String),
+}
+
+/// Sends email. `Ok` means the mail server accepted the message.
+pub trait Mailer: Send + Sync + 'static {
+    /// Sends the activation email.
+    ///
+    /// # Errors
+    /// [`MailError::Transient`] when a later try may succeed, [`MailError::Permanent`] otherwise.
+    fn send_activation(
+        &self,
+        email: &ActivationEmail,
+    ) -> impl Future<Output = Result<(), MailError>> + Send;
+}
+
+/// Why the store failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store cannot be reached now (connection refused, time-out); it may come back.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+/// Why a save did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SaveError {
+    /// Someone else changed the account since it was loaded (or, for a new account, registered
+    /// the address first). Load again and decide again.
+    #[error("the account changed since it was loaded")]
+    Conflict,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// An account as loaded, with the version a save must expect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned {
+    /// The account.
+    pub account: Account,
+    /// Its version in the store.
+    pub version: u64,
+}
+
+/// An activation email to queue in the outbox, in the same transaction as the account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMail {
+    /// The message's id.
+    pub id: Uuid,
+    /// The recipient.
+    pub to: Email,
+    /// The code it carries, and the code's id.
+    pub code: CodeDigits,
+    /// Which code it carries.
+    pub code_id: CodeId,
+    /// When it was queued.
+    pub queued_at: SystemTime,
+}
+
+/// One unit of work: the account as it should now be, and mail to queue with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountChange {
+    /// The account's new state.
+    pub account: Account,
+    /// The version it was loaded at; `None` for a new account.
+    pub expected_version: Option<u64>,
+    /// Mail to queue in the same transaction.
+    pub mail: Option<QueuedMail>,
+}
+
+/// An outbox message claimed for delivery, under a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedMail {
+    /// The message's id.
+    pub id: Uuid,
+    /// Proves this claim is still the current one when recording the outcome.
+    pub claim: Uuid,
+    /// The account it belongs to.
+    pub user_id: UserId,
+    /// The recipient.
+    pub to: Email,
+    /// The code, in clear.
+    pub code: CodeDigits,
+    /// The code's id.
+    pub code_id: CodeId,
+    /// Delivery attempts including this one.
+    pub attempts: u32,
+    /// When it was queued.
+    pub queued_at: SystemTime,
+    /// Whether its code is still live; mail for a dead code is not sent.
+    pub code_alive: bool,
+}
+
+/// What became of a claimed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailOutcome {
+    /// The mail server accepted it at this time: the code becomes usable from then.
+    Sent {
+        /// When the server accepted it.
+        accepted_at: SystemTime,
+    },
+    /// Try again at `next_attempt_at`.
+    Retry {
+        /// When.
+        next_attempt_at: SystemTime,
+        /// What went wrong this time.
+        error: String,
+    },
+    /// Given up: the code dies.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// Not sent because its code died.
+    Cancelled,
+}
+
+/// A rate limit: at most `max` events per fixed `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    /// Events allowed per window.
+    pub max: u32,
+    /// The window, starting at the first event.
+    pub window: Duration,
+}
+
+/// What a throttle counts: one kind of event for one account or client address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ThrottleKey {
+    /// Failed logins for an email address (known or not, so throttling reveals nothing).
+    LoginFailuresForAccount(String),
+    /// Failed logins from a client address.
+    LoginFailuresFromAddress(IpAddr),
+    /// Registrations from a client address.
+    RegistrationsFromAddress(IpAddr),
+}
+
+impl ThrottleKey {
+    /// A stable text form, for storage.
+    #[must_use]
+    pub fn as_storage_key(&self) -> String {
+        match self {
+            Self::LoginFailuresForAccount(email) => format!("login-failures:account:{email}"),
+            Self::LoginFailuresFromAddress(ip) => format!("login-failures:address:{ip}"),
+            Self::RegistrationsFromAddress(ip) => format!("registrations:address:{ip}"),
+        }
+    }
+}
+
+/// Persistent state: accounts (with optimistic concurrency), the outbox and throttle counters.
+///
+/// A save is one transaction. Stores MUST behave identically; the contract suite in
+/// `testing::store_contract` pins the behaviour down and runs against every implementation.
+pub trait Store: Send + Sync + 'static {
+    /// The account whose address has the same [`Email::key`], if any.
+    fn account_by_email(
+        &self,
+        email: &Email,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<Versioned>, StoreError>> + Send;
+
+    /// The account with this id, if any.
+    fn account_by_id(
+        &self,
+        id: UserId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<Versioned>, StoreError>> + Send;
+
+    /// Saves an account and queues its mail, atomically.
+    ///
+    /// # Errors
+    /// MUST return [`SaveError::Conflict`] if the stored version differs from
+    /// `expected_version`, or if `expected_version` is `None` and an account with the same
+    /// email key or id exists. Codes of the account other than its current one MUST end up dead.
+    fn save(&self, change: AccountChange) -> impl Future<Output = Result<(), SaveError>> + Send;
+
+    /// Claims up to `limit` messages that are due at `now` (pending, next attempt reached, no
+    /// live lease), leasing them until `now + lease` and counting the attempt.
+    fn claim_mail(
+        &self,
+        now: SystemTime,
+        lease: Duration,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ClaimedMail>, StoreError>> + Send;
+
+    /// Records what became of a claimed message. Wipes the clear code once the message is
+    /// sent, failed or cancelled; marks the code delivered (`Sent`) or dead (`Failed`).
+    /// Returns `false`, changing nothing, when the claim is no longer current.
+    fn finish_mail(
+        &self,
+        mail: &ClaimedMail,
+        outcome: MailOutcome,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Messages waiting to be sent (pending, whether due or not).
+    fn outbox_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// If `key` is over `limit` at `now`, until when; does not count anything.
+    fn throttled_until(
+        &self,
+        key: &ThrottleKey,
+        limit: Limit,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
+
+    /// Counts one event for `key`, unless it is already over `limit`; then returns until when it
+    /// is, counting nothing.
+    fn throttle_hit(
+        &self,
+        key: &ThrottleKey,
+        limit: Limit,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
+
+    /// Checks that the store answers.
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

@@ -1,0 +1,8 @@
+//! Test doubles for the ports and the store contract suite, shared by every crate's tests
+//! (feature `testing`). Nothing here is compiled into the service.
+#![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
+
+mod fakes;
+pub mod store_contract;
+
+pub use fakes::{FakeClock, FakeHasher, RecordingMailer, SeqEntropy, t0};

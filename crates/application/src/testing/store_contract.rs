@@ -1,0 +1,334 @@
+//! The store contract: what every [`Store`] must do, as tests any adapter can run.
+//!
+//! Run it with [`store_contract_tests!`](crate::store_contract_tests), passing an async
+//! function that makes a fresh, empty store for each test.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use registrar_domain::{
+    Account, CodeDigits, CodeId, CodePolicy, CodeSecret, CodeState, CodeStatus, Email, NewCode,
+    PasswordHash, UserId,
+};
+use uuid::Uuid;
+
+use super::t0;
+use crate::ports::{
+    AccountChange, Limit, MailOutcome, QueuedMail, SaveError, Store, ThrottleKey, Versioned,
+};
+
+/// Generates one `#[tokio::test]` per contract case, each on a store from `$make`.
+#[macro_export]
+macro_rules! store_contract_tests {
+    ($make:expr) => {
+        $crate::store_contract_tests!(@cases $make;
+            saves_and_loads_a_new_account_by_email_and_id,
+            emails_are_unique_case_insensitively,
+            a_save_at_a_stale_version_conflicts,
+            concurrent_saves_at_one_version_let_exactly_one_win,
+            replaced_codes_end_up_dead_and_their_mail_is_not_alive,
+            recent_issues_hold_the_codes_of_the_last_24_hours,
+            queued_mail_is_claimed_once_under_a_lease,
+            an_expired_lease_lets_another_claimer_take_the_mail,
+            sent_mail_marks_its_code_delivered_and_wipes_the_code,
+            retried_mail_waits_for_its_next_attempt,
+            failed_mail_kills_its_code,
+            a_stale_claim_changes_nothing,
+            claims_take_the_oldest_due_mail_first_up_to_the_limit,
+            throttles_count_to_the_limit_and_reset_after_the_window,
+            throttle_keys_are_independent,
+            ping_answers,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = ($make)().await;
+                $crate::testing::store_contract::$case(store).await;
+            }
+        )*
+    };
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn secret() -> CodeSecret {
+    CodeSecret::new(*b"store contract secret, 32 bytes.").unwrap()
+}
+
+fn uuid(n: u128) -> Uuid {
+    // Version 7 layout keeps ids realistic for stores that check them.
+    let mut random = [0u8; 10];
+    random[..8].copy_from_slice(&u64::try_from(n).unwrap().to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(1_750_000_000_000, &random).into_uuid()
+}
+
+fn new_code(n: u128, digits: &str) -> NewCode {
+    NewCode::new(CodeId::from_uuid(uuid(n)), CodeDigits::parse(digits).unwrap(), &secret())
+}
+
+fn hash(tag: &str) -> PasswordHash {
+    PasswordHash::from_phc(format!("$test${tag}")).unwrap()
+}
+
+fn mail_for(account: &Account, n: u128, digits: &str, at: SystemTime) -> QueuedMail {
+    QueuedMail {
+        id: uuid(n),
+        to: account.user().email().clone(),
+        code: CodeDigits::parse(digits).unwrap(),
+        code_id: account.code().unwrap().id(),
+        queued_at: at,
+    }
+}
+
+/// Registers `email` at `t0` with code `digits`, queueing its mail; returns the saved account.
+async fn register(store: &impl Store, n: u128, email: &str, digits: &str) -> Account {
+    let account = Account::register(
+        UserId::from_uuid(uuid(n)),
+        Email::parse(email).unwrap(),
+        hash("pw"),
+        new_code(n + 1, digits),
+        t0(),
+    );
+    let mail = mail_for(&account, n + 2, digits, t0());
+    store
+        .save(AccountChange { account: account.clone(), expected_version: None, mail: Some(mail) })
+        .await
+        .unwrap();
+    account
+}
+
+async fn load(store: &impl Store, email: &str, now: SystemTime) -> Versioned {
+    store.account_by_email(&Email::parse(email).unwrap(), now).await.unwrap().unwrap()
+}
+
+/// A saved account loads back equal, by email and by id, with a version.
+pub async fn saves_and_loads_a_new_account_by_email_and_id(store: impl Store) {
+    let account = register(&store, 10, "Ada@Example.com", "0421").await;
+    let by_email = load(&store, "ada@example.com", t0()).await;
+    assert_eq!(by_email.account, account);
+    let by_id = store.account_by_id(account.user().id(), t0()).await.unwrap().unwrap();
+    assert_eq!(by_id, by_email);
+    assert!(store.account_by_email(&Email::parse("bob@example.com").unwrap(), t0()).await.unwrap().is_none());
+    assert!(store.account_by_id(UserId::from_uuid(uuid(999)), t0()).await.unwrap().is_none());
+}
+
+/// A second new account with the same address in another case conflicts.
+pub async fn emails_are_unique_case_insensitively(store: impl Store) {
+    register(&store, 10, "ada@example.com", "0421").await;
+    let twin = Account::register(
+        UserId::from_uuid(uuid(20)),
+        Email::parse("ADA@EXAMPLE.COM").unwrap(),
+        hash("other"),
+        new_code(21, "1111"),
+        t0(),
+    );
+    let result = store.save(AccountChange { account: twin, expected_version: None, mail: None }).await;
+    assert_eq!(result, Err(SaveError::Conflict));
+    assert_eq!(load(&store, "ada@example.com", t0()).await.account.user().password_hash(), &hash("pw"));
+}
+
+/// Saving at a version that is no longer current conflicts and changes nothing.
+pub async fn a_save_at_a_stale_version_conflicts(store: impl Store) {
+    register(&store, 10, "ada@example.com", "0421").await;
+    let Versioned { mut account, version } = load(&store, "ada@example.com", t0()).await;
+    account.set_password_hash(hash("second"));
+    store.save(AccountChange { account: account.clone(), expected_version: Some(version), mail: None }).await.unwrap();
+    let reloaded = load(&store, "ada@example.com", t0()).await;
+    assert_ne!(reloaded.version, version);
+    account.set_password_hash(hash("third"));
+    let stale = store.save(AccountChange { account, expected_version: Some(version), mail: None }).await;
+    assert_eq!(stale, Err(SaveError::Conflict));
+    assert_eq!(load(&store, "ada@example.com", t0()).await.account.user().password_hash(), &hash("second"));
+}
+
+/// Two saves racing at the same version: exactly one wins.
+pub async fn concurrent_saves_at_one_version_let_exactly_one_win(store: impl Store) {
+    let store = Arc::new(store);
+    register(&*store, 10, "ada@example.com", "0421").await;
+    let loaded = load(&*store, "ada@example.com", t0()).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = Arc::clone(&store);
+        let mut account = loaded.account.clone();
+        account.set_password_hash(hash(&format!("racer{i}")));
+        let version = loaded.version;
+        tasks.push(tokio::spawn(async move {
+            store.save(AccountChange { account, expected_version: Some(version), mail: None }).await
+        }));
+    }
+    let mut wins = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(()) => wins += 1,
+            Err(SaveError::Conflict) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+/// Issuing a new code kills the old one in storage; the old code's mail is claimed as not alive.
+pub async fn replaced_codes_end_up_dead_and_their_mail_is_not_alive(store: impl Store) {
+    let policy = CodePolicy::default();
+    register(&store, 10, "ada@example.com", "0421").await;
+    let Versioned { mut account, version } = load(&store, "ada@example.com", t0() + 30 * SECOND).await;
+    account.issue_code(new_code(30, "1111"), t0() + 30 * SECOND, &policy).unwrap();
+    let mail = mail_for(&account, 31, "1111", t0() + 30 * SECOND);
+    store.save(AccountChange { account, expected_version: Some(version), mail: Some(mail) }).await.unwrap();
+
+    let reloaded = load(&store, "ada@example.com", t0() + 30 * SECOND).await.account;
+    assert_eq!(reloaded.code().unwrap().id(), new_code(30, "1111").id());
+    assert_eq!(reloaded.code().unwrap().state(), CodeState::Live);
+    let claimed = store.claim_mail(t0() + 31 * SECOND, 30 * SECOND, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let alive: Vec<(CodeId, bool)> = claimed.iter().map(|m| (m.code_id, m.code_alive)).collect();
+    assert!(alive.contains(&(new_code(11, "0421").id(), false)), "{alive:?}");
+    assert!(alive.contains(&(new_code(30, "1111").id(), true)), "{alive:?}");
+}
+
+/// Loading brings the issue times of the account's codes of the last 24 hours.
+pub async fn recent_issues_hold_the_codes_of_the_last_24_hours(store: impl Store) {
+    let policy = CodePolicy::default();
+    register(&store, 10, "ada@example.com", "0421").await;
+    let later = t0() + 3600 * SECOND;
+    let Versioned { mut account, version } = load(&store, "ada@example.com", later).await;
+    account.issue_code(new_code(40, "1111"), later, &policy).unwrap();
+    store.save(AccountChange { account, expected_version: Some(version), mail: None }).await.unwrap();
+    assert_eq!(load(&store, "ada@example.com", later).await.account.recent_issues(), &[t0(), later]);
+    let next_day = t0() + CodePolicy::WINDOW + SECOND;
+    assert_eq!(load(&store, "ada@example.com", next_day).await.account.recent_issues(), &[later]);
+}
+
+/// A claimed message is not claimed again while its lease runs; attempts are counted.
+pub async fn queued_mail_is_claimed_once_under_a_lease(store: impl Store) {
+    register(&store, 10, "ada@example.com", "0421").await;
+    let first = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let mail = &first[0];
+    assert_eq!(mail.to.as_str(), "ada@example.com");
+    assert_eq!(mail.code.reveal(), "0421");
+    assert_eq!(mail.attempts, 1);
+    assert!(mail.code_alive);
+    assert_eq!(mail.queued_at, t0());
+    assert!(store.claim_mail(t0() + 29 * SECOND, 30 * SECOND, 10).await.unwrap().is_empty());
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
+}
+
+/// When a claimer dies, its lease runs out and the message is claimed again, with a new claim.
+pub async fn an_expired_lease_lets_another_claimer_take_the_mail(store: impl Store) {
+    register(&store, 10, "ada@example.com", "0421").await;
+    let first = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    let second = store.claim_mail(t0() + 30 * SECOND, 30 * SECOND, 10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].id, first[0].id);
+    assert_ne!(second[0].claim, first[0].claim);
+    assert_eq!(second[0].attempts, 2);
+}
+
+/// A sent message makes its code usable from the acceptance time and is never claimed again.
+pub async fn sent_mail_marks_its_code_delivered_and_wipes_the_code(store: impl Store) {
+    let policy = CodePolicy::default();
+    register(&store, 10, "ada@example.com", "0421").await;
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    let accepted_at = t0() + 2 * SECOND;
+    assert!(store.finish_mail(&claimed[0], MailOutcome::Sent { accepted_at }).await.unwrap());
+    let account = load(&store, "ada@example.com", accepted_at).await.account;
+    assert_eq!(account.code().unwrap().delivered_at(), Some(accepted_at));
+    assert_eq!(
+        account.code_status(accepted_at, &policy),
+        Some(CodeStatus::Usable { expires_at: accepted_at + policy.ttl() })
+    );
+    assert!(store.claim_mail(t0() + 3600 * SECOND, 30 * SECOND, 10).await.unwrap().is_empty());
+    assert_eq!(store.outbox_depth().await.unwrap(), 0);
+}
+
+/// A retried message is due again only at its next attempt time.
+pub async fn retried_mail_waits_for_its_next_attempt(store: impl Store) {
+    register(&store, 10, "ada@example.com", "0421").await;
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    let next_attempt_at = t0() + 5 * SECOND;
+    let retry = MailOutcome::Retry { next_attempt_at, error: "421 try later".into() };
+    assert!(store.finish_mail(&claimed[0], retry).await.unwrap());
+    assert!(store.claim_mail(t0() + 4 * SECOND, 30 * SECOND, 10).await.unwrap().is_empty());
+    let again = store.claim_mail(next_attempt_at, 30 * SECOND, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 2);
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
+}
+
+/// A message given up on kills its code and is never claimed again.
+pub async fn failed_mail_kills_its_code(store: impl Store) {
+    let policy = CodePolicy::default();
+    register(&store, 10, "ada@example.com", "0421").await;
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    let failed = MailOutcome::Failed { error: "550 no such user".into() };
+    assert!(store.finish_mail(&claimed[0], failed).await.unwrap());
+    let account = load(&store, "ada@example.com", t0()).await.account;
+    assert!(matches!(account.code_status(t0(), &policy), Some(CodeStatus::Dead(_))));
+    assert!(store.claim_mail(t0() + 3600 * SECOND, 30 * SECOND, 10).await.unwrap().is_empty());
+    assert_eq!(store.outbox_depth().await.unwrap(), 0);
+}
+
+/// Once a lease was taken over, the first claimer's outcome is ignored.
+pub async fn a_stale_claim_changes_nothing(store: impl Store) {
+    register(&store, 10, "ada@example.com", "0421").await;
+    let first = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    let second = store.claim_mail(t0() + 31 * SECOND, 30 * SECOND, 10).await.unwrap();
+    let stale = MailOutcome::Failed { error: "late".into() };
+    assert!(!store.finish_mail(&first[0], stale).await.unwrap());
+    let accepted_at = t0() + 32 * SECOND;
+    assert!(store.finish_mail(&second[0], MailOutcome::Sent { accepted_at }).await.unwrap());
+    let account = load(&store, "ada@example.com", accepted_at).await.account;
+    assert_eq!(account.code().unwrap().delivered_at(), Some(accepted_at));
+}
+
+/// Claims take due messages oldest first and no more than asked for.
+pub async fn claims_take_the_oldest_due_mail_first_up_to_the_limit(store: impl Store) {
+    for i in 0..5u128 {
+        register(&store, 100 + 10 * i, &format!("user{i}@example.com"), "0000").await;
+    }
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 3).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let rest = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    let mut all: Vec<Uuid> = claimed.iter().chain(&rest).map(|m| m.id).collect();
+    all.dedup();
+    assert_eq!(all.len(), 5);
+}
+
+/// A throttle allows `max` events per window, then says until when it is closed, then reopens.
+pub async fn throttles_count_to_the_limit_and_reset_after_the_window(store: impl Store) {
+    let key = ThrottleKey::LoginFailuresForAccount("ada@example.com".into());
+    let limit = Limit { max: 3, window: 60 * SECOND };
+    for i in 0..3 {
+        let now = t0() + i * SECOND;
+        assert_eq!(store.throttled_until(&key, limit, now).await.unwrap(), None);
+        assert_eq!(store.throttle_hit(&key, limit, now).await.unwrap(), None);
+    }
+    let closed_until = Some(t0() + 60 * SECOND);
+    assert_eq!(store.throttled_until(&key, limit, t0() + 10 * SECOND).await.unwrap(), closed_until);
+    assert_eq!(store.throttle_hit(&key, limit, t0() + 10 * SECOND).await.unwrap(), closed_until);
+    assert_eq!(store.throttled_until(&key, limit, t0() + 60 * SECOND).await.unwrap(), None);
+    assert_eq!(store.throttle_hit(&key, limit, t0() + 60 * SECOND).await.unwrap(), None);
+}
+
+/// Counting one key leaves the others alone.
+pub async fn throttle_keys_are_independent(store: impl Store) {
+    let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let limit = Limit { max: 1, window: 60 * SECOND };
+    let a = ThrottleKey::RegistrationsFromAddress(ip);
+    let b = ThrottleKey::LoginFailuresFromAddress(ip);
+    assert_eq!(store.throttle_hit(&a, limit, t0()).await.unwrap(), None);
+    assert!(store.throttled_until(&a, limit, t0()).await.unwrap().is_some());
+    assert_eq!(store.throttled_until(&b, limit, t0()).await.unwrap(), None);
+}
+
+/// A healthy store answers a ping.
+pub async fn ping_answers(store: impl Store) {
+    store.ping().await.unwrap();
+}
