@@ -1,1 +1,78 @@
-//! placeholder
+//! Registrar's outbound mail adapters. For now the log mailer, which "sends" the activation
+//! email by writing the address and the code to the log: the zero-setup default for local
+//! development, and the only place a code ever reaches a log. The SMTP mailer lands here next.
+#![forbid(unsafe_code)]
+
+use registrar_application::ports::{ActivationEmail, MailError, Mailer};
+
+/// Writes each activation email to the log as one event, and counts it as accepted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogMailer;
+
+impl Mailer for LogMailer {
+    async fn send_activation(&self, email: &ActivationEmail) -> Result<(), MailError> {
+        tracing::info!(
+            to = %email.to,
+            code = %email.code.reveal(),
+            valid_for_seconds = email.valid_for.as_secs(),
+            "activation email (log mailer: not sent anywhere)"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io,
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use registrar_domain::{CodeDigits, Email};
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Self;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_code_and_address_go_to_the_log_in_one_event() {
+        let captured = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(captured.clone())
+            .finish();
+        let email = ActivationEmail {
+            to: Email::parse("ada@example.com").unwrap(),
+            code: CodeDigits::parse("0421").unwrap(),
+            valid_for: Duration::from_secs(60),
+        };
+        let _guard = tracing::subscriber::set_default(subscriber);
+        LogMailer.send_activation(&email).await.unwrap();
+
+        let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.len(), 1, "{output}");
+        assert!(lines[0].contains(r#""to":"ada@example.com""#), "{output}");
+        assert!(lines[0].contains(r#""code":"0421""#), "{output}");
+    }
+}

@@ -1,1 +1,132 @@
-//! placeholder
+//! Registrar's HTTP API: the actix-web application, its handlers and extractors, problem+json
+//! errors, and the OpenAPI description with Swagger UI. This is the only crate that knows HTTP,
+//! JSON and OpenAPI; handlers are generic over the [`Accounts`] use cases, so it never sees
+//! an adapter.
+#![forbid(unsafe_code)]
+
+mod dto;
+mod error;
+mod extract;
+mod handlers;
+mod middleware;
+mod openapi;
+mod reply;
+
+use actix_web::{
+    Error, ResponseError,
+    body::MessageBody,
+    dev::{ServiceFactory, ServiceRequest, ServiceResponse},
+    middleware::from_fn,
+    web as aweb,
+};
+use paperclip::actix::{OpenApiExt, web};
+use registrar_application::Accounts;
+
+pub use error::{ApiError, BASIC_CHALLENGE, FieldError, PROBLEM_JSON};
+pub use extract::BODY_LIMIT;
+pub use middleware::REQUEST_ID;
+
+use handlers::{ops, users};
+
+/// Renders the process's metrics in the Prometheus text format.
+pub struct MetricsSource(Box<dyn Fn() -> String + Send + Sync>);
+
+impl MetricsSource {
+    /// Metrics from `render`, e.g. a Prometheus recorder's handle.
+    pub fn new(render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        Self(Box::new(render))
+    }
+
+    fn render(&self) -> String {
+        (self.0)()
+    }
+}
+
+/// A handler for a route that exists but not with the request's method.
+fn method_not_allowed(allow: &'static str) -> actix_web::Route {
+    aweb::to(move || async move { ApiError::MethodNotAllowed { allow }.error_response() })
+}
+
+/// The application: every route of the contract over the given use cases.
+pub fn app<A: Accounts>(
+    accounts: aweb::Data<A>,
+    metrics: aweb::Data<MetricsSource>,
+) -> actix_web::App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    let mut generated = None;
+    let app = actix_web::App::new()
+        .wrap_api()
+        .app_data(accounts)
+        .app_data(metrics)
+        .service(
+            web::resource("/v1/users")
+                .route(web::post().to(users::register::<A>))
+                .default_service(method_not_allowed("POST")),
+        )
+        .service(
+            web::resource("/v1/users/me")
+                .route(web::get().to(users::me::<A>))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            web::resource("/v1/users/me/activation")
+                .route(web::post().to(users::activate::<A>))
+                .default_service(method_not_allowed("POST")),
+        )
+        .service(
+            web::resource("/v1/users/me/activation-code")
+                .route(web::post().to(users::issue_code::<A>))
+                .default_service(method_not_allowed("POST")),
+        )
+        .service(
+            web::resource("/healthz")
+                .route(web::get().to(ops::healthz))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            web::resource("/readyz")
+                .route(web::get().to(ops::readyz::<A>))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(ops::metrics))
+                .default_service(method_not_allowed("GET")),
+        )
+        .with_raw_json_spec_v3(|app, spec| {
+            generated = Some(spec);
+            app
+        })
+        .build();
+    let doc = openapi::finish(generated.unwrap_or_default());
+    app.app_data(aweb::Data::new(doc))
+        .service(
+            aweb::resource("/openapi.json")
+                .route(aweb::get().to(openapi::openapi_json))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            aweb::resource("/docs")
+                .route(aweb::get().to(openapi::docs))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            aweb::resource("/docs/swagger-ui.css")
+                .route(aweb::get().to(openapi::swagger_css))
+                .default_service(method_not_allowed("GET")),
+        )
+        .service(
+            aweb::resource("/docs/swagger-ui-bundle.js")
+                .route(aweb::get().to(openapi::swagger_js))
+                .default_service(method_not_allowed("GET")),
+        )
+        .default_service(aweb::to(|| async { ApiError::NotFound.error_response() }))
+        .wrap(from_fn(middleware::observe))
+}

@@ -140,6 +140,9 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// Whether the store answers.
     fn ready(&self) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// What new passwords must meet, for the inbound adapter to parse registrations with.
+    fn password_policy(&self) -> &PasswordPolicy;
 }
 
 /// The account use cases over their ports.
@@ -434,6 +437,10 @@ where
 
     async fn ready(&self) -> Result<(), Error> {
         Ok(self.store.ping().await?)
+    }
+
+    fn password_policy(&self) -> &PasswordPolicy {
+        &self.settings.passwords
     }
 }
 

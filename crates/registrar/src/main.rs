@@ -1,1 +1,62 @@
-fn main() {}
+//! `registrar serve` and `registrar migrate`: read the configuration, set up telemetry, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use registrar::{
+    config::{Cli, Command},
+    startup::Application,
+    telemetry,
+};
+use registrar_api::MetricsSource;
+use registrar_application::{OsEntropy, ports::Entropy};
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(error) = telemetry::init_logging(cli.log.log_format) {
+        // No logger yet: stderr is the only place left to say why we stop.
+        #[allow(clippy::print_stderr, reason = "the logger could not be installed")]
+        {
+            eprintln!("registrar: {error:#}");
+        }
+        return ExitCode::FAILURE;
+    }
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => {
+            let settings = args.settings(OsEntropy.secret())?;
+            tracing::warn!("no DATABASE_URL: data lives in memory only and is lost when the process stops");
+            tracing::warn!("no SMTP_URL: activation codes are written to this log instead of being emailed");
+            if settings.secret_is_ephemeral {
+                tracing::warn!(
+                    "no REGISTRAR_SECRET: codes are keyed with a random per-process secret; \
+                     replicas need a shared one, and codes die on restart"
+                );
+            }
+            let handle = telemetry::init_metrics()?;
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
+            let app = Application::build(settings, MetricsSource::new(move || handle.render()))?;
+            app.run_until_stopped().await
+        }
+        Command::Migrate(_) => anyhow::bail!(
+            "this build has no PostgreSQL store yet, so there is nothing to migrate"
+        ),
+    }
+}

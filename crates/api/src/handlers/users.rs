@@ -1,0 +1,89 @@
+//! `/v1/users`: register, who am I, activate, new code.
+
+use paperclip::actix::{AcceptedJson, api_v2_operation, web::Data, web::Json};
+use registrar_application::Accounts;
+
+use crate::{
+    ApiError,
+    dto::{ActivationBody, CodeIssuedBody, RegisterUserBody, UserBody},
+    extract::{BasicAuth, ClientIp, JsonBody},
+    reply::Created,
+};
+
+/// Where the authenticated user's own resource lives.
+const ME: &str = "/v1/users/me";
+
+/// Register an account
+#[api_v2_operation(
+    operation_id = "register",
+    tags(Users),
+    summary = "Register an account",
+    description = "Creates a pending account and queues an email with a 4-digit activation code. A pending account whose code has expired or died is taken over by the new registration (same id, new password, new code); new-code limits apply to takeovers too (429).",
+    consumes = "application/json",
+    produces = "application/json"
+)]
+pub(crate) async fn register<A: Accounts>(
+    accounts: Data<A>,
+    client: ClientIp,
+    body: JsonBody<RegisterUserBody>,
+) -> Result<Created<UserBody>, ApiError> {
+    let registration = body.into_inner()?.try_into_domain(accounts.password_policy())?;
+    let user = accounts.register(registration, client.0).await?;
+    Ok(Created::at(ME, UserBody::from(&user)))
+}
+
+/// Who am I
+#[api_v2_operation(
+    operation_id = "getMe",
+    tags(Users),
+    summary = "Who am I",
+    description = "The authenticated account, pending or active.",
+    produces = "application/json"
+)]
+pub(crate) async fn me<A: Accounts>(
+    accounts: Data<A>,
+    client: ClientIp,
+    auth: BasicAuth,
+) -> Result<Json<UserBody>, ApiError> {
+    let who = accounts.authenticate(auth.into_credentials(), client.0).await?;
+    Ok(Json(UserBody::from(who.user())))
+}
+
+/// Activate the account
+#[api_v2_operation(
+    operation_id = "activate",
+    tags(Users),
+    summary = "Activate the account with the emailed code",
+    description = "Checks, in order: credentials (401), code format (422), already active (409), a usable code (410, `reason`: `expired` or `too_many_attempts`), the code itself (400 with `attempts_remaining`). A code is usable from the moment the mail server accepted its email, for the configured TTL (60 s by default); a guess at a code whose email has not been accepted yet counts as wrong. The 5th wrong attempt kills the code.",
+    consumes = "application/json",
+    produces = "application/json"
+)]
+pub(crate) async fn activate<A: Accounts>(
+    accounts: Data<A>,
+    client: ClientIp,
+    auth: BasicAuth,
+    body: JsonBody<ActivationBody>,
+) -> Result<Json<UserBody>, ApiError> {
+    let who = accounts.authenticate(auth.into_credentials(), client.0).await?;
+    let code = body.into_inner()?.try_into_code()?;
+    let user = accounts.activate(&who, code).await?;
+    Ok(Json(UserBody::from(&user)))
+}
+
+/// Issue a new activation code
+#[api_v2_operation(
+    operation_id = "issueActivationCode",
+    tags(Users),
+    summary = "Send a new activation code",
+    description = "Issues a fresh code and queues its email; the previous code dies. Takes no body. At most one code per 30 s per account (the registration's own included) and 10 per 24 h (429 with Retry-After).",
+    produces = "application/json"
+)]
+pub(crate) async fn issue_code<A: Accounts>(
+    accounts: Data<A>,
+    client: ClientIp,
+    auth: BasicAuth,
+) -> Result<AcceptedJson<CodeIssuedBody>, ApiError> {
+    let who = accounts.authenticate(auth.into_credentials(), client.0).await?;
+    let issued = accounts.issue_code(&who).await?;
+    Ok(AcceptedJson(CodeIssuedBody::from(issued)))
+}

@@ -1,0 +1,100 @@
+//! The middleware every request passes through: request id, one span and one log line per
+//! request, metrics, the early 413 for declared oversize bodies, and the safety net that turns
+//! any error response not made by [`ApiError`] into problem+json.
+
+use std::time::Instant;
+
+use actix_web::{
+    Error, ResponseError,
+    body::{BoxBody, MessageBody},
+    dev::{ServiceRequest, ServiceResponse},
+    http::header::{self, HeaderName, HeaderValue},
+    middleware::Next,
+};
+use tracing::Instrument;
+
+use crate::{ApiError, error::PROBLEM_JSON, extract::BODY_LIMIT};
+
+/// The request id header.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The caller's request id when it is 1–128 characters of `[A-Za-z0-9._-]`, else a new one.
+fn request_id(req: &ServiceRequest) -> HeaderValue {
+    req.headers()
+        .get(REQUEST_ID)
+        .filter(|value| {
+            let bytes = value.as_bytes();
+            (1..=128).contains(&bytes.len())
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown"))
+        })
+}
+
+fn declares_oversize_body(req: &ServiceRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok())
+        .is_some_and(|length| length > BODY_LIMIT)
+}
+
+fn is_problem(response: &ServiceResponse<BoxBody>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
+}
+
+/// Wraps every request; see the module docs.
+pub(crate) async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let request_id = request_id(&req);
+    let method = req.method().to_string();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let span = tracing::info_span!(
+        "http request",
+        %method,
+        path = %req.path(),
+        request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+    );
+    let started = Instant::now();
+    // The request must not be cloned before routing (actix needs to own it uniquely), so an
+    // error from the inner services is passed on as is; handlers never produce one, since
+    // actix turns their errors into responses before they get here.
+    let mut response = if declares_oversize_body(&req) {
+        let _entered = span.enter();
+        req.into_response(ApiError::PayloadTooLarge.error_response())
+    } else {
+        next.call(req).instrument(span.clone()).await?.map_into_boxed_body()
+    };
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error()) && !is_problem(&response) {
+        let _entered = span.enter();
+        let problem = ApiError::for_status(status).error_response();
+        response = response.into_response(problem);
+    }
+    response.headers_mut().insert(REQUEST_ID, request_id);
+
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics::counter!(
+        "registrar_http_requests_total",
+        "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()
+    )
+    .increment(1);
+    metrics::histogram!(
+        "registrar_http_request_duration_seconds",
+        "method" => method, "route" => route
+    )
+    .record(elapsed.as_secs_f64());
+    tracing::info!(parent: &span, status, latency_ms = elapsed.as_secs_f64() * 1e3, "request completed");
+    Ok(response)
+}

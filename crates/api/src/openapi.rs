@@ -1,0 +1,237 @@
+//! The OpenAPI 3 document and Swagger UI. paperclip derives the paths, operations and body
+//! schemas from the handlers; this module adds what it cannot express: the problem+json error
+//! responses of each operation, Basic security, headers, and the documentation routes.
+
+use actix_web::{HttpResponse, http::header, web};
+use serde_json::{Value, json};
+
+use crate::error::{PROBLEM_JSON, PROBLEM_TYPES};
+
+/// The finished OpenAPI document, served at `/openapi.json`.
+pub(crate) struct ApiDoc(String);
+
+/// The error responses of each operation: (path, method, problem slugs).
+const OPERATION_ERRORS: &[(&str, &str, &[&str])] = &[
+    (
+        "/v1/users",
+        "post",
+        &[
+            "malformed-request",
+            "email-taken",
+            "payload-too-large",
+            "unsupported-media-type",
+            "validation-failed",
+            "too-many-requests",
+            "overloaded",
+            "unavailable",
+            "internal",
+        ],
+    ),
+    (
+        "/v1/users/me",
+        "get",
+        &["unauthorized", "too-many-requests", "overloaded", "unavailable", "internal"],
+    ),
+    (
+        "/v1/users/me/activation",
+        "post",
+        &[
+            "malformed-request",
+            "wrong-activation-code",
+            "unauthorized",
+            "already-active",
+            "activation-code-expired",
+            "payload-too-large",
+            "unsupported-media-type",
+            "validation-failed",
+            "too-many-requests",
+            "overloaded",
+            "unavailable",
+            "internal",
+        ],
+    ),
+    (
+        "/v1/users/me/activation-code",
+        "post",
+        &[
+            "unauthorized",
+            "already-active",
+            "too-many-requests",
+            "overloaded",
+            "unavailable",
+            "internal",
+        ],
+    ),
+    ("/readyz", "get", &["unavailable"]),
+];
+
+const DESCRIPTION: &str = "Sign up with email and password, get a 4-digit code by email, \
+activate within a minute. Errors are RFC 9457 problem details (`application/problem+json`) whose \
+`type` ends with a stable slug. Every response carries `X-Request-Id`. Request bodies over 16 KiB \
+are refused with 413; unknown routes answer 404 and wrong methods 405 with `Allow`.";
+
+fn problem_schema() -> Value {
+    json!({
+        "type": "object",
+        "description": "RFC 9457 problem details. `title` is fixed per `type`; `detail` explains this occurrence.",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": { "type": "string", "description": "A URI reference ending with the problem's slug.", "example": "/problems/email-taken",
+                "enum": PROBLEM_TYPES.iter().map(|(_, slug, _)| format!("/problems/{slug}")).collect::<Vec<_>>() },
+            "title": { "type": "string" },
+            "status": { "type": "integer", "format": "int32" },
+            "detail": { "type": "string" },
+            "errors": { "type": "array", "description": "validation-failed: one entry per problem.",
+                "items": { "$ref": "#/components/schemas/FieldError" } },
+            "attempts_remaining": { "type": "integer", "format": "int32", "description": "wrong-activation-code: wrong attempts left for this code." },
+            "reason": { "type": "string", "enum": ["expired", "too_many_attempts"], "description": "activation-code-expired: why there is no usable code." },
+            "retry_after_seconds": { "type": "integer", "format": "int64", "description": "429 and 503: the Retry-After value." }
+        }
+    })
+}
+
+fn field_error_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["field", "code", "message"],
+        "properties": {
+            "field": { "type": "string", "example": "password" },
+            "code": { "type": "string", "description": "required, invalid, too_long (email); required, too_short, too_long, too_weak, contains_email (password); required, invalid_format (code).", "example": "too_weak" },
+            "message": { "type": "string" }
+        }
+    })
+}
+
+fn error_response(status: u16, slugs: &[&str]) -> Value {
+    let titles: Vec<String> = slugs
+        .iter()
+        .filter_map(|slug| PROBLEM_TYPES.iter().find(|(_, s, _)| s == slug))
+        .map(|(_, slug, title)| format!("`{slug}` ({title})"))
+        .collect();
+    let mut response = json!({
+        "description": titles.join("; "),
+        "content": { PROBLEM_JSON: { "schema": { "$ref": "#/components/schemas/Problem" } } }
+    });
+    let mut headers = serde_json::Map::new();
+    if status == 429 || status == 503 {
+        headers.insert("Retry-After".into(), json!({ "description": "Seconds to wait before retrying.", "schema": { "type": "integer" } }));
+    }
+    if status == 401 {
+        headers.insert("WWW-Authenticate".into(), json!({ "schema": { "type": "string", "example": crate::error::BASIC_CHALLENGE } }));
+    }
+    if !headers.is_empty() {
+        response["headers"] = Value::Object(headers);
+    }
+    response
+}
+
+/// Adds what the Rust types cannot say: which members are required, their formats and limits.
+fn refine_schemas(schemas: &mut Value) {
+    let register = &mut schemas["RegisterUserBody"];
+    register["required"] = json!(["email", "password"]);
+    register["properties"]["email"]["format"] = json!("email");
+    register["properties"]["email"]["maxLength"] = json!(254);
+    register["properties"]["email"]["example"] = json!("ada@example.com");
+    register["properties"]["password"]["format"] = json!("password");
+    register["properties"]["password"]["minLength"] = json!(8);
+    register["properties"]["password"]["maxLength"] = json!(128);
+    register["properties"]["password"]["example"] = json!("correct horse battery staple");
+    let activation = &mut schemas["ActivationBody"];
+    activation["required"] = json!(["code"]);
+    activation["properties"]["code"]["pattern"] = json!("^[0-9]{4}$");
+    activation["properties"]["code"]["example"] = json!("0421");
+    let user = &mut schemas["UserBody"]["properties"];
+    user["id"]["format"] = json!("uuid");
+    user["email"]["format"] = json!("email");
+    user["created_at"]["format"] = json!("date-time");
+    user["activated_at"]["format"] = json!("date-time");
+    user["activated_at"]["nullable"] = json!(true);
+    schemas["UserBody"]["required"] = json!(["id", "email", "status", "created_at", "activated_at"]);
+}
+
+/// Completes paperclip's generated document.
+pub(crate) fn finish(mut spec: Value) -> ApiDoc {
+    spec["openapi"] = json!("3.0.3");
+    spec["info"] = json!({
+        "title": "Registrar",
+        "version": env!("CARGO_PKG_VERSION"),
+        "description": DESCRIPTION,
+    });
+    spec["components"]["schemas"]["Problem"] = problem_schema();
+    spec["components"]["schemas"]["FieldError"] = field_error_schema();
+    spec["components"]["securitySchemes"]["basicAuth"] = json!({
+        "type": "http", "scheme": "basic",
+        "description": "email:password. Failures are throttled per account and per client address (429)."
+    });
+    for (path, method, slugs) in OPERATION_ERRORS {
+        let operation = &mut spec["paths"][*path][*method];
+        if slugs.contains(&"unauthorized") {
+            operation["security"] = json!([{ "basicAuth": [] }]);
+        }
+        let mut statuses: Vec<u16> = slugs
+            .iter()
+            .filter_map(|slug| PROBLEM_TYPES.iter().find(|(_, s, _)| s == slug).map(|(status, ..)| *status))
+            .collect();
+        statuses.dedup();
+        for status in statuses {
+            let of_status: Vec<&str> = slugs
+                .iter()
+                .copied()
+                .filter(|slug| PROBLEM_TYPES.iter().any(|(st, s, _)| *st == status && s == slug))
+                .collect();
+            operation["responses"][status.to_string()] = error_response(status, &of_status);
+        }
+    }
+    refine_schemas(&mut spec["components"]["schemas"]);
+    spec["paths"]["/v1/users"]["post"]["responses"]["201"]["headers"] = json!({
+        "Location": { "description": "The new account's resource.", "schema": { "type": "string", "example": "/v1/users/me" } }
+    });
+    spec["paths"]["/openapi.json"] = json!({ "get": {
+        "operationId": "openapi", "tags": ["Documentation"], "summary": "This OpenAPI 3 document",
+        "responses": { "200": { "description": "OK", "content": { "application/json": { "schema": { "type": "object" } } } } }
+    }});
+    spec["paths"]["/docs"] = json!({ "get": {
+        "operationId": "docs", "tags": ["Documentation"], "summary": "Swagger UI on this document",
+        "responses": { "200": { "description": "OK", "content": { "text/html": { "schema": { "type": "string" } } } } }
+    }});
+    ApiDoc(spec.to_string())
+}
+
+pub(crate) async fn openapi_json(doc: web::Data<ApiDoc>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(doc.0.clone())
+}
+
+const DOCS_HTML: &str = r##"<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Registrar API</title>
+  <link rel="stylesheet" href="docs/swagger-ui.css">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/swagger-ui-bundle.js"></script>
+  <script>window.ui = SwaggerUIBundle({ url: "openapi.json", dom_id: "#swagger-ui", deepLinking: true });</script>
+</body>
+</html>
+"##;
+
+pub(crate) async fn docs() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(DOCS_HTML)
+}
+
+const ONE_DAY: (header::HeaderName, &str) = (header::CACHE_CONTROL, "public, max-age=86400");
+
+pub(crate) async fn swagger_css() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header(ONE_DAY)
+        .body(&include_bytes!("../assets/swagger-ui/swagger-ui.css")[..])
+}
+
+pub(crate) async fn swagger_js() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header(ONE_DAY)
+        .body(&include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js")[..])
+}

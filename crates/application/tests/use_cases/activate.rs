@@ -1,0 +1,197 @@
+//! Activating: the delivered code activates the account once; wrong, undelivered, expired and
+//! replaced codes do not.
+
+use std::sync::Arc;
+
+use registrar_application::{Accounts, Error};
+use registrar_domain::UserStatus;
+use tokio::sync::Barrier;
+
+use crate::support::{App, PASSWORD, SECOND, digits};
+
+#[tokio::test]
+async fn the_delivered_code_activates_the_account_at_the_current_time() {
+    let app = App::new();
+    let who = app
+        .registered_and_delivered("ada@example.com", "0421")
+        .await;
+    app.advance(5 * SECOND);
+
+    let user = app.activate(&who, "0421").await.unwrap();
+
+    let activated = UserStatus::Active {
+        activated_at: app.now(),
+    };
+    assert_eq!(user.status(), activated);
+    let stored = app.stored("ada@example.com").await.unwrap();
+    assert_eq!(stored.account.user().status(), activated);
+    let again = app.login("ada@example.com", PASSWORD).await.unwrap();
+    assert_eq!(again.user().status(), activated);
+}
+
+#[tokio::test]
+async fn a_code_stays_usable_for_its_ttl_from_the_moment_its_email_was_accepted() {
+    let app = App::new();
+    let who = app.registered("ada@example.com", "0421").await;
+    app.advance(10 * SECOND);
+    app.deliver().await;
+    // Past the TTL counted from registration, within it counted from acceptance.
+    app.advance(app.codes.ttl() - SECOND);
+
+    let result = app.activate(&who, "0421").await;
+
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn the_right_code_before_its_email_is_accepted_counts_as_a_wrong_attempt() {
+    let app = App::new();
+    let who = app.registered("ada@example.com", "0421").await;
+
+    let early = app.activate(&who, "0421").await;
+
+    assert!(
+        matches!(
+            early,
+            Err(Error::WrongCode {
+                attempts_remaining: 4
+            })
+        ),
+        "{early:?}"
+    );
+    app.deliver().await;
+    assert!(app.activate(&who, "0421").await.is_ok());
+}
+
+#[tokio::test]
+async fn wrong_codes_count_down_the_attempts_and_the_fifth_kills_the_code() {
+    let app = App::new();
+    let who = app
+        .registered_and_delivered("ada@example.com", "0421")
+        .await;
+
+    let mut remaining = Vec::new();
+    for _ in 0..app.codes.max_attempts() {
+        match app.activate(&who, "9999").await {
+            Err(Error::WrongCode { attempts_remaining }) => remaining.push(attempts_remaining),
+            other => panic!("expected WrongCode, got {other:?}"),
+        }
+    }
+    let right_but_too_late = app.activate(&who, "0421").await;
+
+    assert_eq!(remaining, [4, 3, 2, 1, 0]);
+    assert!(
+        matches!(
+            right_but_too_late,
+            Err(Error::CodeGone {
+                too_many_attempts: true
+            })
+        ),
+        "{right_but_too_late:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_code_is_gone_once_its_ttl_has_passed() {
+    let app = App::new();
+    let who = app
+        .registered_and_delivered("ada@example.com", "0421")
+        .await;
+    app.advance(app.codes.ttl());
+
+    let result = app.activate(&who, "0421").await;
+
+    assert!(
+        matches!(
+            result,
+            Err(Error::CodeGone {
+                too_many_attempts: false
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_active_account_is_not_activated_again() {
+    let app = App::new();
+    let who = app
+        .registered_and_delivered("ada@example.com", "0421")
+        .await;
+    app.activate(&who, "0421").await.unwrap();
+
+    let same_code = app.activate(&who, "0421").await;
+    let other_code = app.activate(&who, "1234").await;
+
+    assert!(
+        matches!(same_code, Err(Error::AlreadyActive)),
+        "{same_code:?}"
+    );
+    assert!(
+        matches!(other_code, Err(Error::AlreadyActive)),
+        "{other_code:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_concurrent_correct_activations_give_one_success_and_one_already_active() {
+    // Several rounds, so the two requests really do overlap in some of them.
+    for round in 0..20 {
+        let app = App::new();
+        let who = app
+            .registered_and_delivered("ada@example.com", "0421")
+            .await;
+        let barrier = Arc::new(Barrier::new(2));
+        let racers = (0..2).map(|_| {
+            let (accounts, who, barrier) =
+                (Arc::clone(&app.accounts), who.clone(), Arc::clone(&barrier));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                accounts.activate(&who, digits("0421")).await
+            })
+        });
+        let racers: Vec<_> = racers.collect();
+
+        let mut outcomes = Vec::new();
+        for racer in racers {
+            outcomes.push(racer.await.unwrap());
+        }
+
+        let successes = outcomes.iter().filter(|o| o.is_ok()).count();
+        let already_active = outcomes
+            .iter()
+            .filter(|o| matches!(o, Err(Error::AlreadyActive)))
+            .count();
+        assert_eq!(
+            (successes, already_active),
+            (1, 1),
+            "round {round}: {outcomes:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_new_code_kills_the_previous_one() {
+    let app = App::new();
+    let who = app
+        .registered_and_delivered("ada@example.com", "0421")
+        .await;
+    app.advance(app.codes.cooldown());
+    app.entropy.will_draw(&["1111"]);
+    app.issue_code(&who).await.unwrap();
+    app.deliver().await;
+
+    let old = app.activate(&who, "0421").await;
+    let new = app.activate(&who, "1111").await;
+
+    assert!(
+        matches!(
+            old,
+            Err(Error::WrongCode {
+                attempts_remaining: 4
+            })
+        ),
+        "{old:?}"
+    );
+    assert!(new.is_ok(), "{new:?}");
+}

@@ -1,0 +1,310 @@
+//! Configuration: the `registrar` command line, each flag with its environment variable,
+//! validated once at start-up into the typed settings each part of the service takes.
+
+use std::{net::SocketAddr, num::NonZeroUsize, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use registrar_adapters_argon2::Argon2Settings;
+use registrar_application::{AccountSettings, DeliveryPolicy, RateLimits, ports::Limit};
+use registrar_domain::{CodePolicy, CodeSecret, PasswordPolicy};
+
+/// Registrar: sign up with email and password, get a code by email, activate.
+#[derive(Debug, Parser)]
+#[command(name = "registrar", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API and deliver the outbox.
+    Serve(Box<ServeArgs>),
+    /// Apply database migrations from DATABASE_URL and exit.
+    Migrate(MigrateArgs),
+}
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How the process logs (filter from `RUST_LOG`, default `info`).
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "REGISTRAR_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
+    pub log_format: LogFormat,
+}
+
+/// On or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+/// `registrar migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// PostgreSQL URL.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+/// `registrar serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind.
+    #[arg(long, env = "REGISTRAR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// PostgreSQL URL; unset = in-memory store (data is lost on exit).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// SMTP server URL in lettre syntax (e.g. smtp://127.0.0.1:1025); unset = codes are written to the log.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of the activation email.
+    #[arg(long, env = "MAIL_FROM", default_value = "Registrar <no-reply@localhost>")]
+    pub mail_from: String,
+    /// Code lifetime after the mail server accepted its email (humantime, e.g. 60s, 2m).
+    #[arg(long, env = "ACTIVATION_CODE_TTL", default_value = "60s")]
+    pub activation_code_ttl: humantime::Duration,
+    /// Key for code HMACs (at least 16 bytes); set the same value on every replica. Unset = random per process.
+    #[arg(long, env = "REGISTRAR_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Least time between two codes for one account (registration and takeover included).
+    #[arg(long, env = "REGISTRAR_CODE_COOLDOWN", default_value = "30s")]
+    pub code_cooldown: humantime::Duration,
+    /// Wrong attempts that kill a code.
+    #[arg(long, env = "REGISTRAR_CODE_ATTEMPTS", default_value_t = 5)]
+    pub code_attempts: u32,
+    /// Most codes per account per 24 hours.
+    #[arg(long, env = "REGISTRAR_CODES_PER_DAY", default_value_t = 10)]
+    pub codes_per_day: u32,
+    /// `off` disables the per-address limits (for load tests); per-account limits stay.
+    #[arg(long, env = "REGISTRAR_RATE_LIMITS", value_enum, default_value = "on")]
+    pub rate_limits: Switch,
+    /// Failed logins per account per window before 429.
+    #[arg(long, env = "REGISTRAR_LOGIN_FAILURES_PER_ACCOUNT", default_value_t = 10)]
+    pub login_failures_per_account: u32,
+    /// Failed logins per client address per window before 429.
+    #[arg(long, env = "REGISTRAR_LOGIN_FAILURES_PER_ADDRESS", default_value_t = 50)]
+    pub login_failures_per_address: u32,
+    /// The window failed logins are counted in.
+    #[arg(long, env = "REGISTRAR_LOGIN_FAILURE_WINDOW", default_value = "15m")]
+    pub login_failure_window: humantime::Duration,
+    /// Registrations per client address per window before 429.
+    #[arg(long, env = "REGISTRAR_REGISTRATIONS_PER_ADDRESS", default_value_t = 20)]
+    pub registrations_per_address: u32,
+    /// The window registrations are counted in.
+    #[arg(long, env = "REGISTRAR_REGISTRATION_WINDOW", default_value = "10m")]
+    pub registration_window: humantime::Duration,
+    /// Least zxcvbn score (0–4) a new password must reach.
+    #[arg(long, env = "REGISTRAR_PASSWORD_MIN_SCORE", default_value_t = 3, value_parser = clap::value_parser!(u8).range(0..=4))]
+    pub password_min_score: u8,
+    /// Argon2id memory cost in KiB.
+    #[arg(long, env = "REGISTRAR_ARGON2_MEMORY_KIB", default_value_t = 19_456)]
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    #[arg(long, env = "REGISTRAR_ARGON2_ITERATIONS", default_value_t = 2)]
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    #[arg(long, env = "REGISTRAR_ARGON2_PARALLELISM", default_value_t = 1)]
+    pub argon2_parallelism: u32,
+    /// Password hashing threads (default: one per core).
+    #[arg(long, env = "REGISTRAR_HASH_THREADS")]
+    pub hash_threads: Option<NonZeroUsize>,
+    /// Hashing jobs that may wait for a thread; beyond that requests get 503 at once (default: 16 per thread).
+    #[arg(long, env = "REGISTRAR_HASH_QUEUE")]
+    pub hash_queue: Option<NonZeroUsize>,
+    /// Longest a hashing job may wait for a thread before the request gets 503.
+    #[arg(long, env = "REGISTRAR_HASH_QUEUE_TIMEOUT", default_value = "2s")]
+    pub hash_queue_timeout: humantime::Duration,
+    /// Delivery tries before an email (and its code) is given up.
+    #[arg(long, env = "REGISTRAR_MAIL_MAX_ATTEMPTS", default_value_t = 12)]
+    pub mail_max_attempts: u32,
+    /// Give up on an email this long after it was queued.
+    #[arg(long, env = "REGISTRAR_MAIL_MAX_AGE", default_value = "1h")]
+    pub mail_max_age: humantime::Duration,
+    /// How long a dispatcher's claim on an email lasts before another may take it.
+    #[arg(long, env = "REGISTRAR_MAIL_LEASE", default_value = "30s")]
+    pub mail_lease: humantime::Duration,
+    /// How often the dispatcher looks for due email when nothing wakes it.
+    #[arg(long, env = "REGISTRAR_MAIL_POLL", default_value = "1s")]
+    pub mail_poll: humantime::Duration,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "REGISTRAR_HTTP_WORKERS")]
+    pub http_workers: Option<NonZeroUsize>,
+    /// How long a graceful shutdown waits for requests and sends in flight.
+    #[arg(long, env = "REGISTRAR_SHUTDOWN_TIMEOUT", default_value = "30s")]
+    pub shutdown_timeout: humantime::Duration,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Account use cases.
+    pub accounts: AccountSettings,
+    /// Whether the secret was generated for this process.
+    pub secret_is_ephemeral: bool,
+    /// Password hashing.
+    pub argon2: Argon2Settings,
+    /// Outbox delivery.
+    pub delivery: DeliveryPolicy,
+    /// Dispatcher poll interval.
+    pub mail_poll: Duration,
+    /// HTTP workers.
+    pub http_workers: usize,
+    /// Graceful shutdown limit.
+    pub shutdown_timeout: Duration,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+impl ServeArgs {
+    /// Validates the flags into [`Settings`]; `random_secret` is used when no secret is set.
+    pub fn settings(&self, random_secret: [u8; 32]) -> anyhow::Result<Settings> {
+        if self.database_url.is_some() {
+            bail!(
+                "DATABASE_URL is set, but this build has no PostgreSQL store yet; \
+                 unset it to run with the in-memory store"
+            );
+        }
+        if self.smtp_url.is_some() {
+            bail!(
+                "SMTP_URL is set, but this build has no SMTP mailer yet; \
+                 unset it to have activation codes written to the log"
+            );
+        }
+        if !self.mail_from.contains('@') {
+            bail!("MAIL_FROM must contain an address, as in `Registrar <no-reply@example.com>`");
+        }
+        let codes = CodePolicy::new(
+            self.activation_code_ttl.into(),
+            self.code_attempts,
+            self.code_cooldown.into(),
+            self.codes_per_day,
+        )
+        .context("invalid activation code settings")?;
+        let (secret, secret_is_ephemeral) = match &self.secret {
+            Some(secret) => (
+                CodeSecret::new(secret.as_bytes()).context("invalid REGISTRAR_SECRET")?,
+                false,
+            ),
+            None => (CodeSecret::new(random_secret).context("invalid random secret")?, true),
+        };
+        let limits = RateLimits {
+            login_failures_per_account: Limit {
+                max: self.login_failures_per_account,
+                window: self.login_failure_window.into(),
+            },
+            login_failures_per_address: Limit {
+                max: self.login_failures_per_address,
+                window: self.login_failure_window.into(),
+            },
+            registrations_per_address: Limit {
+                max: self.registrations_per_address,
+                window: self.registration_window.into(),
+            },
+            per_address: self.rate_limits == Switch::On,
+        };
+        let threads = self.hash_threads.map_or_else(cores, NonZeroUsize::get);
+        let argon2 = Argon2Settings {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+            threads,
+            queue_capacity: self.hash_queue.map_or(16 * threads, NonZeroUsize::get),
+            queue_timeout: self.hash_queue_timeout.into(),
+            ..Argon2Settings::default()
+        };
+        argon2.validate().context("invalid Argon2 settings")?;
+        if self.mail_max_attempts == 0 {
+            bail!("REGISTRAR_MAIL_MAX_ATTEMPTS must be at least 1");
+        }
+        let delivery = DeliveryPolicy {
+            lease: self.mail_lease.into(),
+            max_attempts: self.mail_max_attempts,
+            max_age: self.mail_max_age.into(),
+            ..DeliveryPolicy::default()
+        };
+        Ok(Settings {
+            listen: self.listen,
+            accounts: AccountSettings {
+                codes,
+                passwords: PasswordPolicy::with_min_score(self.password_min_score),
+                secret,
+                limits,
+            },
+            secret_is_ephemeral,
+            argon2,
+            delivery,
+            mail_poll: self.mail_poll.into(),
+            http_workers: self.http_workers.map_or_else(cores, NonZeroUsize::get),
+            shutdown_timeout: self.shutdown_timeout.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Settings> {
+        let cli = Cli::try_parse_from(["registrar", "serve"].iter().chain(args))?;
+        let Command::Serve(serve) = cli.command else { unreachable!() };
+        serve.settings([9; 32])
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let settings = parse(&[]).unwrap();
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.accounts.codes, CodePolicy::default());
+        assert_eq!(settings.accounts.limits, RateLimits::default());
+        assert_eq!(settings.accounts.passwords, PasswordPolicy::default());
+        assert!(settings.secret_is_ephemeral);
+        assert_eq!((settings.argon2.memory_kib, settings.argon2.iterations, settings.argon2.parallelism), (19_456, 2, 1));
+        assert_eq!(settings.delivery.lease, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let settings = parse(&[
+            "--activation-code-ttl", "2m", "--code-cooldown", "5s", "--code-attempts", "3",
+            "--rate-limits", "off", "--secret", "0123456789abcdef0123",
+        ])
+        .unwrap();
+        assert_eq!(settings.accounts.codes, CodePolicy::new(Duration::from_secs(120), 3, Duration::from_secs(5), 10).unwrap());
+        assert!(!settings.accounts.limits.per_address);
+        assert!(!settings.secret_is_ephemeral);
+    }
+
+    #[test]
+    fn unbuilt_backends_and_bad_values_are_refused_loudly() {
+        let message = |args: &[&str]| parse(args).unwrap_err().to_string();
+        assert!(message(&["--database-url", "postgres://x"]).contains("no PostgreSQL store yet"));
+        assert!(message(&["--smtp-url", "smtp://127.0.0.1:1025"]).contains("no SMTP mailer yet"));
+        assert!(message(&["--secret", "short"]).contains("REGISTRAR_SECRET"));
+        assert!(message(&["--activation-code-ttl", "0s"]).contains("activation code"));
+        assert!(parse(&["--activation-code-ttl", "soon"]).is_err());
+        assert!(parse(&["--password-min-score", "5"]).is_err());
+    }
+}

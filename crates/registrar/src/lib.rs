@@ -1,0 +1,7 @@
+//! The `registrar` binary's library half: configuration, telemetry and wiring, kept out of
+//! `main` so tests can start the real service in-process.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,509 @@
+//! Architecture tests: the layering of DESIGN.md, checked against `cargo metadata`.
+//!
+//! The Cargo dependency graph is the fence between layers (STYLE.md §6). These tests read the
+//! graph with `cargo metadata --format-version 1 --no-deps` and fail on:
+//! - any edge between workspace crates that DESIGN.md does not allow,
+//! - any dependency the domain or the application must not have,
+//! - any crate or module that skips the workspace hygiene rules.
+//!
+//! `deny.toml` is the second fence: it keeps third-party infrastructure crates inside the
+//! crate that owns them. It ignores dev-dependencies (see its `[graph]` section), so the
+//! dev-dependency rules and the dependency sources are checked here.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const DOMAIN: &str = "registrar-domain";
+const APPLICATION: &str = "registrar-application";
+const API: &str = "registrar-api";
+const BIN: &str = "registrar";
+const ADAPTER_PREFIX: &str = "registrar-adapters-";
+const MEMORY_STORE: &str = "registrar-adapters-memory";
+const CRATES_IO: &str = "registry+https://github.com/rust-lang/crates.io-index";
+
+/// Everything `registrar-domain` may depend on. It is meant for reuse by other services, so
+/// every new dependency is a decision, made here.
+const DOMAIN_ALLOWLIST: &[(Kind, &str)] = &[
+    (Kind::Normal, "thiserror"),
+    (Kind::Normal, "unicode-normalization"),
+    (Kind::Normal, "zxcvbn"),
+    (Kind::Normal, "uuid"),
+    (Kind::Normal, "hmac"),
+    (Kind::Normal, "sha2"),
+    (Kind::Normal, "subtle"),
+    (Kind::Dev, "proptest"),
+];
+
+/// Crates `registrar-application` must not depend on, in any kind of dependency. It knows no
+/// HTTP, SQL, mail, password hashing, JSON or command line. A trailing `*` matches a prefix.
+const APPLICATION_DENYLIST: &[&str] = &[
+    "actix*",
+    "tokio-postgres",
+    "deadpool*",
+    "refinery*",
+    "lettre",
+    "argon2",
+    "paperclip*",
+    "serde_json",
+    "clap*",
+];
+
+/// The layer of a workspace crate, read from its package name (DESIGN.md, "The workspace").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Layer {
+    Domain,
+    Application,
+    Adapter,
+    Api,
+    Bin,
+}
+
+impl Layer {
+    fn of(package: &str) -> Option<Self> {
+        match package {
+            DOMAIN => Some(Self::Domain),
+            APPLICATION => Some(Self::Application),
+            API => Some(Self::Api),
+            BIN => Some(Self::Bin),
+            _ if package.starts_with(ADAPTER_PREFIX) => Some(Self::Adapter),
+            _ => None,
+        }
+    }
+
+    /// Whether a crate of this layer may depend on a crate of layer `to` in the code that ships.
+    /// registrar ──► api ──► application ──► domain, and registrar ──► adapters-* ──► application.
+    fn may_depend_on(self, to: Self) -> bool {
+        match self {
+            Self::Bin => true,
+            Self::Api | Self::Adapter => matches!(to, Self::Application | Self::Domain),
+            Self::Application => to == Self::Domain,
+            Self::Domain => false,
+        }
+    }
+}
+
+/// The kind of a dependency, as `cargo metadata` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Normal,
+    Dev,
+    Build,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Normal => "normal",
+            Self::Dev => "dev",
+            Self::Build => "build",
+        })
+    }
+}
+
+struct Dependency {
+    /// The package name (not the name it may be renamed to).
+    name: String,
+    /// The key in the manifest: the rename if there is one, else the package name.
+    key: String,
+    kind: Kind,
+    /// `None` for path dependencies.
+    source: Option<String>,
+    path: Option<PathBuf>,
+}
+
+struct Package {
+    name: String,
+    manifest_path: PathBuf,
+    dependencies: Vec<Dependency>,
+}
+
+struct Workspace {
+    root: PathBuf,
+    members: Vec<Package>,
+}
+
+impl Workspace {
+    fn member(&self, name: &str) -> &Package {
+        self.members
+            .iter()
+            .find(|package| package.name == name)
+            .unwrap_or_else(|| panic!("`{name}` is not a workspace member"))
+    }
+
+    fn is_member(&self, name: &str) -> bool {
+        self.members.iter().any(|package| package.name == name)
+    }
+}
+
+/// The workspace as `cargo metadata` sees it, read once for all tests.
+fn workspace() -> &'static Workspace {
+    static WORKSPACE: OnceLock<Workspace> = OnceLock::new();
+    WORKSPACE.get_or_init(read_workspace)
+}
+
+fn read_workspace() -> Workspace {
+    let output = Command::new(env!("CARGO"))
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "cargo metadata failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    let member_ids: BTreeSet<&str> = metadata["workspace_members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap())
+        .collect();
+    let members: Vec<Package> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|package| member_ids.contains(package["id"].as_str().unwrap()))
+        .map(|package| Package {
+            name: string(&package["name"]).unwrap(),
+            manifest_path: PathBuf::from(string(&package["manifest_path"]).unwrap()),
+            dependencies: package["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|dependency| {
+                    let name = string(&dependency["name"]).unwrap();
+                    Dependency {
+                        key: string(&dependency["rename"]).unwrap_or_else(|| name.clone()),
+                        name,
+                        kind: match dependency["kind"].as_str() {
+                            None => Kind::Normal,
+                            Some("dev") => Kind::Dev,
+                            Some("build") => Kind::Build,
+                            Some(other) => panic!("unknown dependency kind `{other}`"),
+                        },
+                        source: string(&dependency["source"]),
+                        path: string(&dependency["path"]).map(PathBuf::from),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+
+    let workspace = Workspace {
+        root: PathBuf::from(string(&metadata["workspace_root"]).unwrap()),
+        members,
+    };
+    // Guard against a vacuous pass if the metadata format ever changes under us.
+    for expected in [DOMAIN, APPLICATION, API, BIN] {
+        assert!(
+            workspace.is_member(expected),
+            "`{expected}` not found in cargo metadata"
+        );
+    }
+    workspace
+}
+
+fn string(value: &Value) -> Option<String> {
+    value.as_str().map(str::to_owned)
+}
+
+fn bullet_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|item| format!("  - {item}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn workspace_edges_follow_the_layering() {
+    let workspace = workspace();
+    let mut forbidden = Vec::new();
+    let mut checked = 0;
+
+    for package in &workspace.members {
+        let Some(from) = Layer::of(&package.name) else {
+            forbidden.push(format!(
+                "{}: not a known layer; add it to DESIGN.md and to `Layer::of` in this test",
+                package.name
+            ));
+            continue;
+        };
+        for dependency in &package.dependencies {
+            if dependency.kind == Kind::Dev || !workspace.is_member(&dependency.name) {
+                continue;
+            }
+            checked += 1;
+            let allowed = Layer::of(&dependency.name).is_some_and(|to| from.may_depend_on(to));
+            if !allowed {
+                forbidden.push(format!(
+                    "{} -> {} ({} dependency)",
+                    package.name, dependency.name, dependency.kind
+                ));
+            }
+        }
+    }
+
+    assert!(checked > 0, "no edge between workspace crates was found");
+    assert!(
+        forbidden.is_empty(),
+        "workspace edges outside the layering of DESIGN.md \
+         (domain -> nothing internal; application -> domain; adapters-* -> application, domain; \
+         api -> application, domain; registrar -> anything):\n{}",
+        bullet_list(&forbidden)
+    );
+}
+
+#[test]
+fn test_only_edges_reach_only_the_memory_store_and_the_application() {
+    let workspace = workspace();
+    let mut forbidden = Vec::new();
+
+    for package in &workspace.members {
+        for dependency in &package.dependencies {
+            if dependency.kind != Kind::Dev || !workspace.is_member(&dependency.name) {
+                continue;
+            }
+            // The domain stays testable on its own (`cargo test -p registrar-domain`).
+            let allowed = package.name != DOMAIN
+                && [MEMORY_STORE, APPLICATION].contains(&dependency.name.as_str());
+            if !allowed {
+                forbidden.push(format!("{} -> {} (dev dependency)", package.name, dependency.name));
+            }
+        }
+    }
+
+    assert!(
+        forbidden.is_empty(),
+        "dev-dependency edges may only point at {MEMORY_STORE} (the test double) or \
+         {APPLICATION} (its `testing` feature), and never leave {DOMAIN}:\n{}",
+        bullet_list(&forbidden)
+    );
+}
+
+#[test]
+fn domain_depends_only_on_its_allowlist() {
+    let domain = workspace().member(DOMAIN);
+    let outside: Vec<String> = domain
+        .dependencies
+        .iter()
+        .filter(|dependency| {
+            !DOMAIN_ALLOWLIST.contains(&(dependency.kind, dependency.name.as_str()))
+        })
+        .map(|dependency| format!("{} ({} dependency)", dependency.name, dependency.kind))
+        .collect();
+
+    assert!(
+        outside.is_empty(),
+        "{DOMAIN} depends on crates outside its allowlist; it must stay free of I/O, async, \
+         frameworks and drivers (DESIGN.md). Remove them, or widen DOMAIN_ALLOWLIST in \
+         this test as a deliberate decision:\n{}",
+        bullet_list(&outside)
+    );
+}
+
+#[test]
+fn application_depends_on_no_infrastructure_crate() {
+    let application = workspace().member(APPLICATION);
+    let denied: Vec<String> = application
+        .dependencies
+        .iter()
+        .filter_map(|dependency| {
+            APPLICATION_DENYLIST
+                .iter()
+                .find(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => dependency.name.starts_with(prefix),
+                    None => dependency.name == **pattern,
+                })
+                .map(|pattern| {
+                    format!(
+                        "{} ({} dependency, denied by `{pattern}`)",
+                        dependency.name, dependency.kind
+                    )
+                })
+        })
+        .collect();
+
+    assert!(
+        denied.is_empty(),
+        "{APPLICATION} depends on infrastructure crates; they belong in an adapter, \
+         registrar-api or the bin, behind a port:\n{}",
+        bullet_list(&denied)
+    );
+}
+
+#[test]
+fn every_dependency_comes_from_crates_io_or_the_workspace() {
+    let workspace = workspace();
+    let mut foreign = Vec::new();
+
+    for package in &workspace.members {
+        for dependency in &package.dependencies {
+            let from_crates_io = dependency.source.as_deref() == Some(CRATES_IO);
+            let from_workspace = dependency.source.is_none()
+                && dependency.path.as_ref().is_some_and(|path| path.starts_with(&workspace.root))
+                && workspace.is_member(&dependency.name);
+            if !from_crates_io && !from_workspace {
+                foreign.push(format!(
+                    "{} -> {} ({} dependency) from {}",
+                    package.name,
+                    dependency.name,
+                    dependency.kind,
+                    dependency.source.as_deref().unwrap_or_else(|| {
+                        dependency
+                            .path
+                            .as_deref()
+                            .and_then(Path::to_str)
+                            .unwrap_or("an unknown place")
+                    })
+                ));
+            }
+        }
+    }
+
+    assert!(
+        foreign.is_empty(),
+        "dependencies must come from crates.io or be workspace members (cargo-deny's `sources` \
+         check does not see dev-dependencies here):\n{}",
+        bullet_list(&foreign)
+    );
+}
+
+#[test]
+fn every_workspace_dependency_is_used() {
+    let workspace = workspace();
+    let manifest = fs::read_to_string(workspace.root.join("Cargo.toml")).unwrap();
+    let used: BTreeSet<&str> = workspace
+        .members
+        .iter()
+        .flat_map(|package| &package.dependencies)
+        .map(|dependency| dependency.key.as_str())
+        .collect();
+
+    let declared = workspace_dependency_keys(&manifest);
+    assert!(
+        !declared.is_empty(),
+        "no [workspace.dependencies] found in the root Cargo.toml"
+    );
+    let unused: Vec<String> = declared
+        .into_iter()
+        .filter(|key| !used.contains(key.as_str()))
+        .collect();
+
+    assert!(
+        unused.is_empty(),
+        "[workspace.dependencies] entries that no crate uses (any dependency kind); remove them:\n{}",
+        bullet_list(&unused)
+    );
+}
+
+/// The keys of `[workspace.dependencies]` in the root manifest, from `key = …` lines and
+/// `[workspace.dependencies.key]` tables. Indented lines are taken as continuations.
+fn workspace_dependency_keys(manifest: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut in_section = false;
+    for line in manifest.lines() {
+        if line.trim_start().starts_with('[') {
+            let header = line.trim();
+            in_section = header == "[workspace.dependencies]";
+            if let Some(key) = header
+                .strip_prefix("[workspace.dependencies.")
+                .and_then(|rest| rest.strip_suffix(']'))
+            {
+                keys.push(key.trim_matches('"').to_owned());
+            }
+        } else if in_section
+            && !line.starts_with([' ', '\t', '#'])
+            && let Some((key, _)) = line.split_once('=')
+        {
+            keys.push(key.trim().trim_matches('"').to_owned());
+        }
+    }
+    keys
+}
+
+#[test]
+fn every_crate_inherits_the_workspace_lints() {
+    let mut missing = Vec::new();
+    for package in &workspace().members {
+        let manifest = fs::read_to_string(&package.manifest_path).unwrap();
+        if !inherits_workspace_lints(&manifest) {
+            missing.push(format!("{} ({})", package.name, package.manifest_path.display()));
+        }
+    }
+
+    assert!(
+        missing.is_empty(),
+        "every crate needs `[lints]` with `workspace = true` in its Cargo.toml:\n{}",
+        bullet_list(&missing)
+    );
+}
+
+fn inherits_workspace_lints(manifest: &str) -> bool {
+    let mut in_lints = false;
+    for line in manifest.lines() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.starts_with('[') {
+            in_lints = line == "[lints]";
+        } else if in_lints && line.replace(' ', "") == "workspace=true" {
+            return true;
+        }
+    }
+    false
+}
+
+#[test]
+fn every_module_starts_with_a_doc_header() {
+    let crates = workspace().root.join("crates");
+    let mut sources = Vec::new();
+    for entry in fs::read_dir(&crates).unwrap() {
+        let src = entry.unwrap().path().join("src");
+        if src.is_dir() {
+            collect_rust_files(&src, &mut sources);
+        }
+    }
+    sources.sort();
+    assert!(!sources.is_empty(), "no .rs file found under {}", crates.display());
+
+    let headless: Vec<String> = sources
+        .iter()
+        .filter(|path| {
+            let text = fs::read_to_string(path).unwrap();
+            !text
+                .lines()
+                .find(|line| !line.trim().is_empty())
+                .is_some_and(|line| line.trim_start().starts_with("//!"))
+        })
+        .map(|path| {
+            path.strip_prefix(&workspace().root)
+                .unwrap_or(path)
+                .display()
+                .to_string()
+        })
+        .collect();
+
+    assert!(
+        headless.is_empty(),
+        "every module must start with a `//!` doc comment saying what it is for:\n{}",
+        bullet_list(&headless)
+    );
+}
+
+fn collect_rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            collect_rust_files(&path, into);
+        } else if path.extension().is_some_and(|extension| extension == "rs") {
+            into.push(path);
+        }
+    }
+}
