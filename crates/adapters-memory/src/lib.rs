@@ -84,7 +84,10 @@ impl MemoryStore {
         }
         // A panic while holding the lock cannot leave a half-applied change: every mutation
         // below is checked before it starts. So a poisoned lock is still consistent.
-        Ok(self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        Ok(self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
@@ -95,7 +98,10 @@ impl State {
         let recent = codes
             .iter()
             .map(ActivationCode::issued_at)
-            .filter(|t| t.checked_add(CodePolicy::WINDOW).is_some_and(|end| end > now))
+            .filter(|t| {
+                t.checked_add(CodePolicy::WINDOW)
+                    .is_some_and(|end| end > now)
+            })
             .collect();
         Some(Versioned {
             account: Account::restore(user.clone(), codes.last().cloned(), recent),
@@ -104,7 +110,10 @@ impl State {
     }
 
     fn code_mut(&mut self, user_id: UserId, code_id: CodeId) -> Option<&mut ActivationCode> {
-        self.codes.get_mut(&user_id)?.iter_mut().find(|c| c.id() == code_id)
+        self.codes
+            .get_mut(&user_id)?
+            .iter_mut()
+            .find(|c| c.id() == code_id)
     }
 
     fn bump(&mut self, user_id: UserId) {
@@ -115,18 +124,33 @@ impl State {
 }
 
 impl Store for MemoryStore {
-    async fn account_by_email(&self, email: &Email, now: SystemTime) -> Result<Option<Versioned>, StoreError> {
+    async fn account_by_email(
+        &self,
+        email: &Email,
+        now: SystemTime,
+    ) -> Result<Option<Versioned>, StoreError> {
         let state = self.lock()?;
-        Ok(state.by_email.get(&email.key()).and_then(|id| state.account(*id, now)))
+        Ok(state
+            .by_email
+            .get(&email.key())
+            .and_then(|id| state.account(*id, now)))
     }
 
-    async fn account_by_id(&self, id: UserId, now: SystemTime) -> Result<Option<Versioned>, StoreError> {
+    async fn account_by_id(
+        &self,
+        id: UserId,
+        now: SystemTime,
+    ) -> Result<Option<Versioned>, StoreError> {
         Ok(self.lock()?.account(id, now))
     }
 
     async fn save(&self, change: AccountChange) -> Result<(), SaveError> {
         let mut state = self.lock()?;
-        let AccountChange { account, expected_version, mail } = change;
+        let AccountChange {
+            account,
+            expected_version,
+            mail,
+        } = change;
         let user = account.user().clone();
         let id = user.id();
         let key = user.email().key();
@@ -152,7 +176,10 @@ impl Store for MemoryStore {
                 Some(stored) => *stored = current.clone(),
                 None => codes.push(current.clone()),
             }
-            for other in codes.iter_mut().filter(|c| c.id() != current.id() && c.state() == CodeState::Live) {
+            for other in codes
+                .iter_mut()
+                .filter(|c| c.id() != current.id() && c.state() == CodeState::Live)
+            {
                 *other = ActivationCode::restore(
                     other.id(),
                     other.digest(),
@@ -182,7 +209,12 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn claim_mail(&self, now: SystemTime, lease: Duration, limit: usize) -> Result<Vec<ClaimedMail>, StoreError> {
+    async fn claim_mail(
+        &self,
+        now: SystemTime,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<ClaimedMail>, StoreError> {
         let mut state = self.lock()?;
         let mut due: Vec<usize> = state
             .outbox
@@ -199,7 +231,8 @@ impl Store for MemoryStore {
         due.truncate(limit);
         let mut claimed = Vec::with_capacity(due.len());
         for i in due {
-            let claim = Uuid::from_u128(u128::from(self.claims.fetch_add(1, Ordering::Relaxed)) + 1);
+            let claim =
+                Uuid::from_u128(u128::from(self.claims.fetch_add(1, Ordering::Relaxed)) + 1);
             let row = &mut state.outbox[i];
             row.lease_until = Some(now + lease);
             row.claim = Some(claim);
@@ -226,13 +259,15 @@ impl Store for MemoryStore {
         Ok(claimed)
     }
 
-    async fn finish_mail(&self, mail: &ClaimedMail, outcome: MailOutcome) -> Result<bool, StoreError> {
+    async fn finish_mail(
+        &self,
+        mail: &ClaimedMail,
+        outcome: MailOutcome,
+    ) -> Result<bool, StoreError> {
         let mut state = self.lock()?;
-        let Some(row) = state
-            .outbox
-            .iter_mut()
-            .find(|row| row.id == mail.id && row.claim == Some(mail.claim) && row.status == MailStatus::Pending)
-        else {
+        let Some(row) = state.outbox.iter_mut().find(|row| {
+            row.id == mail.id && row.claim == Some(mail.claim) && row.status == MailStatus::Pending
+        }) else {
             return Ok(false);
         };
         row.lease_until = None;
@@ -247,7 +282,10 @@ impl Store for MemoryStore {
                 }
                 state.bump(user_id);
             }
-            MailOutcome::Retry { next_attempt_at, error } => {
+            MailOutcome::Retry {
+                next_attempt_at,
+                error,
+            } => {
                 row.next_attempt_at = next_attempt_at;
                 row.last_error = Some(error);
             }
@@ -270,11 +308,20 @@ impl Store for MemoryStore {
 
     async fn outbox_depth(&self) -> Result<u64, StoreError> {
         let state = self.lock()?;
-        let pending = state.outbox.iter().filter(|row| row.status == MailStatus::Pending).count();
+        let pending = state
+            .outbox
+            .iter()
+            .filter(|row| row.status == MailStatus::Pending)
+            .count();
         Ok(u64::try_from(pending).unwrap_or(u64::MAX))
     }
 
-    async fn throttled_until(&self, key: &ThrottleKey, limit: Limit, now: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+    async fn throttled_until(
+        &self,
+        key: &ThrottleKey,
+        limit: Limit,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, StoreError> {
         let state = self.lock()?;
         Ok(state
             .throttles
@@ -282,13 +329,21 @@ impl Store for MemoryStore {
             .and_then(|(end, count)| (*end > now && *count >= limit.max).then_some(*end)))
     }
 
-    async fn throttle_hit(&self, key: &ThrottleKey, limit: Limit, now: SystemTime) -> Result<Option<SystemTime>, StoreError> {
+    async fn throttle_hit(
+        &self,
+        key: &ThrottleKey,
+        limit: Limit,
+        now: SystemTime,
+    ) -> Result<Option<SystemTime>, StoreError> {
         let mut state = self.lock()?;
         // Forget windows that are over, so the map does not grow without bound.
         if state.throttles.len() > 10_000 {
             state.throttles.retain(|_, (end, _)| *end > now);
         }
-        let entry = state.throttles.entry(key.as_storage_key()).or_insert((now, 0));
+        let entry = state
+            .throttles
+            .entry(key.as_storage_key())
+            .or_insert((now, 0));
         if entry.0 <= now {
             *entry = (now + limit.window, 1);
             return Ok(None);

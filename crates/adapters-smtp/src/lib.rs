@@ -64,7 +64,7 @@ mod tests {
         let email = ActivationEmail {
             to: Email::parse("ada@example.com").unwrap(),
             code: CodeDigits::parse("0421").unwrap(),
-            valid_for: Duration::from_secs(60),
+            valid_for: Duration::from_mins(1),
         };
         let _guard = tracing::subscriber::set_default(subscriber);
         LogMailer.send_activation(&email).await.unwrap();

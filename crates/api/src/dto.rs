@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use paperclip::actix::Apiv2Schema;
 use registrar_application::Registration;
 use registrar_domain::{
-    CodeDigits, CodeIssued, Email, EmailError, NewPassword, PasswordPolicy, PasswordRejected,
-    User, UserStatus,
+    CodeDigits, CodeIssued, Email, EmailError, NewPassword, PasswordPolicy, PasswordRejected, User,
+    UserStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +39,11 @@ impl RegisterUserBody {
             }
             Some(Ok(email)) => Some(email),
             Some(Err(error)) => {
-                let code = if error == EmailError::TooLong { "too_long" } else { "invalid" };
+                let code = if error == EmailError::TooLong {
+                    "too_long"
+                } else {
+                    "invalid"
+                };
                 errors.push(FieldError::new("email", code, error));
                 None
             }
@@ -83,8 +87,9 @@ impl ActivationBody {
         let Some(code) = self.code else {
             return Err(ApiError::Validation(vec![required("code")]));
         };
-        CodeDigits::parse(&code)
-            .map_err(|error| ApiError::Validation(vec![FieldError::new("code", "invalid_format", error)]))
+        CodeDigits::parse(&code).map_err(|error| {
+            ApiError::Validation(vec![FieldError::new("code", "invalid_format", error)])
+        })
     }
 }
 
@@ -122,7 +127,9 @@ impl From<&User> for UserBody {
     fn from(user: &User) -> Self {
         let (status, activated_at) = match user.status() {
             UserStatus::Pending => (StatusBody::Pending, None),
-            UserStatus::Active { activated_at } => (StatusBody::Active, Some(rfc3339(activated_at))),
+            UserStatus::Active { activated_at } => {
+                (StatusBody::Active, Some(rfc3339(activated_at)))
+            }
         };
         Self {
             id: user.id().to_string(),
@@ -175,7 +182,9 @@ mod tests {
 
     fn codes(result: Result<Registration, ApiError>) -> Vec<(String, String)> {
         match result {
-            Err(ApiError::Validation(errors)) => errors.into_iter().map(|e| (e.field, e.code)).collect(),
+            Err(ApiError::Validation(errors)) => {
+                errors.into_iter().map(|e| (e.field, e.code)).collect()
+            }
             Err(other) => panic!("unexpected {other:?}"),
             Ok(_) => vec![],
         }
@@ -184,9 +193,15 @@ mod tests {
     #[test]
     fn null_and_missing_fields_are_both_required() {
         let policy = PasswordPolicy::default();
-        let want = vec![("email".into(), "required".into()), ("password".into(), "required".into())];
+        let want = vec![
+            ("email".into(), "required".into()),
+            ("password".into(), "required".into()),
+        ];
         assert_eq!(codes(body(r"{}").try_into_domain(&policy)), want);
-        assert_eq!(codes(body(r#"{"email":null,"password":null}"#).try_into_domain(&policy)), want);
+        assert_eq!(
+            codes(body(r#"{"email":null,"password":null}"#).try_into_domain(&policy)),
+            want
+        );
     }
 
     #[test]
@@ -206,9 +221,19 @@ mod tests {
 
     #[test]
     fn codes_must_be_four_ascii_digits() {
-        let parse = |json: &str| serde_json::from_str::<ActivationBody>(json).unwrap().try_into_code();
+        let parse = |json: &str| {
+            serde_json::from_str::<ActivationBody>(json)
+                .unwrap()
+                .try_into_code()
+        };
         assert!(parse(r#"{"code":"0421"}"#).is_ok());
-        for bad in [r#"{"code":"421"}"#, r#"{"code":" 0421"}"#, r#"{"code":"04210"}"#, r"{}", r#"{"code":null}"#] {
+        for bad in [
+            r#"{"code":"421"}"#,
+            r#"{"code":" 0421"}"#,
+            r#"{"code":"04210"}"#,
+            r"{}",
+            r#"{"code":null}"#,
+        ] {
             assert!(matches!(parse(bad), Err(ApiError::Validation(_))), "{bad}");
         }
     }

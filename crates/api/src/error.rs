@@ -110,7 +110,9 @@ fn kind(slug: &'static str) -> Kind {
     let (status, title) = PROBLEM_TYPES
         .iter()
         .find(|(_, s, _)| *s == slug)
-        .map_or((500, "Internal server error"), |(status, _, title)| (*status, *title));
+        .map_or((500, "Internal server error"), |(status, _, title)| {
+            (*status, *title)
+        });
     Kind::new(
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         slug,
@@ -159,7 +161,7 @@ impl ApiError {
     fn detail(&self) -> String {
         match self {
             Self::NotFound => "There is no resource at this path.".into(),
-            Self::MethodNotAllowed { allow } if allow.is_empty() => {
+            Self::MethodNotAllowed { allow: "" } => {
                 "This resource does not take this method.".into()
             }
             Self::MethodNotAllowed { allow } => {
@@ -215,7 +217,11 @@ impl ApiError {
                 members.insert("attempts_remaining".into(), json!(attempts_remaining));
             }
             Self::App(Error::CodeGone { too_many_attempts }) => {
-                let reason = if *too_many_attempts { "too_many_attempts" } else { "expired" };
+                let reason = if *too_many_attempts {
+                    "too_many_attempts"
+                } else {
+                    "expired"
+                };
                 members.insert("reason".into(), json!(reason));
             }
             _ => {}
@@ -311,7 +317,12 @@ mod tests {
     #[test]
     fn every_slug_has_one_status_and_title() {
         for (i, (_, slug, _)) in PROBLEM_TYPES.iter().enumerate() {
-            assert!(PROBLEM_TYPES[i + 1..].iter().all(|(_, other, _)| other != slug), "{slug}");
+            assert!(
+                PROBLEM_TYPES[i + 1..]
+                    .iter()
+                    .all(|(_, other, _)| other != slug),
+                "{slug}"
+            );
         }
     }
 

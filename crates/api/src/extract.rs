@@ -91,16 +91,14 @@ impl<T> JsonBody<T> {
 }
 
 fn is_json(req: &HttpRequest) -> bool {
-    let Some(Ok(mime)) = req
-        .headers()
+    req.headers()
         .get(header::CONTENT_TYPE)
-        .map(|value| value.to_str().map(|s| s.parse::<mime::Mime>()))
-    else {
-        return false;
-    };
-    let Ok(mime) = mime else { return false };
-    mime.type_() == mime::APPLICATION
-        && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON))
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<mime::Mime>().ok())
+        .is_some_and(|mime| {
+            mime.type_() == mime::APPLICATION
+                && (mime.subtype() == mime::JSON || mime.suffix() == Some(mime::JSON))
+        })
 }
 
 fn declared_length(req: &HttpRequest) -> Option<usize> {
@@ -112,7 +110,11 @@ fn declared_length(req: &HttpRequest) -> Option<usize> {
         .ok()
 }
 
-async fn read<T: DeserializeOwned>(json: bool, length: Option<usize>, mut payload: Payload) -> Result<T, ApiError> {
+async fn read<T: DeserializeOwned>(
+    json: bool,
+    length: Option<usize>,
+    mut payload: Payload,
+) -> Result<T, ApiError> {
     if !json {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -121,7 +123,8 @@ async fn read<T: DeserializeOwned>(json: bool, length: Option<usize>, mut payloa
     }
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| ApiError::Malformed("the request body could not be read".into()))?;
+        let chunk =
+            chunk.map_err(|_| ApiError::Malformed("the request body could not be read".into()))?;
         if body.len() + chunk.len() > BODY_LIMIT {
             return Err(ApiError::PayloadTooLarge);
         }
@@ -135,7 +138,11 @@ async fn read<T: DeserializeOwned>(json: bool, length: Option<usize>, mut payloa
                 "the request body is empty; a JSON object is required".into()
             }
             Category::Syntax | Category::Eof | Category::Io => {
-                format!("the body is not valid JSON (line {}, column {})", error.line(), error.column())
+                format!(
+                    "the body is not valid JSON (line {}, column {})",
+                    error.line(),
+                    error.column()
+                )
             }
         })
     })

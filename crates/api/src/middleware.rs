@@ -73,7 +73,10 @@ pub(crate) async fn observe(
         let _entered = span.enter();
         req.into_response(ApiError::PayloadTooLarge.error_response())
     } else {
-        next.call(req).instrument(span.clone()).await?.map_into_boxed_body()
+        next.call(req)
+            .instrument(span.clone())
+            .await?
+            .map_into_boxed_body()
     };
     let status = response.status();
     if (status.is_client_error() || status.is_server_error()) && !is_problem(&response) {

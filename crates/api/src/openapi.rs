@@ -30,7 +30,13 @@ const OPERATION_ERRORS: &[(&str, &str, &[&str])] = &[
     (
         "/v1/users/me",
         "get",
-        &["unauthorized", "too-many-requests", "overloaded", "unavailable", "internal"],
+        &[
+            "unauthorized",
+            "too-many-requests",
+            "overloaded",
+            "unavailable",
+            "internal",
+        ],
     ),
     (
         "/v1/users/me/activation",
@@ -117,7 +123,10 @@ fn error_response(status: u16, slugs: &[&str]) -> Value {
         headers.insert("Retry-After".into(), json!({ "description": "Seconds to wait before retrying.", "schema": { "type": "integer" } }));
     }
     if status == 401 {
-        headers.insert("WWW-Authenticate".into(), json!({ "schema": { "type": "string", "example": crate::error::BASIC_CHALLENGE } }));
+        headers.insert(
+            "WWW-Authenticate".into(),
+            json!({ "schema": { "type": "string", "example": crate::error::BASIC_CHALLENGE } }),
+        );
     }
     if !headers.is_empty() {
         response["headers"] = Value::Object(headers);
@@ -146,7 +155,8 @@ fn refine_schemas(schemas: &mut Value) {
     user["created_at"]["format"] = json!("date-time");
     user["activated_at"]["format"] = json!("date-time");
     user["activated_at"]["nullable"] = json!(true);
-    schemas["UserBody"]["required"] = json!(["id", "email", "status", "created_at", "activated_at"]);
+    schemas["UserBody"]["required"] =
+        json!(["id", "email", "status", "created_at", "activated_at"]);
 }
 
 /// Completes paperclip's generated document.
@@ -170,14 +180,23 @@ pub(crate) fn finish(mut spec: Value) -> ApiDoc {
         }
         let mut statuses: Vec<u16> = slugs
             .iter()
-            .filter_map(|slug| PROBLEM_TYPES.iter().find(|(_, s, _)| s == slug).map(|(status, ..)| *status))
+            .filter_map(|slug| {
+                PROBLEM_TYPES
+                    .iter()
+                    .find(|(_, s, _)| s == slug)
+                    .map(|(status, ..)| *status)
+            })
             .collect();
         statuses.dedup();
         for status in statuses {
             let of_status: Vec<&str> = slugs
                 .iter()
                 .copied()
-                .filter(|slug| PROBLEM_TYPES.iter().any(|(st, s, _)| *st == status && s == slug))
+                .filter(|slug| {
+                    PROBLEM_TYPES
+                        .iter()
+                        .any(|(st, s, _)| *st == status && s == slug)
+                })
                 .collect();
             operation["responses"][status.to_string()] = error_response(status, &of_status);
         }
@@ -198,7 +217,9 @@ pub(crate) fn finish(mut spec: Value) -> ApiDoc {
 }
 
 pub(crate) async fn openapi_json(doc: web::Data<ApiDoc>) -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(doc.0.clone())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc.0.clone())
 }
 
 const DOCS_HTML: &str = r##"<!doctype html>
@@ -217,7 +238,9 @@ const DOCS_HTML: &str = r##"<!doctype html>
 "##;
 
 pub(crate) async fn docs() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(DOCS_HTML)
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(DOCS_HTML)
 }
 
 const ONE_DAY: (header::HeaderName, &str) = (header::CACHE_CONTROL, "public, max-age=86400");

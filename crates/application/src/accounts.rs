@@ -87,11 +87,20 @@ pub struct RateLimits {
 
 impl Default for RateLimits {
     fn default() -> Self {
-        const MINUTE: Duration = Duration::from_secs(60);
+        const MINUTE: Duration = Duration::from_mins(1);
         Self {
-            login_failures_per_account: Limit { max: 10, window: 15 * MINUTE },
-            login_failures_per_address: Limit { max: 50, window: 15 * MINUTE },
-            registrations_per_address: Limit { max: 20, window: 10 * MINUTE },
+            login_failures_per_account: Limit {
+                max: 10,
+                window: 15 * MINUTE,
+            },
+            login_failures_per_address: Limit {
+                max: 50,
+                window: 15 * MINUTE,
+            },
+            registrations_per_address: Limit {
+                max: 20,
+                window: 10 * MINUTE,
+            },
             per_address: true,
         }
     }
@@ -135,8 +144,10 @@ pub trait Accounts: Send + Sync + 'static {
     ) -> impl Future<Output = Result<User, Error>> + Send;
 
     /// Issues a fresh code for the authenticated account, killing the previous one.
-    fn issue_code(&self, who: &Authenticated)
-    -> impl Future<Output = Result<CodeIssued, Error>> + Send;
+    fn issue_code(
+        &self,
+        who: &Authenticated,
+    ) -> impl Future<Output = Result<CodeIssued, Error>> + Send;
 
     /// Whether the store answers.
     fn ready(&self) -> impl Future<Output = Result<(), Error>> + Send;
@@ -212,13 +223,14 @@ where
         }
     }
 
-    /// The hash unknown addresses are checked against, so they cost one hash like known ones.
+    /// Makes the hash unknown addresses are checked against, so they cost one hash like known
+    /// ones. Made on first need, with the configured parameters.
     async fn dummy_hash(&self) -> Result<PasswordHash, Error> {
         let hash = self
             .dummy_hash
             .get_or_try_init(|| async {
                 let secret = self.entropy.secret();
-                let filler: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+                let filler: String = secret.iter().map(|b| char::from(b'a' + b % 26)).collect();
                 self.hasher.hash(Password::new(&filler)).await
             })
             .await?;
@@ -290,17 +302,28 @@ where
     E: Entropy,
 {
     #[tracing::instrument(name = "register user", skip_all, fields(user_id = tracing::field::Empty))]
-    async fn register(&self, registration: Registration, client: ClientAddr) -> Result<User, Error> {
+    async fn register(
+        &self,
+        registration: Registration,
+        client: ClientAddr,
+    ) -> Result<User, Error> {
         let Registration { email, password } = registration;
         let limits = self.settings.limits;
         let policy = self.settings.codes;
         if let (Some(ip), true) = (client, limits.per_address) {
             let now = self.clock.now();
-            self.take(ThrottleKey::RegistrationsFromAddress(ip), limits.registrations_per_address, now)
-                .await?;
+            self.take(
+                ThrottleKey::RegistrationsFromAddress(ip),
+                limits.registrations_per_address,
+                now,
+            )
+            .await?;
         }
         // Refuse a taken address before paying for a hash.
-        let mut existing = self.store.account_by_email(&email, self.clock.now()).await?;
+        let mut existing = self
+            .store
+            .account_by_email(&email, self.clock.now())
+            .await?;
         if let Some(stored) = &existing {
             stored
                 .account
@@ -314,9 +337,15 @@ where
             let (account, version) = match existing.take() {
                 None => {
                     let id = UserId::from_uuid(self.entropy.uuid(now));
-                    (Account::register(id, email.clone(), hash.clone(), code, now), None)
+                    (
+                        Account::register(id, email.clone(), hash.clone(), code, now),
+                        None,
+                    )
                 }
-                Some(Versioned { mut account, version }) => {
+                Some(Versioned {
+                    mut account,
+                    version,
+                }) => {
                     account
                         .take_over(email.clone(), hash.clone(), code, now, &policy)
                         .map_err(takeover_error)?;
@@ -330,7 +359,10 @@ where
                     return Ok(user);
                 }
                 Err(SaveError::Conflict) => {
-                    existing = self.store.account_by_email(&email, self.clock.now()).await?;
+                    existing = self
+                        .store
+                        .account_by_email(&email, self.clock.now())
+                        .await?;
                 }
                 Err(SaveError::Store(error)) => return Err(error.into()),
             }
@@ -339,7 +371,11 @@ where
     }
 
     #[tracing::instrument(name = "authenticate", skip_all, fields(user_id = tracing::field::Empty))]
-    async fn authenticate(&self, credentials: Credentials, client: ClientAddr) -> Result<Authenticated, Error> {
+    async fn authenticate(
+        &self,
+        credentials: Credentials,
+        client: ClientAddr,
+    ) -> Result<Authenticated, Error> {
         let Credentials { email, password } = credentials;
         let limits = self.settings.limits;
         let now = self.clock.now();
@@ -351,52 +387,58 @@ where
         let address_key = client
             .filter(|_| limits.per_address)
             .map(ThrottleKey::LoginFailuresFromAddress);
-        self.check(&account_key, limits.login_failures_per_account, now).await?;
+        self.check(&account_key, limits.login_failures_per_account, now)
+            .await?;
         if let Some(key) = &address_key {
-            self.check(key, limits.login_failures_per_address, now).await?;
+            self.check(key, limits.login_failures_per_address, now)
+                .await?;
         }
-        let stored = match &email {
-            Ok(email) => self.store.account_by_email(email, now).await?,
-            Err(_) => None,
+        let stored = if let Ok(email) = &email {
+            self.store.account_by_email(email, now).await?
+        } else {
+            None
         };
-        let verification = match &stored {
-            Some(stored) => {
-                let hash = stored.account.user().password_hash().clone();
-                self.hasher.verify(password.clone(), hash).await?
+        let verification = if let Some(stored) = &stored {
+            let hash = stored.account.user().password_hash().clone();
+            self.hasher.verify(password.clone(), hash).await?
+        } else {
+            // Unknown addresses cost one hash too, so timing does not tell them apart. The
+            // call that makes the dummy hash has paid for one already.
+            if let Some(dummy) = self.dummy_hash.get() {
+                self.hasher.verify(password.clone(), dummy.clone()).await?;
+            } else {
+                self.dummy_hash().await?;
             }
-            None => {
-                let dummy = self.dummy_hash().await?;
-                self.hasher.verify(password.clone(), dummy).await?;
-                Verification::Mismatch
-            }
+            Verification::Mismatch
         };
-        match (verification, stored) {
-            (Verification::Match { stale }, Some(stored)) => {
-                let user = stored.account.user().clone();
-                tracing::Span::current().record("user_id", tracing::field::display(user.id()));
-                if stale {
-                    self.rehash(stored, password).await;
-                }
-                Ok(Authenticated { user })
+        if let (Verification::Match { stale }, Some(stored)) = (verification, stored) {
+            let user = stored.account.user().clone();
+            tracing::Span::current().record("user_id", tracing::field::display(user.id()));
+            if stale {
+                self.rehash(stored, password).await;
             }
-            _ => {
-                let now = self.clock.now();
-                self.store
-                    .throttle_hit(&account_key, limits.login_failures_per_account, now)
-                    .await?;
-                if let Some(key) = &address_key {
-                    self.store.throttle_hit(key, limits.login_failures_per_address, now).await?;
-                }
-                Err(Error::Unauthorized)
-            }
+            return Ok(Authenticated { user });
         }
+        let now = self.clock.now();
+        self.store
+            .throttle_hit(&account_key, limits.login_failures_per_account, now)
+            .await?;
+        if let Some(key) = &address_key {
+            self.store
+                .throttle_hit(key, limits.login_failures_per_address, now)
+                .await?;
+        }
+        Err(Error::Unauthorized)
     }
 
     #[tracing::instrument(name = "activate account", skip_all, fields(user_id = %who.user.id()))]
     async fn activate(&self, who: &Authenticated, code: CodeDigits) -> Result<User, Error> {
         let policy = self.settings.codes;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let Versioned { mut account, version } = self.load(who.user.id()).await?;
+            let Versioned {
+                mut account,
+                version,
+            } = self.load(who.user.id()).await?;
             let outcome = account.activate(code, &self.settings.secret, self.clock.now(), &policy);
             let error = match outcome {
                 Ok(()) => None,
@@ -419,13 +461,21 @@ where
     async fn issue_code(&self, who: &Authenticated) -> Result<CodeIssued, Error> {
         let policy = self.settings.codes;
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let Versioned { mut account, version } = self.load(who.user.id()).await?;
+            let Versioned {
+                mut account,
+                version,
+            } = self.load(who.user.id()).await?;
             let now = self.clock.now();
             let (code, mail) = self.draw_code(account.user().email(), now);
-            let issued = account.issue_code(code, now, &policy).map_err(|refused| match refused {
-                IssueRefused::TooSoon { retry_after } => Error::TooManyRequests { retry_after },
-                _ => Error::AlreadyActive,
-            })?;
+            let issued =
+                account
+                    .issue_code(code, now, &policy)
+                    .map_err(|refused| match refused {
+                        IssueRefused::TooSoon { retry_after } => {
+                            Error::TooManyRequests { retry_after }
+                        }
+                        _ => Error::AlreadyActive,
+                    })?;
             match self.save(account, Some(version), Some(mail)).await {
                 Ok(()) => return Ok(issued),
                 Err(SaveError::Conflict) => {}
@@ -454,7 +504,9 @@ fn takeover_error(refused: TakeoverRefused) -> Error {
 fn activation_error(refused: ActivationRefused) -> Error {
     match refused {
         ActivationRefused::AlreadyActive => Error::AlreadyActive,
-        ActivationRefused::WrongCode { attempts_remaining } => Error::WrongCode { attempts_remaining },
+        ActivationRefused::WrongCode { attempts_remaining } => {
+            Error::WrongCode { attempts_remaining }
+        }
         ActivationRefused::CodeGone { too_many_attempts } => Error::CodeGone { too_many_attempts },
         _ => Error::Internal(format!("unexpected activation outcome: {refused}")),
     }

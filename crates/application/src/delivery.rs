@@ -8,8 +8,7 @@ use futures_util::future::join_all;
 use registrar_domain::CodePolicy;
 
 use crate::ports::{
-    ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Store,
-    StoreError,
+    ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Store, StoreError,
 };
 
 /// How the dispatcher retries.
@@ -36,8 +35,8 @@ impl Default for DeliveryPolicy {
             batch: 32,
             max_attempts: 12,
             base_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(300),
-            max_age: Duration::from_secs(3600),
+            max_backoff: Duration::from_mins(5),
+            max_age: Duration::from_hours(1),
         }
     }
 }
@@ -95,7 +94,14 @@ where
     E: Entropy,
 {
     /// A dispatcher over these ports.
-    pub fn new(store: S, mailer: M, clock: C, entropy: E, codes: CodePolicy, policy: DeliveryPolicy) -> Self {
+    pub fn new(
+        store: S,
+        mailer: M,
+        clock: C,
+        entropy: E,
+        codes: CodePolicy,
+        policy: DeliveryPolicy,
+    ) -> Self {
         Self {
             store,
             mailer,
@@ -145,7 +151,9 @@ where
             MailOutcome::Cancelled
         };
         match &outcome {
-            MailOutcome::Sent { .. } => metrics::counter!("registrar_emails_sent_total").increment(1),
+            MailOutcome::Sent { .. } => {
+                metrics::counter!("registrar_emails_sent_total").increment(1);
+            }
             MailOutcome::Retry { error, .. } => {
                 tracing::warn!(%error, "activation email not accepted; will retry");
                 metrics::counter!("registrar_email_attempts_failed_total").increment(1);
@@ -169,8 +177,7 @@ where
             Err(MailError::Permanent(error)) => MailOutcome::Failed { error },
             Err(MailError::Transient(error)) => {
                 let age = now.duration_since(mail.queued_at).unwrap_or_default();
-                let next_attempt_at =
-                    now + self.policy.backoff(mail.attempts, self.entropy.unit());
+                let next_attempt_at = now + self.policy.backoff(mail.attempts, self.entropy.unit());
                 let too_old = next_attempt_at
                     .duration_since(mail.queued_at)
                     .unwrap_or(age)
@@ -190,7 +197,6 @@ where
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,7 +207,7 @@ mod tests {
         assert_eq!(policy.backoff(1, 1.0), Duration::from_secs(1));
         assert_eq!(policy.backoff(1, 0.0), Duration::from_millis(500));
         assert_eq!(policy.backoff(4, 1.0), Duration::from_secs(8));
-        assert_eq!(policy.backoff(20, 1.0), Duration::from_secs(300));
+        assert_eq!(policy.backoff(20, 1.0), Duration::from_mins(5));
         assert_eq!(policy.backoff(u32::MAX, 0.0), Duration::from_secs(150));
     }
 }

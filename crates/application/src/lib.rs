@@ -15,8 +15,8 @@ mod system;
 pub mod testing;
 
 pub use accounts::{
-    AccountService, AccountSettings, Accounts, Authenticated, ClientAddr, Credentials,
-    RateLimits, Registration,
+    AccountService, AccountSettings, Accounts, Authenticated, ClientAddr, Credentials, RateLimits,
+    Registration,
 };
 pub use delivery::{DeliveryPolicy, DeliveryReport, Dispatcher};
 pub use error::Error;

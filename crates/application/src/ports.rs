@@ -9,9 +9,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use registrar_domain::{
-    Account, CodeDigits, CodeId, Email, Password, PasswordHash, UserId,
-};
+use registrar_domain::{Account, CodeDigits, CodeId, Email, Password, PasswordHash, UserId};
 use uuid::Uuid;
 
 /// The current time. Use cases read it once per step and pass it to the domain.
@@ -65,8 +63,10 @@ pub trait PasswordHasher: Send + Sync + 'static {
     ///
     /// # Errors
     /// MUST return [`HashError::Overloaded`] at once, without queueing, when the pool is full.
-    fn hash(&self, password: Password)
-    -> impl Future<Output = Result<PasswordHash, HashError>> + Send;
+    fn hash(
+        &self,
+        password: Password,
+    ) -> impl Future<Output = Result<PasswordHash, HashError>> + Send;
 
     /// Checks a password against a stored hash, taking about as long as [`Self::hash`].
     ///

@@ -36,7 +36,7 @@ pub enum CodePolicyError {
 
 impl CodePolicy {
     /// The window the daily cap counts codes in.
-    pub const WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+    pub const WINDOW: Duration = Duration::from_hours(24);
 
     /// A policy: codes live `ttl` after delivery, die at the `max_attempts`-th wrong guess, and
     /// are issued at most once per `cooldown` and `daily_cap` times per 24 hours per account.
@@ -91,7 +91,7 @@ impl CodePolicy {
 impl Default for CodePolicy {
     fn default() -> Self {
         Self {
-            ttl: Duration::from_secs(60),
+            ttl: Duration::from_mins(1),
             max_attempts: 5,
             cooldown: Duration::from_secs(30),
             daily_cap: 10,
@@ -271,7 +271,11 @@ impl Account {
     }
 
     /// Whether [`Account::take_over`] would succeed at `now`, without changing anything.
-    pub fn can_take_over(&self, now: SystemTime, policy: &CodePolicy) -> Result<(), TakeoverRefused> {
+    pub fn can_take_over(
+        &self,
+        now: SystemTime,
+        policy: &CodePolicy,
+    ) -> Result<(), TakeoverRefused> {
         let holds = self
             .code_status(now, policy)
             .is_some_and(|s| s.holds_address());
@@ -362,8 +366,10 @@ impl Account {
         }
         self.code = Some(ActivationCode::issue(code.id, code.digest, now));
         self.recent_issues.push(now);
-        self.recent_issues
-            .retain(|t| t.checked_add(CodePolicy::WINDOW).is_some_and(|end| end > now));
+        self.recent_issues.retain(|t| {
+            t.checked_add(CodePolicy::WINDOW)
+                .is_some_and(|end| end > now)
+        });
         CodeIssued {
             expires_in: policy.ttl,
             resend_after: self.wait_before_next_code(now, policy).unwrap_or_default(),
@@ -376,7 +382,10 @@ impl Account {
             .recent_issues
             .iter()
             .copied()
-            .filter(|t| t.checked_add(CodePolicy::WINDOW).is_some_and(|end| end > now))
+            .filter(|t| {
+                t.checked_add(CodePolicy::WINDOW)
+                    .is_some_and(|end| end > now)
+            })
             .collect();
         let after_cooldown = in_window.last().map(|last| *last + policy.cooldown);
         let cap = usize::try_from(policy.daily_cap).unwrap_or(usize::MAX);
@@ -409,7 +418,11 @@ mod tests {
     }
 
     fn new_code(n: u128, code: &str) -> NewCode {
-        NewCode::new(CodeId::from_uuid(Uuid::from_u128(n)), digits(code), &secret())
+        NewCode::new(
+            CodeId::from_uuid(Uuid::from_u128(n)),
+            digits(code),
+            &secret(),
+        )
     }
 
     fn hash(s: &str) -> PasswordHash {
@@ -437,9 +450,17 @@ mod tests {
     fn the_right_code_activates_within_the_ttl_after_delivery() {
         let policy = CodePolicy::default();
         let mut account = delivered("0421", t(100));
-        assert_eq!(account.activate(digits("0421"), &secret(), t(159), &policy), Ok(()));
+        assert_eq!(
+            account.activate(digits("0421"), &secret(), t(159), &policy),
+            Ok(())
+        );
         assert!(account.user().is_active());
-        assert_eq!(account.user().status(), crate::UserStatus::Active { activated_at: t(159) });
+        assert_eq!(
+            account.user().status(),
+            crate::UserStatus::Active {
+                activated_at: t(159)
+            }
+        );
         assert_eq!(
             account.activate(digits("0421"), &secret(), t(159), &policy),
             Err(ActivationRefused::AlreadyActive)
@@ -452,7 +473,9 @@ mod tests {
         let mut account = delivered("0421", t(100));
         assert_eq!(
             account.activate(digits("0421"), &secret(), t(160), &policy),
-            Err(ActivationRefused::CodeGone { too_many_attempts: false })
+            Err(ActivationRefused::CodeGone {
+                too_many_attempts: false
+            })
         );
         assert!(!account.user().is_active());
     }
@@ -463,7 +486,9 @@ mod tests {
         let mut account = account("0421");
         assert_eq!(
             account.activate(digits("0421"), &secret(), t(1), &policy),
-            Err(ActivationRefused::WrongCode { attempts_remaining: 4 })
+            Err(ActivationRefused::WrongCode {
+                attempts_remaining: 4
+            })
         );
         assert_eq!(account.code().unwrap().wrong_attempts(), 1);
     }
@@ -475,12 +500,16 @@ mod tests {
         for remaining in (0..5).rev() {
             assert_eq!(
                 account.activate(digits("9999"), &secret(), t(2), &policy),
-                Err(ActivationRefused::WrongCode { attempts_remaining: remaining })
+                Err(ActivationRefused::WrongCode {
+                    attempts_remaining: remaining
+                })
             );
         }
         assert_eq!(
             account.activate(digits("0421"), &secret(), t(3), &policy),
-            Err(ActivationRefused::CodeGone { too_many_attempts: true })
+            Err(ActivationRefused::CodeGone {
+                too_many_attempts: true
+            })
         );
     }
 
@@ -488,15 +517,28 @@ mod tests {
     fn a_new_code_kills_the_previous_one() {
         let policy = CodePolicy::default();
         let mut account = delivered("0421", t(1));
-        let issued = account.issue_code(new_code(2, "1111"), t(31), &policy).unwrap();
-        assert_eq!(issued, CodeIssued { expires_in: 60 * SECOND, resend_after: 30 * SECOND });
+        let issued = account
+            .issue_code(new_code(2, "1111"), t(31), &policy)
+            .unwrap();
+        assert_eq!(
+            issued,
+            CodeIssued {
+                expires_in: 60 * SECOND,
+                resend_after: 30 * SECOND
+            }
+        );
         let id = account.code().unwrap().id();
         account.mark_code_delivered(id, t(32));
         assert_eq!(
             account.activate(digits("0421"), &secret(), t(33), &policy),
-            Err(ActivationRefused::WrongCode { attempts_remaining: 4 })
+            Err(ActivationRefused::WrongCode {
+                attempts_remaining: 4
+            })
         );
-        assert_eq!(account.activate(digits("1111"), &secret(), t(34), &policy), Ok(()));
+        assert_eq!(
+            account.activate(digits("1111"), &secret(), t(34), &policy),
+            Ok(())
+        );
     }
 
     #[test]
@@ -505,9 +547,15 @@ mod tests {
         let mut account = account("0421");
         assert_eq!(
             account.issue_code(new_code(2, "1111"), t(10), &policy),
-            Err(IssueRefused::TooSoon { retry_after: 20 * SECOND })
+            Err(IssueRefused::TooSoon {
+                retry_after: 20 * SECOND
+            })
         );
-        assert!(account.issue_code(new_code(2, "1111"), t(30), &policy).is_ok());
+        assert!(
+            account
+                .issue_code(new_code(2, "1111"), t(30), &policy)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -515,15 +563,23 @@ mod tests {
         let policy = CodePolicy::default();
         let mut account = account("0000");
         for i in 1..10u64 {
-            account.issue_code(new_code(u128::from(i) + 1, "0000"), t(i * 60), &policy).unwrap();
+            account
+                .issue_code(new_code(u128::from(i) + 1, "0000"), t(i * 60), &policy)
+                .unwrap();
         }
         assert_eq!(account.recent_issues().len(), 10);
         // The 11th waits until the first leaves the 24-hour window.
         assert_eq!(
             account.issue_code(new_code(99, "0000"), t(3600), &policy),
-            Err(IssueRefused::TooSoon { retry_after: Duration::from_secs(86_400 - 3600) })
+            Err(IssueRefused::TooSoon {
+                retry_after: Duration::from_hours(23)
+            })
         );
-        assert!(account.issue_code(new_code(99, "0000"), t(86_400), &policy).is_ok());
+        assert!(
+            account
+                .issue_code(new_code(99, "0000"), t(86_400), &policy)
+                .is_ok()
+        );
     }
 
     #[test]
@@ -531,17 +587,23 @@ mod tests {
         let policy = CodePolicy::default();
         let mut account = account("0000");
         for i in 1..9u64 {
-            account.issue_code(new_code(u128::from(i) + 1, "0000"), t(i * 60), &policy).unwrap();
+            account
+                .issue_code(new_code(u128::from(i) + 1, "0000"), t(i * 60), &policy)
+                .unwrap();
         }
-        let tenth = account.issue_code(new_code(50, "0000"), t(600), &policy).unwrap();
-        assert_eq!(tenth.resend_after, Duration::from_secs(86_400 - 600));
+        let tenth = account
+            .issue_code(new_code(50, "0000"), t(600), &policy)
+            .unwrap();
+        assert_eq!(tenth.resend_after, Duration::from_mins(24 * 60 - 10));
     }
 
     #[test]
     fn an_active_account_gets_no_new_code() {
         let policy = CodePolicy::default();
         let mut account = delivered("0421", t(1));
-        account.activate(digits("0421"), &secret(), t(2), &policy).unwrap();
+        account
+            .activate(digits("0421"), &secret(), t(2), &policy)
+            .unwrap();
         assert_eq!(
             account.issue_code(new_code(2, "1111"), t(100), &policy),
             Err(IssueRefused::AlreadyActive)
@@ -554,7 +616,13 @@ mod tests {
         let email = Email::parse("ADA@example.com").unwrap();
         let mut waiting = account("0421");
         assert_eq!(
-            waiting.take_over(email.clone(), hash("second"), new_code(2, "1111"), t(3600), &policy),
+            waiting.take_over(
+                email.clone(),
+                hash("second"),
+                new_code(2, "1111"),
+                t(3600),
+                &policy
+            ),
             Err(TakeoverRefused::EmailTaken)
         );
         let mut usable = delivered("0421", t(1));
@@ -570,7 +638,13 @@ mod tests {
         let mut account = delivered("0421", t(1));
         let email = Email::parse("ADA@example.com").unwrap();
         let issued = account
-            .take_over(email.clone(), hash("second"), new_code(2, "1111"), t(61), &policy)
+            .take_over(
+                email.clone(),
+                hash("second"),
+                new_code(2, "1111"),
+                t(61),
+                &policy,
+            )
             .unwrap();
         assert_eq!(issued.resend_after, 30 * SECOND);
         assert_eq!(account.user().email(), &email);
@@ -585,10 +659,20 @@ mod tests {
         let email = Email::parse("ada@example.com").unwrap();
         let mut account = delivered("0421", t(1));
         assert_eq!(
-            account.take_over(email.clone(), hash("x"), new_code(2, "1111"), t(61), &policy),
-            Err(TakeoverRefused::TooSoon { retry_after: 59 * SECOND })
+            account.take_over(
+                email.clone(),
+                hash("x"),
+                new_code(2, "1111"),
+                t(61),
+                &policy
+            ),
+            Err(TakeoverRefused::TooSoon {
+                retry_after: 59 * SECOND
+            })
         );
-        account.activate(digits("0421"), &secret(), t(2), &policy).unwrap();
+        account
+            .activate(digits("0421"), &secret(), t(2), &policy)
+            .unwrap();
         assert_eq!(
             account.take_over(email, hash("x"), new_code(2, "1111"), t(9_999), &policy),
             Err(TakeoverRefused::EmailTaken)
@@ -603,16 +687,31 @@ mod tests {
         account.mark_code_undeliverable(id);
         assert_eq!(
             account.activate(digits("0421"), &secret(), t(40), &policy),
-            Err(ActivationRefused::CodeGone { too_many_attempts: false })
+            Err(ActivationRefused::CodeGone {
+                too_many_attempts: false
+            })
         );
         let email = Email::parse("ada@example.com").unwrap();
-        assert!(account.take_over(email, hash("x"), new_code(2, "1111"), t(40), &policy).is_ok());
+        assert!(
+            account
+                .take_over(email, hash("x"), new_code(2, "1111"), t(40), &policy)
+                .is_ok()
+        );
     }
 
     #[test]
     fn policies_refuse_zero_settings() {
-        assert_eq!(CodePolicy::new(Duration::ZERO, 5, SECOND, 10), Err(CodePolicyError::ZeroTtl));
-        assert_eq!(CodePolicy::new(SECOND, 0, SECOND, 10), Err(CodePolicyError::ZeroAttempts));
-        assert_eq!(CodePolicy::new(SECOND, 5, SECOND, 0), Err(CodePolicyError::ZeroDailyCap));
+        assert_eq!(
+            CodePolicy::new(Duration::ZERO, 5, SECOND, 10),
+            Err(CodePolicyError::ZeroTtl)
+        );
+        assert_eq!(
+            CodePolicy::new(SECOND, 0, SECOND, 10),
+            Err(CodePolicyError::ZeroAttempts)
+        );
+        assert_eq!(
+            CodePolicy::new(SECOND, 5, SECOND, 0),
+            Err(CodePolicyError::ZeroDailyCap)
+        );
     }
 }

@@ -342,7 +342,9 @@ mod tests {
         assert_eq!(CodeDigits::parse("0421").unwrap().reveal(), "0421");
         assert_eq!(CodeDigits::parse("0000").unwrap().reveal(), "0000");
         assert_eq!(CodeDigits::parse("9999").unwrap().reveal(), "9999");
-        for bad in ["", "421", "04210", " 0421", "0421 ", "+421", "-421", "04a1", "٠٤٢١", "0x21"] {
+        for bad in [
+            "", "421", "04210", " 0421", "0421 ", "+421", "-421", "04a1", "٠٤٢١", "0x21",
+        ] {
             assert_eq!(CodeDigits::parse(bad), Err(CodeFormatError), "{bad:?}");
         }
     }
@@ -362,7 +364,10 @@ mod tests {
         let digest = secret().digest(id, code);
         assert_eq!(digest, secret().digest(id, code));
         assert_ne!(digest, secret().digest(other_id, code));
-        assert_ne!(digest, secret().digest(id, CodeDigits::parse("1235").unwrap()));
+        assert_ne!(
+            digest,
+            secret().digest(id, CodeDigits::parse("1235").unwrap())
+        );
         let other_key = CodeSecret::new(*b"another secret key of 32 bytes!!").unwrap();
         assert_ne!(digest, other_key.digest(id, code));
     }
@@ -383,13 +388,28 @@ mod tests {
     #[test]
     fn a_code_is_usable_for_its_ttl_from_delivery_only() {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let ttl = Duration::from_secs(60);
-        let mut code = ActivationCode::issue(CodeId::from_uuid(Uuid::nil()), secret().digest(CodeId::from_uuid(Uuid::nil()), CodeDigits::parse("0001").unwrap()), t0);
-        assert_eq!(code.status(t0 + Duration::from_secs(3600), ttl), CodeStatus::AwaitingDelivery);
+        let ttl = Duration::from_mins(1);
+        let mut code = ActivationCode::issue(
+            CodeId::from_uuid(Uuid::nil()),
+            secret().digest(
+                CodeId::from_uuid(Uuid::nil()),
+                CodeDigits::parse("0001").unwrap(),
+            ),
+            t0,
+        );
+        assert_eq!(
+            code.status(t0 + Duration::from_hours(1), ttl),
+            CodeStatus::AwaitingDelivery
+        );
         let delivered = t0 + Duration::from_secs(10);
         code.mark_delivered(delivered);
         code.mark_delivered(delivered + Duration::from_secs(30));
-        assert_eq!(code.status(delivered + Duration::from_secs(59), ttl), CodeStatus::Usable { expires_at: delivered + ttl });
+        assert_eq!(
+            code.status(delivered + Duration::from_secs(59), ttl),
+            CodeStatus::Usable {
+                expires_at: delivered + ttl
+            }
+        );
         assert_eq!(code.status(delivered + ttl, ttl), CodeStatus::Expired);
     }
 

@@ -125,7 +125,9 @@ fn check_domain(domain: &str) -> Result<(), EmailError> {
     }
     let labels: Vec<&str> = domain.split('.').collect();
     if labels.len() < 2 {
-        return Err(EmailError::Domain("it needs at least one dot, as in example.com"));
+        return Err(EmailError::Domain(
+            "it needs at least one dot, as in example.com",
+        ));
     }
     for label in &labels {
         if label.is_empty() || label.len() > MAX_LABEL_LEN {
@@ -247,7 +249,12 @@ mod tests {
         assert!(Email::parse(&format!("a@{label63}.com")).is_ok());
         assert!(Email::parse(&format!("a@{label63}b.com")).is_err());
         // 254 is the most: 64 + 1 + 189.
-        let domain = format!("{}.{}.{}.com", "c".repeat(61), "d".repeat(61), "e".repeat(61));
+        let domain = format!(
+            "{}.{}.{}.com",
+            "c".repeat(61),
+            "d".repeat(61),
+            "e".repeat(61)
+        );
         let at_limit = format!("{local64}@{domain}");
         assert_eq!(at_limit.len(), 254);
         assert!(Email::parse(&at_limit).is_ok());

@@ -112,8 +112,12 @@ impl PasswordProblem {
 impl fmt::Display for PasswordProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::TooShort { min } => write!(f, "the password must be at least {min} characters long"),
-            Self::TooLong { max } => write!(f, "the password must be at most {max} characters long"),
+            Self::TooShort { min } => {
+                write!(f, "the password must be at least {min} characters long")
+            }
+            Self::TooLong { max } => {
+                write!(f, "the password must be at most {max} characters long")
+            }
             Self::TooWeak {
                 warning,
                 suggestions,
@@ -188,7 +192,9 @@ impl NewPassword {
             if u8::from(estimate.score()) < policy.min_score {
                 let feedback = estimate.feedback();
                 problems.push(PasswordProblem::TooWeak {
-                    warning: feedback.and_then(|f| f.warning()).map(|w| w.to_string()),
+                    warning: feedback
+                        .and_then(zxcvbn::feedback::Feedback::warning)
+                        .map(|warning| warning.to_string()),
                     suggestions: feedback
                         .map(|f| f.suggestions().iter().map(ToString::to_string).collect())
                         .unwrap_or_default(),
@@ -288,29 +294,39 @@ mod tests {
     #[test]
     fn common_passwords_are_too_weak() {
         for weak in ["password", "12345678", "qwertyuiop", "iloveyou1"] {
-            assert!(problems(weak, "ada@example.com").contains(&"too_weak"), "{weak}");
+            assert!(
+                problems(weak, "ada@example.com").contains(&"too_weak"),
+                "{weak}"
+            );
         }
     }
 
     #[test]
     fn the_email_local_part_is_refused_case_insensitively() {
         assert!(
-            problems("Xq7#mLovelace-Zebra-Canoe", "lovelace@example.com").contains(&"contains_email")
+            problems("Xq7#mLovelace-Zebra-Canoe", "lovelace@example.com")
+                .contains(&"contains_email")
         );
         // Local parts shorter than four characters are not checked.
-        assert!(!problems("adaxq7#mZebra-Canoe-Fjord", "ada@example.com").contains(&"contains_email"));
+        assert!(
+            !problems("adaxq7#mZebra-Canoe-Fjord", "ada@example.com").contains(&"contains_email")
+        );
     }
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        assert_eq!(problems("lovelac", "lovelac@example.com"), vec!["too_short", "contains_email", "too_weak"]);
+        assert_eq!(
+            problems("lovelac", "lovelac@example.com"),
+            vec!["too_short", "contains_email", "too_weak"]
+        );
     }
 
     #[test]
     fn secrets_do_not_show_in_debug_output() {
         let password = Password::new("hunter2-secret");
         assert!(!format!("{password:?}").contains("hunter2"));
-        let hash = PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()).unwrap();
+        let hash =
+            PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()).unwrap();
         assert!(!format!("{hash:?}").contains("argon2id"));
     }
 

@@ -26,7 +26,7 @@ pub struct Cli {
 pub enum Command {
     /// Serve the HTTP API and deliver the outbox.
     Serve(Box<ServeArgs>),
-    /// Apply database migrations from DATABASE_URL and exit.
+    /// Apply database migrations from `DATABASE_URL` and exit.
     Migrate(MigrateArgs),
 }
 
@@ -43,7 +43,13 @@ pub enum LogFormat {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Log format.
-    #[arg(long, env = "REGISTRAR_LOG_FORMAT", value_enum, default_value = "pretty", global = true)]
+    #[arg(
+        long,
+        env = "REGISTRAR_LOG_FORMAT",
+        value_enum,
+        default_value = "pretty",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -73,11 +79,15 @@ pub struct ServeArgs {
     /// PostgreSQL URL; unset = in-memory store (data is lost on exit).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// SMTP server URL in lettre syntax (e.g. smtp://127.0.0.1:1025); unset = codes are written to the log.
+    /// SMTP server URL in lettre syntax (e.g. `smtp://127.0.0.1:1025`); unset = codes are written to the log.
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
     /// Sender of the activation email.
-    #[arg(long, env = "MAIL_FROM", default_value = "Registrar <no-reply@localhost>")]
+    #[arg(
+        long,
+        env = "MAIL_FROM",
+        default_value = "Registrar <no-reply@localhost>"
+    )]
     pub mail_from: String,
     /// Code lifetime after the mail server accepted its email (humantime, e.g. 60s, 2m).
     #[arg(long, env = "ACTIVATION_CODE_TTL", default_value = "60s")]
@@ -98,16 +108,28 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRAR_RATE_LIMITS", value_enum, default_value = "on")]
     pub rate_limits: Switch,
     /// Failed logins per account per window before 429.
-    #[arg(long, env = "REGISTRAR_LOGIN_FAILURES_PER_ACCOUNT", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "REGISTRAR_LOGIN_FAILURES_PER_ACCOUNT",
+        default_value_t = 10
+    )]
     pub login_failures_per_account: u32,
     /// Failed logins per client address per window before 429.
-    #[arg(long, env = "REGISTRAR_LOGIN_FAILURES_PER_ADDRESS", default_value_t = 50)]
+    #[arg(
+        long,
+        env = "REGISTRAR_LOGIN_FAILURES_PER_ADDRESS",
+        default_value_t = 50
+    )]
     pub login_failures_per_address: u32,
     /// The window failed logins are counted in.
     #[arg(long, env = "REGISTRAR_LOGIN_FAILURE_WINDOW", default_value = "15m")]
     pub login_failure_window: humantime::Duration,
     /// Registrations per client address per window before 429.
-    #[arg(long, env = "REGISTRAR_REGISTRATIONS_PER_ADDRESS", default_value_t = 20)]
+    #[arg(
+        long,
+        env = "REGISTRAR_REGISTRATIONS_PER_ADDRESS",
+        default_value_t = 20
+    )]
     pub registrations_per_address: u32,
     /// The window registrations are counted in.
     #[arg(long, env = "REGISTRAR_REGISTRATION_WINDOW", default_value = "10m")]
@@ -208,7 +230,10 @@ impl ServeArgs {
                 CodeSecret::new(secret.as_bytes()).context("invalid REGISTRAR_SECRET")?,
                 false,
             ),
-            None => (CodeSecret::new(random_secret).context("invalid random secret")?, true),
+            None => (
+                CodeSecret::new(random_secret).context("invalid random secret")?,
+                true,
+            ),
         };
         let limits = RateLimits {
             login_failures_per_account: Limit {
@@ -269,7 +294,9 @@ mod tests {
 
     fn parse(args: &[&str]) -> anyhow::Result<Settings> {
         let cli = Cli::try_parse_from(["registrar", "serve"].iter().chain(args))?;
-        let Command::Serve(serve) = cli.command else { unreachable!() };
+        let Command::Serve(serve) = cli.command else {
+            unreachable!()
+        };
         serve.settings([9; 32])
     }
 
@@ -281,18 +308,36 @@ mod tests {
         assert_eq!(settings.accounts.limits, RateLimits::default());
         assert_eq!(settings.accounts.passwords, PasswordPolicy::default());
         assert!(settings.secret_is_ephemeral);
-        assert_eq!((settings.argon2.memory_kib, settings.argon2.iterations, settings.argon2.parallelism), (19_456, 2, 1));
+        assert_eq!(
+            (
+                settings.argon2.memory_kib,
+                settings.argon2.iterations,
+                settings.argon2.parallelism
+            ),
+            (19_456, 2, 1)
+        );
         assert_eq!(settings.delivery.lease, Duration::from_secs(30));
     }
 
     #[test]
     fn flags_override_defaults() {
         let settings = parse(&[
-            "--activation-code-ttl", "2m", "--code-cooldown", "5s", "--code-attempts", "3",
-            "--rate-limits", "off", "--secret", "0123456789abcdef0123",
+            "--activation-code-ttl",
+            "2m",
+            "--code-cooldown",
+            "5s",
+            "--code-attempts",
+            "3",
+            "--rate-limits",
+            "off",
+            "--secret",
+            "0123456789abcdef0123",
         ])
         .unwrap();
-        assert_eq!(settings.accounts.codes, CodePolicy::new(Duration::from_secs(120), 3, Duration::from_secs(5), 10).unwrap());
+        assert_eq!(
+            settings.accounts.codes,
+            CodePolicy::new(Duration::from_mins(2), 3, Duration::from_secs(5), 10).unwrap()
+        );
         assert!(!settings.accounts.limits.per_address);
         assert!(!settings.secret_is_ephemeral);
     }

@@ -35,8 +35,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             let settings = args.settings(OsEntropy.secret())?;
-            tracing::warn!("no DATABASE_URL: data lives in memory only and is lost when the process stops");
-            tracing::warn!("no SMTP_URL: activation codes are written to this log instead of being emailed");
+            tracing::warn!(
+                "no DATABASE_URL: data lives in memory only and is lost when the process stops"
+            );
+            tracing::warn!(
+                "no SMTP_URL: activation codes are written to this log instead of being emailed"
+            );
             if settings.secret_is_ephemeral {
                 tracing::warn!(
                     "no REGISTRAR_SECRET: codes are keyed with a random per-process secret; \
@@ -52,11 +56,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     upkeep.run_upkeep();
                 }
             });
-            let app = Application::build(settings, MetricsSource::new(move || handle.render()))?;
+            let app = Application::build(&settings, MetricsSource::new(move || handle.render()))?;
             app.run_until_stopped().await
         }
-        Command::Migrate(_) => anyhow::bail!(
-            "this build has no PostgreSQL store yet, so there is nothing to migrate"
-        ),
+        Command::Migrate(_) => {
+            anyhow::bail!("this build has no PostgreSQL store yet, so there is nothing to migrate")
+        }
     }
 }

@@ -9,9 +9,7 @@ use registrar_adapters_argon2::Argon2Hasher;
 use registrar_adapters_memory::MemoryStore;
 use registrar_adapters_smtp::LogMailer;
 use registrar_api::MetricsSource;
-use registrar_application::{
-    AccountService, DispatchSignal, Dispatcher, OsEntropy, SystemClock,
-};
+use registrar_application::{AccountService, DispatchSignal, Dispatcher, OsEntropy, SystemClock};
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::config::Settings;
@@ -33,9 +31,10 @@ pub struct Application {
 
 impl Application {
     /// Builds adapters and use cases and binds the listener. `metrics` renders `/metrics`.
-    pub fn build(settings: Settings, metrics: MetricsSource) -> anyhow::Result<Self> {
+    pub fn build(settings: &Settings, metrics: MetricsSource) -> anyhow::Result<Self> {
         let store = MemoryStore::new();
-        let hasher = Argon2Hasher::new(settings.argon2.clone()).context("could not start the password hashing pool")?;
+        let hasher = Argon2Hasher::new(settings.argon2.clone())
+            .context("could not start the password hashing pool")?;
         let signal = DispatchSignal::default();
         let accounts: Accounts = AccountService::new(
             store.clone(),
@@ -55,7 +54,10 @@ impl Application {
         ));
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("could not bind {}", settings.listen))?;
-        let port = listener.local_addr().context("could not read the bound address")?.port();
+        let port = listener
+            .local_addr()
+            .context("could not read the bound address")?
+            .port();
         let accounts = web::Data::new(accounts);
         let metrics = web::Data::new(metrics);
         let server = HttpServer::new(move || registrar_api::app(accounts.clone(), metrics.clone()))
@@ -84,7 +86,12 @@ impl Application {
     /// Serves until SIGTERM or Ctrl-C, then lets requests and email sends in flight finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
-        let dispatcher = tokio::spawn(run_dispatcher(self.dispatcher, self.signal, self.poll, stopped));
+        let dispatcher = tokio::spawn(run_dispatcher(
+            self.dispatcher,
+            self.signal,
+            self.poll,
+            stopped,
+        ));
         let served = self.server.await.context("the HTTP server failed");
         tracing::info!("HTTP server stopped; finishing email sends in flight");
         let _ = stop.send(true);
@@ -103,7 +110,12 @@ async fn finish(task: JoinHandle<()>, limit: Duration) {
 
 /// Delivers due email whenever woken (mail queued in this process) or every `poll`, until
 /// `stop` says so; a pass in progress is always finished.
-async fn run_dispatcher(dispatcher: Arc<Delivery>, signal: DispatchSignal, poll: Duration, mut stop: watch::Receiver<bool>) {
+async fn run_dispatcher(
+    dispatcher: Arc<Delivery>,
+    signal: DispatchSignal,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let busy = match dispatcher.deliver_due().await {
             Ok(report) => report.handled() > 0,
@@ -113,7 +125,10 @@ async fn run_dispatcher(dispatcher: Arc<Delivery>, signal: DispatchSignal, poll:
             }
         };
         if let Ok(depth) = dispatcher.depth().await {
-            #[allow(clippy::cast_precision_loss, reason = "a gauge; exact above 2^53 messages does not matter")]
+            #[allow(
+                clippy::cast_precision_loss,
+                reason = "a gauge; exact above 2^53 messages does not matter"
+            )]
             metrics::gauge!("registrar_outbox_depth").set(depth as f64);
         }
         if *stop.borrow() {

@@ -1,8 +1,13 @@
 //! End to end: the real `registrar` binary, started as a user would start it, driven over
 //! HTTP, with the activation code read from its log (the log mailer).
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a panic is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a failed test"
+)]
 
 use std::{
+    fmt::Write as _,
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
     process::{Child, Command, Stdio},
@@ -53,7 +58,12 @@ impl Server {
                 }
             });
         }
-        let mut server = Self { child, lines, seen: Vec::new(), port: 0 };
+        let mut server = Self {
+            child,
+            lines,
+            seen: Vec::new(),
+            port: 0,
+        };
         let listening = server.wait_for(|event| event["message"] == "listening");
         server.port = u16::try_from(listening["port"].as_u64().unwrap()).unwrap();
         server
@@ -77,19 +87,26 @@ impl Server {
         }
     }
 
-    fn request(&self, method: &str, path: &str, auth: Option<(&str, &str)>, body: Option<&str>) -> (u16, String, Value) {
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        body: Option<&str>,
+    ) -> (u16, String, Value) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
         if let Some((user, password)) = auth {
             let token = STANDARD.encode(format!("{user}:{password}"));
-            request.push_str(&format!("Authorization: Basic {token}\r\n"));
+            let _ = write!(request, "Authorization: Basic {token}\r\n");
         }
         let body = body.unwrap_or("");
         if !body.is_empty() {
             request.push_str("Content-Type: application/json\r\n");
         }
-        request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        let _ = write!(request, "Content-Length: {}\r\n\r\n{body}", body.len());
         stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
@@ -100,7 +117,11 @@ impl Server {
     }
 
     fn terminate(mut self) -> (bool, Vec<String>) {
-        Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
         let status = self.child.wait().unwrap();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.seen.push(line);
@@ -124,7 +145,9 @@ fn a_user_registers_reads_the_code_from_the_log_and_activates() {
         "POST",
         "/v1/users",
         None,
-        Some(&format!(r#"{{"email":" Ada@Example.COM ","password":"{password}"}}"#)),
+        Some(&format!(
+            r#"{{"email":" Ada@Example.COM ","password":"{password}"}}"#
+        )),
     );
     assert_eq!(status, 201, "{user}");
     assert!(head.contains("location: /v1/users/me"), "{head}");
@@ -132,7 +155,8 @@ fn a_user_registers_reads_the_code_from_the_log_and_activates() {
     assert_eq!(user["email"], "Ada@example.com");
     assert_eq!(user["status"], "pending");
 
-    let mail = server.wait_for(|event| event["to"] == "Ada@example.com" && event["code"].is_string());
+    let mail =
+        server.wait_for(|event| event["to"] == "Ada@example.com" && event["code"].is_string());
     let code = mail["code"].as_str().unwrap().to_owned();
     assert_eq!(code.len(), 4);
 
@@ -145,38 +169,79 @@ fn a_user_registers_reads_the_code_from_the_log_and_activates() {
     assert_eq!(status, 200, "{activated}");
     assert_eq!(activated["status"], "active");
 
-    let (status, _, me) = server.request("GET", "/v1/users/me", Some(("ADA@example.com", password)), None);
+    let (status, _, me) = server.request(
+        "GET",
+        "/v1/users/me",
+        Some(("ADA@example.com", password)),
+        None,
+    );
     assert_eq!(status, 200);
     assert_eq!(me["status"], "active");
     assert_eq!(me["id"], user["id"]);
 
     let (graceful, lines) = server.terminate();
-    assert!(graceful, "the server did not exit cleanly:\n{}", lines.join("\n"));
-    assert!(lines.iter().any(|l| l.contains("dispatcher stopped")), "{}", lines.join("\n"));
+    assert!(
+        graceful,
+        "the server did not exit cleanly:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("dispatcher stopped")),
+        "{}",
+        lines.join("\n")
+    );
 }
 
 #[test]
 fn start_up_says_data_is_in_memory_and_codes_go_to_the_log() {
     let server = Server::start(&[]);
     let (_, lines) = server.terminate();
-    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains(r#""level":"WARN""#)).collect();
-    assert!(warnings.iter().any(|l| l.contains("data lives in memory only")), "{lines:?}");
-    assert!(warnings.iter().any(|l| l.contains("activation codes are written to this log")), "{lines:?}");
-    assert!(warnings.iter().any(|l| l.contains("replicas need a shared one")), "{lines:?}");
+    let warnings: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(r#""level":"WARN""#))
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("data lives in memory only")),
+        "{lines:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("activation codes are written to this log")),
+        "{lines:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("replicas need a shared one")),
+        "{lines:?}"
+    );
 }
 
 #[test]
 fn every_line_of_json_output_is_one_json_object() {
     let mut server = Server::start(&[("REGISTRAR_SECRET", "a shared secret of some length")]);
-    server.request("POST", "/v1/users", None, Some(r#"{"email":"bob@example.com","password":"tangerine-Quokka-47-orbit"}"#));
+    server.request(
+        "POST",
+        "/v1/users",
+        None,
+        Some(r#"{"email":"bob@example.com","password":"tangerine-Quokka-47-orbit"}"#),
+    );
     server.wait_for(|event| event["to"] == "bob@example.com");
     let (_, lines) = server.terminate();
     assert!(lines.len() > 5);
     for line in &lines {
-        let value: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        let value: Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
         assert!(value.is_object(), "{line}");
     }
-    assert!(!lines.iter().any(|l| l.contains("replicas need a shared one")));
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("replicas need a shared one"))
+    );
 }
 
 #[test]
@@ -195,14 +260,30 @@ fn a_database_url_is_refused_while_there_is_no_postgres_store() {
 
 #[test]
 fn serve_help_names_every_knob() {
-    let output = Command::new(env!("CARGO_BIN_EXE_registrar")).args(["serve", "--help"]).output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_registrar"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     for variable in [
-        "REGISTRAR_LISTEN", "DATABASE_URL", "SMTP_URL", "MAIL_FROM", "ACTIVATION_CODE_TTL",
-        "REGISTRAR_SECRET", "REGISTRAR_CODE_COOLDOWN", "REGISTRAR_CODE_ATTEMPTS", "REGISTRAR_RATE_LIMITS",
-        "REGISTRAR_LOG_FORMAT", "REGISTRAR_ARGON2_MEMORY_KIB", "REGISTRAR_HASH_THREADS", "REGISTRAR_HASH_QUEUE",
+        "REGISTRAR_LISTEN",
+        "DATABASE_URL",
+        "SMTP_URL",
+        "MAIL_FROM",
+        "ACTIVATION_CODE_TTL",
+        "REGISTRAR_SECRET",
+        "REGISTRAR_CODE_COOLDOWN",
+        "REGISTRAR_CODE_ATTEMPTS",
+        "REGISTRAR_RATE_LIMITS",
+        "REGISTRAR_LOG_FORMAT",
+        "REGISTRAR_ARGON2_MEMORY_KIB",
+        "REGISTRAR_HASH_THREADS",
+        "REGISTRAR_HASH_QUEUE",
     ] {
-        assert!(help.contains(variable), "{variable} missing from --help:\n{help}");
+        assert!(
+            help.contains(variable),
+            "{variable} missing from --help:\n{help}"
+        );
     }
     assert!(help.contains("[default: 127.0.0.1:8080]"), "{help}");
 }

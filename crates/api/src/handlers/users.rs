@@ -27,7 +27,9 @@ pub(crate) async fn register<A: Accounts>(
     client: ClientIp,
     body: JsonBody<RegisterUserBody>,
 ) -> Result<Created<UserBody>, ApiError> {
-    let registration = body.into_inner()?.try_into_domain(accounts.password_policy())?;
+    let registration = body
+        .into_inner()?
+        .try_into_domain(accounts.password_policy())?;
     let user = accounts.register(registration, client.0).await?;
     Ok(Created::at(ME, UserBody::from(&user)))
 }
@@ -45,7 +47,9 @@ pub(crate) async fn me<A: Accounts>(
     client: ClientIp,
     auth: BasicAuth,
 ) -> Result<Json<UserBody>, ApiError> {
-    let who = accounts.authenticate(auth.into_credentials(), client.0).await?;
+    let who = accounts
+        .authenticate(auth.into_credentials(), client.0)
+        .await?;
     Ok(Json(UserBody::from(who.user())))
 }
 
@@ -64,7 +68,9 @@ pub(crate) async fn activate<A: Accounts>(
     auth: BasicAuth,
     body: JsonBody<ActivationBody>,
 ) -> Result<Json<UserBody>, ApiError> {
-    let who = accounts.authenticate(auth.into_credentials(), client.0).await?;
+    let who = accounts
+        .authenticate(auth.into_credentials(), client.0)
+        .await?;
     let code = body.into_inner()?.try_into_code()?;
     let user = accounts.activate(&who, code).await?;
     Ok(Json(UserBody::from(&user)))
@@ -83,7 +89,9 @@ pub(crate) async fn issue_code<A: Accounts>(
     client: ClientIp,
     auth: BasicAuth,
 ) -> Result<AcceptedJson<CodeIssuedBody>, ApiError> {
-    let who = accounts.authenticate(auth.into_credentials(), client.0).await?;
+    let who = accounts
+        .authenticate(auth.into_credentials(), client.0)
+        .await?;
     let issued = accounts.issue_code(&who).await?;
     Ok(AcceptedJson(CodeIssuedBody::from(issued)))
 }

@@ -68,7 +68,11 @@ fn uuid(n: u128) -> Uuid {
 }
 
 fn new_code(n: u128, digits: &str) -> NewCode {
-    NewCode::new(CodeId::from_uuid(uuid(n)), CodeDigits::parse(digits).unwrap(), &secret())
+    NewCode::new(
+        CodeId::from_uuid(uuid(n)),
+        CodeDigits::parse(digits).unwrap(),
+        &secret(),
+    )
 }
 
 fn hash(tag: &str) -> PasswordHash {
@@ -96,14 +100,22 @@ async fn register(store: &impl Store, n: u128, email: &str, digits: &str) -> Acc
     );
     let mail = mail_for(&account, n + 2, digits, t0());
     store
-        .save(AccountChange { account: account.clone(), expected_version: None, mail: Some(mail) })
+        .save(AccountChange {
+            account: account.clone(),
+            expected_version: None,
+            mail: Some(mail),
+        })
         .await
         .unwrap();
     account
 }
 
 async fn load(store: &impl Store, email: &str, now: SystemTime) -> Versioned {
-    store.account_by_email(&Email::parse(email).unwrap(), now).await.unwrap().unwrap()
+    store
+        .account_by_email(&Email::parse(email).unwrap(), now)
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// A saved account loads back equal, by email and by id, with a version.
@@ -111,10 +123,26 @@ pub async fn saves_and_loads_a_new_account_by_email_and_id(store: impl Store) {
     let account = register(&store, 10, "Ada@Example.com", "0421").await;
     let by_email = load(&store, "ada@example.com", t0()).await;
     assert_eq!(by_email.account, account);
-    let by_id = store.account_by_id(account.user().id(), t0()).await.unwrap().unwrap();
+    let by_id = store
+        .account_by_id(account.user().id(), t0())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(by_id, by_email);
-    assert!(store.account_by_email(&Email::parse("bob@example.com").unwrap(), t0()).await.unwrap().is_none());
-    assert!(store.account_by_id(UserId::from_uuid(uuid(999)), t0()).await.unwrap().is_none());
+    assert!(
+        store
+            .account_by_email(&Email::parse("bob@example.com").unwrap(), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .account_by_id(UserId::from_uuid(uuid(999)), t0())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// A second new account with the same address in another case conflicts.
@@ -127,23 +155,59 @@ pub async fn emails_are_unique_case_insensitively(store: impl Store) {
         new_code(21, "1111"),
         t0(),
     );
-    let result = store.save(AccountChange { account: twin, expected_version: None, mail: None }).await;
+    let result = store
+        .save(AccountChange {
+            account: twin,
+            expected_version: None,
+            mail: None,
+        })
+        .await;
     assert_eq!(result, Err(SaveError::Conflict));
-    assert_eq!(load(&store, "ada@example.com", t0()).await.account.user().password_hash(), &hash("pw"));
+    assert_eq!(
+        load(&store, "ada@example.com", t0())
+            .await
+            .account
+            .user()
+            .password_hash(),
+        &hash("pw")
+    );
 }
 
 /// Saving at a version that is no longer current conflicts and changes nothing.
 pub async fn a_save_at_a_stale_version_conflicts(store: impl Store) {
     register(&store, 10, "ada@example.com", "0421").await;
-    let Versioned { mut account, version } = load(&store, "ada@example.com", t0()).await;
+    let Versioned {
+        mut account,
+        version,
+    } = load(&store, "ada@example.com", t0()).await;
     account.set_password_hash(hash("second"));
-    store.save(AccountChange { account: account.clone(), expected_version: Some(version), mail: None }).await.unwrap();
+    store
+        .save(AccountChange {
+            account: account.clone(),
+            expected_version: Some(version),
+            mail: None,
+        })
+        .await
+        .unwrap();
     let reloaded = load(&store, "ada@example.com", t0()).await;
     assert_ne!(reloaded.version, version);
     account.set_password_hash(hash("third"));
-    let stale = store.save(AccountChange { account, expected_version: Some(version), mail: None }).await;
+    let stale = store
+        .save(AccountChange {
+            account,
+            expected_version: Some(version),
+            mail: None,
+        })
+        .await;
     assert_eq!(stale, Err(SaveError::Conflict));
-    assert_eq!(load(&store, "ada@example.com", t0()).await.account.user().password_hash(), &hash("second"));
+    assert_eq!(
+        load(&store, "ada@example.com", t0())
+            .await
+            .account
+            .user()
+            .password_hash(),
+        &hash("second")
+    );
 }
 
 /// Two saves racing at the same version: exactly one wins.
@@ -158,7 +222,13 @@ pub async fn concurrent_saves_at_one_version_let_exactly_one_win(store: impl Sto
         account.set_password_hash(hash(&format!("racer{i}")));
         let version = loaded.version;
         tasks.push(tokio::spawn(async move {
-            store.save(AccountChange { account, expected_version: Some(version), mail: None }).await
+            store
+                .save(AccountChange {
+                    account,
+                    expected_version: Some(version),
+                    mail: None,
+                })
+                .await
         }));
     }
     let mut wins = 0;
@@ -176,19 +246,42 @@ pub async fn concurrent_saves_at_one_version_let_exactly_one_win(store: impl Sto
 pub async fn replaced_codes_end_up_dead_and_their_mail_is_not_alive(store: impl Store) {
     let policy = CodePolicy::default();
     register(&store, 10, "ada@example.com", "0421").await;
-    let Versioned { mut account, version } = load(&store, "ada@example.com", t0() + 30 * SECOND).await;
-    account.issue_code(new_code(30, "1111"), t0() + 30 * SECOND, &policy).unwrap();
+    let Versioned {
+        mut account,
+        version,
+    } = load(&store, "ada@example.com", t0() + 30 * SECOND).await;
+    account
+        .issue_code(new_code(30, "1111"), t0() + 30 * SECOND, &policy)
+        .unwrap();
     let mail = mail_for(&account, 31, "1111", t0() + 30 * SECOND);
-    store.save(AccountChange { account, expected_version: Some(version), mail: Some(mail) }).await.unwrap();
+    store
+        .save(AccountChange {
+            account,
+            expected_version: Some(version),
+            mail: Some(mail),
+        })
+        .await
+        .unwrap();
 
-    let reloaded = load(&store, "ada@example.com", t0() + 30 * SECOND).await.account;
+    let reloaded = load(&store, "ada@example.com", t0() + 30 * SECOND)
+        .await
+        .account;
     assert_eq!(reloaded.code().unwrap().id(), new_code(30, "1111").id());
     assert_eq!(reloaded.code().unwrap().state(), CodeState::Live);
-    let claimed = store.claim_mail(t0() + 31 * SECOND, 30 * SECOND, 10).await.unwrap();
+    let claimed = store
+        .claim_mail(t0() + 31 * SECOND, 30 * SECOND, 10)
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 2);
     let alive: Vec<(CodeId, bool)> = claimed.iter().map(|m| (m.code_id, m.code_alive)).collect();
-    assert!(alive.contains(&(new_code(11, "0421").id(), false)), "{alive:?}");
-    assert!(alive.contains(&(new_code(30, "1111").id(), true)), "{alive:?}");
+    assert!(
+        alive.contains(&(new_code(11, "0421").id(), false)),
+        "{alive:?}"
+    );
+    assert!(
+        alive.contains(&(new_code(30, "1111").id(), true)),
+        "{alive:?}"
+    );
 }
 
 /// Loading brings the issue times of the account's codes of the last 24 hours.
@@ -196,12 +289,36 @@ pub async fn recent_issues_hold_the_codes_of_the_last_24_hours(store: impl Store
     let policy = CodePolicy::default();
     register(&store, 10, "ada@example.com", "0421").await;
     let later = t0() + 3600 * SECOND;
-    let Versioned { mut account, version } = load(&store, "ada@example.com", later).await;
-    account.issue_code(new_code(40, "1111"), later, &policy).unwrap();
-    store.save(AccountChange { account, expected_version: Some(version), mail: None }).await.unwrap();
-    assert_eq!(load(&store, "ada@example.com", later).await.account.recent_issues(), &[t0(), later]);
+    let Versioned {
+        mut account,
+        version,
+    } = load(&store, "ada@example.com", later).await;
+    account
+        .issue_code(new_code(40, "1111"), later, &policy)
+        .unwrap();
+    store
+        .save(AccountChange {
+            account,
+            expected_version: Some(version),
+            mail: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        load(&store, "ada@example.com", later)
+            .await
+            .account
+            .recent_issues(),
+        &[t0(), later]
+    );
     let next_day = t0() + CodePolicy::WINDOW + SECOND;
-    assert_eq!(load(&store, "ada@example.com", next_day).await.account.recent_issues(), &[later]);
+    assert_eq!(
+        load(&store, "ada@example.com", next_day)
+            .await
+            .account
+            .recent_issues(),
+        &[later]
+    );
 }
 
 /// A claimed message is not claimed again while its lease runs; attempts are counted.
@@ -215,7 +332,13 @@ pub async fn queued_mail_is_claimed_once_under_a_lease(store: impl Store) {
     assert_eq!(mail.attempts, 1);
     assert!(mail.code_alive);
     assert_eq!(mail.queued_at, t0());
-    assert!(store.claim_mail(t0() + 29 * SECOND, 30 * SECOND, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_mail(t0() + 29 * SECOND, 30 * SECOND, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.outbox_depth().await.unwrap(), 1);
 }
 
@@ -223,7 +346,10 @@ pub async fn queued_mail_is_claimed_once_under_a_lease(store: impl Store) {
 pub async fn an_expired_lease_lets_another_claimer_take_the_mail(store: impl Store) {
     register(&store, 10, "ada@example.com", "0421").await;
     let first = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
-    let second = store.claim_mail(t0() + 30 * SECOND, 30 * SECOND, 10).await.unwrap();
+    let second = store
+        .claim_mail(t0() + 30 * SECOND, 30 * SECOND, 10)
+        .await
+        .unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].id, first[0].id);
     assert_ne!(second[0].claim, first[0].claim);
@@ -236,14 +362,27 @@ pub async fn sent_mail_marks_its_code_delivered_and_wipes_the_code(store: impl S
     register(&store, 10, "ada@example.com", "0421").await;
     let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
     let accepted_at = t0() + 2 * SECOND;
-    assert!(store.finish_mail(&claimed[0], MailOutcome::Sent { accepted_at }).await.unwrap());
+    assert!(
+        store
+            .finish_mail(&claimed[0], MailOutcome::Sent { accepted_at })
+            .await
+            .unwrap()
+    );
     let account = load(&store, "ada@example.com", accepted_at).await.account;
     assert_eq!(account.code().unwrap().delivered_at(), Some(accepted_at));
     assert_eq!(
         account.code_status(accepted_at, &policy),
-        Some(CodeStatus::Usable { expires_at: accepted_at + policy.ttl() })
+        Some(CodeStatus::Usable {
+            expires_at: accepted_at + policy.ttl()
+        })
     );
-    assert!(store.claim_mail(t0() + 3600 * SECOND, 30 * SECOND, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_mail(t0() + 3600 * SECOND, 30 * SECOND, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.outbox_depth().await.unwrap(), 0);
 }
 
@@ -252,10 +391,22 @@ pub async fn retried_mail_waits_for_its_next_attempt(store: impl Store) {
     register(&store, 10, "ada@example.com", "0421").await;
     let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
     let next_attempt_at = t0() + 5 * SECOND;
-    let retry = MailOutcome::Retry { next_attempt_at, error: "421 try later".into() };
+    let retry = MailOutcome::Retry {
+        next_attempt_at,
+        error: "421 try later".into(),
+    };
     assert!(store.finish_mail(&claimed[0], retry).await.unwrap());
-    assert!(store.claim_mail(t0() + 4 * SECOND, 30 * SECOND, 10).await.unwrap().is_empty());
-    let again = store.claim_mail(next_attempt_at, 30 * SECOND, 10).await.unwrap();
+    assert!(
+        store
+            .claim_mail(t0() + 4 * SECOND, 30 * SECOND, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = store
+        .claim_mail(next_attempt_at, 30 * SECOND, 10)
+        .await
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempts, 2);
     assert_eq!(store.outbox_depth().await.unwrap(), 1);
@@ -266,11 +417,22 @@ pub async fn failed_mail_kills_its_code(store: impl Store) {
     let policy = CodePolicy::default();
     register(&store, 10, "ada@example.com", "0421").await;
     let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
-    let failed = MailOutcome::Failed { error: "550 no such user".into() };
+    let failed = MailOutcome::Failed {
+        error: "550 no such user".into(),
+    };
     assert!(store.finish_mail(&claimed[0], failed).await.unwrap());
     let account = load(&store, "ada@example.com", t0()).await.account;
-    assert!(matches!(account.code_status(t0(), &policy), Some(CodeStatus::Dead(_))));
-    assert!(store.claim_mail(t0() + 3600 * SECOND, 30 * SECOND, 10).await.unwrap().is_empty());
+    assert!(matches!(
+        account.code_status(t0(), &policy),
+        Some(CodeStatus::Dead(_))
+    ));
+    assert!(
+        store
+            .claim_mail(t0() + 3600 * SECOND, 30 * SECOND, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.outbox_depth().await.unwrap(), 0);
 }
 
@@ -278,11 +440,21 @@ pub async fn failed_mail_kills_its_code(store: impl Store) {
 pub async fn a_stale_claim_changes_nothing(store: impl Store) {
     register(&store, 10, "ada@example.com", "0421").await;
     let first = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
-    let second = store.claim_mail(t0() + 31 * SECOND, 30 * SECOND, 10).await.unwrap();
-    let stale = MailOutcome::Failed { error: "late".into() };
+    let second = store
+        .claim_mail(t0() + 31 * SECOND, 30 * SECOND, 10)
+        .await
+        .unwrap();
+    let stale = MailOutcome::Failed {
+        error: "late".into(),
+    };
     assert!(!store.finish_mail(&first[0], stale).await.unwrap());
     let accepted_at = t0() + 32 * SECOND;
-    assert!(store.finish_mail(&second[0], MailOutcome::Sent { accepted_at }).await.unwrap());
+    assert!(
+        store
+            .finish_mail(&second[0], MailOutcome::Sent { accepted_at })
+            .await
+            .unwrap()
+    );
     let account = load(&store, "ada@example.com", accepted_at).await.account;
     assert_eq!(account.code().unwrap().delivered_at(), Some(accepted_at));
 }
@@ -290,7 +462,13 @@ pub async fn a_stale_claim_changes_nothing(store: impl Store) {
 /// Claims take due messages oldest first and no more than asked for.
 pub async fn claims_take_the_oldest_due_mail_first_up_to_the_limit(store: impl Store) {
     for i in 0..5u128 {
-        register(&store, 100 + 10 * i, &format!("user{i}@example.com"), "0000").await;
+        register(
+            &store,
+            100 + 10 * i,
+            &format!("user{i}@example.com"),
+            "0000",
+        )
+        .await;
     }
     let claimed = store.claim_mail(t0(), 30 * SECOND, 3).await.unwrap();
     assert_eq!(claimed.len(), 3);
@@ -304,27 +482,63 @@ pub async fn claims_take_the_oldest_due_mail_first_up_to_the_limit(store: impl S
 /// A throttle allows `max` events per window, then says until when it is closed, then reopens.
 pub async fn throttles_count_to_the_limit_and_reset_after_the_window(store: impl Store) {
     let key = ThrottleKey::LoginFailuresForAccount("ada@example.com".into());
-    let limit = Limit { max: 3, window: 60 * SECOND };
+    let limit = Limit {
+        max: 3,
+        window: 60 * SECOND,
+    };
     for i in 0..3 {
         let now = t0() + i * SECOND;
         assert_eq!(store.throttled_until(&key, limit, now).await.unwrap(), None);
         assert_eq!(store.throttle_hit(&key, limit, now).await.unwrap(), None);
     }
     let closed_until = Some(t0() + 60 * SECOND);
-    assert_eq!(store.throttled_until(&key, limit, t0() + 10 * SECOND).await.unwrap(), closed_until);
-    assert_eq!(store.throttle_hit(&key, limit, t0() + 10 * SECOND).await.unwrap(), closed_until);
-    assert_eq!(store.throttled_until(&key, limit, t0() + 60 * SECOND).await.unwrap(), None);
-    assert_eq!(store.throttle_hit(&key, limit, t0() + 60 * SECOND).await.unwrap(), None);
+    assert_eq!(
+        store
+            .throttled_until(&key, limit, t0() + 10 * SECOND)
+            .await
+            .unwrap(),
+        closed_until
+    );
+    assert_eq!(
+        store
+            .throttle_hit(&key, limit, t0() + 10 * SECOND)
+            .await
+            .unwrap(),
+        closed_until
+    );
+    assert_eq!(
+        store
+            .throttled_until(&key, limit, t0() + 60 * SECOND)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .throttle_hit(&key, limit, t0() + 60 * SECOND)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 /// Counting one key leaves the others alone.
 pub async fn throttle_keys_are_independent(store: impl Store) {
     let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
-    let limit = Limit { max: 1, window: 60 * SECOND };
+    let limit = Limit {
+        max: 1,
+        window: 60 * SECOND,
+    };
     let a = ThrottleKey::RegistrationsFromAddress(ip);
     let b = ThrottleKey::LoginFailuresFromAddress(ip);
     assert_eq!(store.throttle_hit(&a, limit, t0()).await.unwrap(), None);
-    assert!(store.throttled_until(&a, limit, t0()).await.unwrap().is_some());
+    assert!(
+        store
+            .throttled_until(&a, limit, t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(store.throttled_until(&b, limit, t0()).await.unwrap(), None);
 }
 

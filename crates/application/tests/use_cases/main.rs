@@ -16,20 +16,3 @@ mod issue_code;
 mod outage;
 mod register;
 mod support;
-
-// The fakes are the crate's own `src/testing/fakes.rs`, compiled into this binary. The
-// `testing` module itself is only there when the `testing` feature is on, which a plain
-// `cargo test -p registrar-application` does not turn on (only a workspace-wide build unifies it
-// in from the adapters' dev-dependencies), so these tests would otherwise build in one run and
-// not the other. The file names the ports as `crate::ports`, hence the import. It is formatted
-// with the crate's sources, not as part of this binary, hence the skip.
-#[rustfmt::skip]
-#[path = "../../src/testing/fakes.rs"]
-#[allow(
-    dead_code,
-    unreachable_pub,
-    clippy::missing_panics_doc,
-    clippy::unwrap_used
-)]
-mod fakes;
-use registrar_application::ports;
