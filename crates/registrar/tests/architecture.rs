@@ -152,45 +152,41 @@ fn read_workspace() -> Workspace {
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .unwrap();
+        .unwrap_or_else(|error| panic!("cannot run cargo metadata: {error}"));
     assert!(
         output.status.success(),
         "cargo metadata failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let metadata: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("cargo metadata printed invalid JSON: {error}"));
 
-    let member_ids: BTreeSet<&str> = metadata["workspace_members"]
-        .as_array()
-        .unwrap()
+    let member_ids: BTreeSet<&str> = array(&metadata, "workspace_members")
         .iter()
-        .map(|id| id.as_str().unwrap())
+        .filter_map(Value::as_str)
         .collect();
-    let members: Vec<Package> = metadata["packages"]
-        .as_array()
-        .unwrap()
+    let members = array(&metadata, "packages")
         .iter()
-        .filter(|package| member_ids.contains(package["id"].as_str().unwrap()))
+        .filter(|package| member_ids.contains(text(package, "id")))
         .map(|package| Package {
-            name: string(&package["name"]).unwrap(),
-            manifest_path: PathBuf::from(string(&package["manifest_path"]).unwrap()),
-            dependencies: package["dependencies"]
-                .as_array()
-                .unwrap()
+            name: text(package, "name").to_owned(),
+            manifest_path: PathBuf::from(text(package, "manifest_path")),
+            dependencies: array(package, "dependencies")
                 .iter()
                 .map(|dependency| {
-                    let name = string(&dependency["name"]).unwrap();
+                    let name = text(dependency, "name").to_owned();
                     Dependency {
-                        key: string(&dependency["rename"]).unwrap_or_else(|| name.clone()),
+                        key: optional_text(dependency, "rename")
+                            .map_or_else(|| name.clone(), str::to_owned),
                         name,
-                        kind: match dependency["kind"].as_str() {
+                        kind: match optional_text(dependency, "kind") {
                             None => Kind::Normal,
                             Some("dev") => Kind::Dev,
                             Some("build") => Kind::Build,
                             Some(other) => panic!("unknown dependency kind `{other}`"),
                         },
-                        source: string(&dependency["source"]),
-                        path: string(&dependency["path"]).map(PathBuf::from),
+                        source: optional_text(dependency, "source").map(str::to_owned),
+                        path: optional_text(dependency, "path").map(PathBuf::from),
                     }
                 })
                 .collect(),
@@ -198,7 +194,7 @@ fn read_workspace() -> Workspace {
         .collect();
 
     let workspace = Workspace {
-        root: PathBuf::from(string(&metadata["workspace_root"]).unwrap()),
+        root: PathBuf::from(text(&metadata, "workspace_root")),
         members,
     };
     // Guard against a vacuous pass if the metadata format ever changes under us.
@@ -211,8 +207,18 @@ fn read_workspace() -> Workspace {
     workspace
 }
 
-fn string(value: &Value) -> Option<String> {
-    value.as_str().map(str::to_owned)
+fn array<'a>(value: &'a Value, key: &str) -> &'a [Value] {
+    value[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("cargo metadata: `{key}` is not an array"))
+}
+
+fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    optional_text(value, key).unwrap_or_else(|| panic!("cargo metadata: `{key}` is not a string"))
+}
+
+fn optional_text<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
+    value[key].as_str()
 }
 
 fn bullet_list(items: &[String]) -> String {
@@ -276,7 +282,10 @@ fn test_only_edges_reach_only_the_memory_store_and_the_application() {
             let allowed = package.name != DOMAIN
                 && [MEMORY_STORE, APPLICATION].contains(&dependency.name.as_str());
             if !allowed {
-                forbidden.push(format!("{} -> {} (dev dependency)", package.name, dependency.name));
+                forbidden.push(format!(
+                    "{} -> {} (dev dependency)",
+                    package.name, dependency.name
+                ));
             }
         }
     }
@@ -349,7 +358,10 @@ fn every_dependency_comes_from_crates_io_or_the_workspace() {
         for dependency in &package.dependencies {
             let from_crates_io = dependency.source.as_deref() == Some(CRATES_IO);
             let from_workspace = dependency.source.is_none()
-                && dependency.path.as_ref().is_some_and(|path| path.starts_with(&workspace.root))
+                && dependency
+                    .path
+                    .as_ref()
+                    .is_some_and(|path| path.starts_with(&workspace.root))
                 && workspace.is_member(&dependency.name);
             if !from_crates_io && !from_workspace {
                 foreign.push(format!(
@@ -436,7 +448,11 @@ fn every_crate_inherits_the_workspace_lints() {
     for package in &workspace().members {
         let manifest = fs::read_to_string(&package.manifest_path).unwrap();
         if !inherits_workspace_lints(&manifest) {
-            missing.push(format!("{} ({})", package.name, package.manifest_path.display()));
+            missing.push(format!(
+                "{} ({})",
+                package.name,
+                package.manifest_path.display()
+            ));
         }
     }
 
@@ -471,7 +487,11 @@ fn every_module_starts_with_a_doc_header() {
         }
     }
     sources.sort();
-    assert!(!sources.is_empty(), "no .rs file found under {}", crates.display());
+    assert!(
+        !sources.is_empty(),
+        "no .rs file found under {}",
+        crates.display()
+    );
 
     let headless: Vec<String> = sources
         .iter()
@@ -498,8 +518,12 @@ fn every_module_starts_with_a_doc_header() {
 }
 
 fn collect_rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
+    let entries =
+        fs::read_dir(dir).unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()));
+    for entry in entries {
+        let path = entry
+            .unwrap_or_else(|error| panic!("cannot read {}: {error}", dir.display()))
+            .path();
         if path.is_dir() {
             collect_rust_files(&path, into);
         } else if path.extension().is_some_and(|extension| extension == "rs") {

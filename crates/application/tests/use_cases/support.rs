@@ -18,7 +18,9 @@ use registrar_domain::{
     PasswordPolicy, User,
 };
 
-pub(crate) use registrar_application::testing::{FakeClock, FakeHasher, RecordingMailer, SeqEntropy, t0};
+pub(crate) use registrar_application::testing::{
+    FakeClock, FakeHasher, RecordingMailer, SeqEntropy, t0,
+};
 
 pub(crate) const SECOND: Duration = Duration::from_secs(1);
 pub(crate) const MINUTE: Duration = Duration::from_mins(1);
