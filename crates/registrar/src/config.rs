@@ -10,15 +10,28 @@ use registrar_application::{AccountSettings, DeliveryPolicy, RateLimits, ports::
 use registrar_domain::{CodePolicy, CodeSecret, PasswordPolicy};
 
 /// Registrar: sign up with email and password, get a code by email, activate.
+///
+/// Without a subcommand, `registrar` serves (the flags are those of `registrar serve`).
 #[derive(Debug, Parser)]
-#[command(name = "registrar", version, about, propagate_version = true)]
+#[command(name = "registrar", version, about, propagate_version = true, args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    command: Option<Command>,
+    /// `serve`'s flags, for when no subcommand is given.
+    #[command(flatten)]
+    serve: Box<ServeArgs>,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+impl Cli {
+    /// The subcommand to run: `serve` when none was given.
+    #[must_use]
+    pub fn command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
 }
 
 /// The subcommands.
@@ -294,10 +307,21 @@ mod tests {
 
     fn parse(args: &[&str]) -> anyhow::Result<Settings> {
         let cli = Cli::try_parse_from(["registrar", "serve"].iter().chain(args))?;
-        let Command::Serve(serve) = cli.command else {
+        let Command::Serve(serve) = cli.command() else {
             unreachable!()
         };
         serve.settings([9; 32])
+    }
+
+    #[test]
+    fn serve_is_the_default_subcommand() {
+        let bare = Cli::try_parse_from(["registrar", "--listen", "127.0.0.1:9999"]).unwrap();
+        let Command::Serve(serve) = bare.command() else {
+            panic!("expected serve")
+        };
+        assert_eq!(serve.listen.to_string(), "127.0.0.1:9999");
+        let migrate = Cli::try_parse_from(["registrar", "migrate", "--database-url", "postgres://x"]).unwrap();
+        assert!(matches!(migrate.command(), Command::Migrate(_)));
     }
 
     #[test]

@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    match run(cli.command).await {
+    match run(cli.command()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");

@@ -1,0 +1,32 @@
+# Registrar's everyday commands. `just` alone lists them.
+
+# List the recipes.
+default:
+    @just --list
+
+# Run the service: in-memory store, activation codes in the log, on 127.0.0.1:8080.
+run *ARGS:
+    cargo run -p registrar -- {{ARGS}}
+
+# Run every test (the README's test command).
+test:
+    cargo test --workspace
+
+# Clippy with warnings as errors.
+lint:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt --all
+
+# Check the formatting.
+fmt-check:
+    cargo fmt --all --check
+
+# Licences, sources and banned crates (including the layering wrappers).
+deny:
+    cargo deny check bans licenses sources
+
+# Everything CI runs.
+ci: fmt-check lint deny test
