@@ -266,6 +266,34 @@ where
             .ok_or(Error::Unauthorized)
     }
 
+    /// Loads an account, lets `decide` change it, and saves it at the version it was loaded at;
+    /// when a concurrent change won the race, loads and decides again. `decide` returns the
+    /// answer to give once the change is saved (which may be an error, such as a counted wrong
+    /// guess) and any mail to queue with it, or an error to answer at once, saving nothing.
+    async fn change<T>(
+        &self,
+        id: UserId,
+        mut decide: impl FnMut(
+            &mut Account,
+            SystemTime,
+        ) -> Result<(Result<T, Error>, Option<QueuedMail>), Error>
+        + Send,
+    ) -> Result<T, Error> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Versioned {
+                mut account,
+                version,
+            } = self.load(id).await?;
+            let (answer, mail) = decide(&mut account, self.clock.now())?;
+            match self.save(account, Some(version), mail).await {
+                Ok(()) => return answer,
+                Err(SaveError::Conflict) => {}
+                Err(SaveError::Store(error)) => return Err(error.into()),
+            }
+        }
+        Err(conflicted())
+    }
+
     /// Re-hashes a password whose hash has weaker parameters than configured. Best effort: a
     /// failure here must not fail the login it rides on.
     async fn rehash(&self, stored: Versioned, password: Password) {
@@ -434,38 +462,23 @@ where
     #[tracing::instrument(name = "activate account", skip_all, fields(user_id = %who.user.id()))]
     async fn activate(&self, who: &Authenticated, code: CodeDigits) -> Result<User, Error> {
         let policy = self.settings.codes;
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let Versioned {
-                mut account,
-                version,
-            } = self.load(who.user.id()).await?;
-            let outcome = account.activate(code, &self.settings.secret, self.clock.now(), &policy);
-            let error = match outcome {
-                Ok(()) => None,
+        self.change(who.user.id(), |account, now| {
+            match account.activate(code, &self.settings.secret, now, &policy) {
+                Ok(()) => Ok((Ok(account.user().clone()), None)),
+                // The attempt was counted: save it, then report it.
                 Err(ActivationRefused::WrongCode { attempts_remaining }) => {
-                    Some(Error::WrongCode { attempts_remaining })
+                    Ok((Err(Error::WrongCode { attempts_remaining }), None))
                 }
-                Err(refused) => return Err(activation_error(refused)),
-            };
-            let user = account.user().clone();
-            match self.save(account, Some(version), None).await {
-                Ok(()) => return error.map_or(Ok(user), Err),
-                Err(SaveError::Conflict) => {}
-                Err(SaveError::Store(error)) => return Err(error.into()),
+                Err(refused) => Err(activation_error(refused)),
             }
-        }
-        Err(conflicted())
+        })
+        .await
     }
 
     #[tracing::instrument(name = "issue activation code", skip_all, fields(user_id = %who.user.id()))]
     async fn issue_code(&self, who: &Authenticated) -> Result<CodeIssued, Error> {
         let policy = self.settings.codes;
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let Versioned {
-                mut account,
-                version,
-            } = self.load(who.user.id()).await?;
-            let now = self.clock.now();
+        self.change(who.user.id(), |account, now| {
             let (code, mail) = self.draw_code(account.user().email(), now);
             let issued =
                 account
@@ -476,13 +489,9 @@ where
                         }
                         _ => Error::AlreadyActive,
                     })?;
-            match self.save(account, Some(version), Some(mail)).await {
-                Ok(()) => return Ok(issued),
-                Err(SaveError::Conflict) => {}
-                Err(SaveError::Store(error)) => return Err(error.into()),
-            }
-        }
-        Err(conflicted())
+            Ok((Ok(issued), Some(mail)))
+        })
+        .await
     }
 
     async fn ready(&self) -> Result<(), Error> {
