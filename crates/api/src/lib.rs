@@ -47,6 +47,20 @@ fn method_not_allowed(allow: &'static str) -> actix_web::Route {
     aweb::to(move || async move { ApiError::MethodNotAllowed { allow }.error_response() })
 }
 
+/// A route described in the OpenAPI document; other methods get 405 with `Allow: allow`.
+fn documented(path: &str, allow: &'static str, route: web::Route) -> web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(method_not_allowed(allow))
+}
+
+/// A GET-only route that is not part of the generated document (the documentation itself).
+fn get(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    aweb::resource(path)
+        .route(route)
+        .default_service(method_not_allowed("GET"))
+}
+
 /// The application: every route of the contract over the given use cases.
 pub fn app<A: Accounts>(
     accounts: aweb::Data<A>,
@@ -65,41 +79,33 @@ pub fn app<A: Accounts>(
         .wrap_api()
         .app_data(accounts)
         .app_data(metrics)
-        .service(
-            web::resource("/v1/users")
-                .route(web::post().to(users::register::<A>))
-                .default_service(method_not_allowed("POST")),
-        )
-        .service(
-            web::resource("/v1/users/me")
-                .route(web::get().to(users::me::<A>))
-                .default_service(method_not_allowed("GET")),
-        )
-        .service(
-            web::resource("/v1/users/me/activation")
-                .route(web::post().to(users::activate::<A>))
-                .default_service(method_not_allowed("POST")),
-        )
-        .service(
-            web::resource("/v1/users/me/activation-code")
-                .route(web::post().to(users::issue_code::<A>))
-                .default_service(method_not_allowed("POST")),
-        )
-        .service(
-            web::resource("/healthz")
-                .route(web::get().to(ops::healthz))
-                .default_service(method_not_allowed("GET")),
-        )
-        .service(
-            web::resource("/readyz")
-                .route(web::get().to(ops::readyz::<A>))
-                .default_service(method_not_allowed("GET")),
-        )
-        .service(
-            web::resource("/metrics")
-                .route(web::get().to(ops::metrics))
-                .default_service(method_not_allowed("GET")),
-        )
+        .service(documented(
+            "/v1/users",
+            "POST",
+            web::post().to(users::register::<A>),
+        ))
+        .service(documented(
+            "/v1/users/me",
+            "GET",
+            web::get().to(users::me::<A>),
+        ))
+        .service(documented(
+            "/v1/users/me/activation",
+            "POST",
+            web::post().to(users::activate::<A>),
+        ))
+        .service(documented(
+            "/v1/users/me/activation-code",
+            "POST",
+            web::post().to(users::issue_code::<A>),
+        ))
+        .service(documented("/healthz", "GET", web::get().to(ops::healthz)))
+        .service(documented(
+            "/readyz",
+            "GET",
+            web::get().to(ops::readyz::<A>),
+        ))
+        .service(documented("/metrics", "GET", web::get().to(ops::metrics)))
         .with_raw_json_spec_v3(|app, spec| {
             generated = Some(spec);
             app
@@ -107,26 +113,17 @@ pub fn app<A: Accounts>(
         .build();
     let doc = openapi::finish(generated.unwrap_or_default());
     app.app_data(aweb::Data::new(doc))
-        .service(
-            aweb::resource("/openapi.json")
-                .route(aweb::get().to(openapi::openapi_json))
-                .default_service(method_not_allowed("GET")),
-        )
-        .service(
-            aweb::resource("/docs")
-                .route(aweb::get().to(openapi::docs))
-                .default_service(method_not_allowed("GET")),
-        )
-        .service(
-            aweb::resource("/docs/swagger-ui.css")
-                .route(aweb::get().to(openapi::swagger_css))
-                .default_service(method_not_allowed("GET")),
-        )
-        .service(
-            aweb::resource("/docs/swagger-ui-bundle.js")
-                .route(aweb::get().to(openapi::swagger_js))
-                .default_service(method_not_allowed("GET")),
-        )
+        .service(get("/openapi.json", aweb::get().to(openapi::openapi_json)))
+        .service(get("/docs", aweb::get().to(openapi::docs)))
+        .service(get("/docs/", aweb::get().to(openapi::docs_slash)))
+        .service(get(
+            "/docs/swagger-ui.css",
+            aweb::get().to(openapi::swagger_css),
+        ))
+        .service(get(
+            "/docs/swagger-ui-bundle.js",
+            aweb::get().to(openapi::swagger_js),
+        ))
         .default_service(aweb::to(|| async { ApiError::NotFound.error_response() }))
         .wrap(from_fn(middleware::observe))
 }

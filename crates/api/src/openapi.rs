@@ -108,15 +108,46 @@ fn field_error_schema() -> Value {
     })
 }
 
+/// An example document for one problem type, with the members that type carries.
+fn problem_example(status: u16, slug: &str, title: &str) -> Value {
+    let mut value = json!({
+        "type": format!("/problems/{slug}"),
+        "title": title,
+        "status": status,
+        "detail": "What went wrong with this request.",
+    });
+    match slug {
+        "validation-failed" => {
+            value["errors"] = json!([{ "field": "password", "code": "too_short",
+                "message": "the password must be at least 8 characters long" }]);
+        }
+        "wrong-activation-code" => value["attempts_remaining"] = json!(3),
+        "activation-code-expired" => value["reason"] = json!("expired"),
+        "too-many-requests" | "overloaded" | "unavailable" => {
+            value["retry_after_seconds"] = json!(30);
+        }
+        _ => {}
+    }
+    json!({ "summary": title, "value": value })
+}
+
 fn error_response(status: u16, slugs: &[&str]) -> Value {
     let titles: Vec<String> = slugs
         .iter()
         .filter_map(|slug| PROBLEM_TYPES.iter().find(|(_, s, _)| s == slug))
         .map(|(_, slug, title)| format!("`{slug}` ({title})"))
         .collect();
+    let examples: serde_json::Map<String, Value> = slugs
+        .iter()
+        .filter_map(|slug| PROBLEM_TYPES.iter().find(|(_, s, _)| s == slug))
+        .map(|(status, slug, title)| ((*slug).to_owned(), problem_example(*status, slug, title)))
+        .collect();
     let mut response = json!({
         "description": titles.join("; "),
-        "content": { PROBLEM_JSON: { "schema": { "$ref": "#/components/schemas/Problem" } } }
+        "content": { PROBLEM_JSON: {
+            "schema": { "$ref": "#/components/schemas/Problem" },
+            "examples": examples,
+        } }
     });
     let mut headers = serde_json::Map::new();
     if status == 429 || status == 503 {
@@ -157,6 +188,20 @@ fn refine_schemas(schemas: &mut Value) {
     user["activated_at"]["nullable"] = json!(true);
     schemas["UserBody"]["required"] =
         json!(["id", "email", "status", "created_at", "activated_at"]);
+    schemas["UserBody"]["example"] = user_example(false);
+    schemas["CodeIssuedBody"]["example"] =
+        json!({ "expires_in_seconds": 60, "resend_after_seconds": 30 });
+}
+
+/// An example user, pending or active.
+fn user_example(active: bool) -> Value {
+    json!({
+        "id": "0193a1f2-7c4e-7d3a-9b1e-5f2c8d4e6a10",
+        "email": "ada@example.com",
+        "status": if active { "active" } else { "pending" },
+        "created_at": "2026-11-21T15:40:00.123Z",
+        "activated_at": if active { json!("2026-11-21T15:40:31.456Z") } else { Value::Null },
+    })
 }
 
 /// Completes paperclip's generated document.
@@ -202,6 +247,8 @@ pub(crate) fn finish(mut spec: Value) -> ApiDoc {
         }
     }
     refine_schemas(&mut spec["components"]["schemas"]);
+    spec["paths"]["/v1/users/me/activation"]["post"]["responses"]["200"]["content"]["application/json"]
+        ["example"] = user_example(true);
     spec["paths"]["/v1/users"]["post"]["responses"]["201"]["headers"] = json!({
         "Location": { "description": "The new account's resource.", "schema": { "type": "string", "example": "/v1/users/me" } }
     });
@@ -236,6 +283,13 @@ const DOCS_HTML: &str = r##"<!doctype html>
 </body>
 </html>
 "##;
+
+/// `/docs/` sends browsers to `/docs`, where the page's relative links resolve.
+pub(crate) async fn docs_slash() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/docs"))
+        .finish()
+}
 
 pub(crate) async fn docs() -> HttpResponse {
     HttpResponse::Ok()
