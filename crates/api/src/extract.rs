@@ -130,6 +130,11 @@ async fn read<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
+    // serde's derive also takes a JSON array of the fields in order; the contract takes objects.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(_) => return Err(ApiError::Malformed("the body must be a JSON object".into())),
+    }
     serde_json::from_slice(&body).map_err(|error| {
         use serde_json::error::Category;
         ApiError::Malformed(match error.classify() {

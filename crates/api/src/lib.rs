@@ -58,7 +58,7 @@ fn documented(path: &str, allow: &'static str, route: web::Route) -> web::Resour
 fn get(path: &str, route: actix_web::Route) -> actix_web::Resource {
     aweb::resource(path)
         .route(route)
-        .default_service(method_not_allowed("GET"))
+        .default_service(method_not_allowed("GET, HEAD"))
 }
 
 /// The application: every route of the contract over the given use cases.
@@ -86,7 +86,7 @@ pub fn app<A: Accounts>(
         ))
         .service(documented(
             "/v1/users/me",
-            "GET",
+            "GET, HEAD",
             web::get().to(users::me::<A>),
         ))
         .service(documented(
@@ -99,13 +99,21 @@ pub fn app<A: Accounts>(
             "POST",
             web::post().to(users::issue_code::<A>),
         ))
-        .service(documented("/healthz", "GET", web::get().to(ops::healthz)))
+        .service(documented(
+            "/healthz",
+            "GET, HEAD",
+            web::get().to(ops::healthz),
+        ))
         .service(documented(
             "/readyz",
             "GET",
             web::get().to(ops::readyz::<A>),
         ))
-        .service(documented("/metrics", "GET", web::get().to(ops::metrics)))
+        .service(documented(
+            "/metrics",
+            "GET, HEAD",
+            web::get().to(ops::metrics),
+        ))
         .with_raw_json_spec_v3(|app, spec| {
             generated = Some(spec);
             app

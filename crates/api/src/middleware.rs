@@ -8,7 +8,10 @@ use actix_web::{
     Error, ResponseError,
     body::{BoxBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
-    http::header::{self, HeaderName, HeaderValue},
+    http::{
+        Method,
+        header::{self, HeaderName, HeaderValue},
+    },
     middleware::Next,
 };
 use tracing::Instrument;
@@ -53,9 +56,14 @@ fn is_problem(response: &ServiceResponse<BoxBody>) -> bool {
 
 /// Wraps every request; see the module docs.
 pub(crate) async fn observe(
-    req: ServiceRequest,
+    mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
+    // HEAD is GET without the body: route it as GET; the HTTP codec, which saw the request
+    // was HEAD, sends the headers only.
+    if req.method() == Method::HEAD {
+        req.head_mut().method = Method::GET;
+    }
     let request_id = request_id(&req);
     let method = req.method().to_string();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());

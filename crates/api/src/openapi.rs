@@ -247,6 +247,10 @@ pub(crate) fn finish(mut spec: Value) -> ApiDoc {
         }
     }
     refine_schemas(&mut spec["components"]["schemas"]);
+    spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"] = json!({
+        "text/plain; version=0.0.4": { "schema": { "type": "string" },
+            "example": "registrar_emails_sent_total 42\n" }
+    });
     spec["paths"]["/v1/users/me/activation"]["post"]["responses"]["200"]["content"]["application/json"]
         ["example"] = user_example(true);
     spec["paths"]["/v1/users"]["post"]["responses"]["201"]["headers"] = json!({

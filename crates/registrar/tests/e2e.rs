@@ -287,3 +287,29 @@ fn serve_help_names_every_knob() {
     }
     assert!(help.contains("[default: 127.0.0.1:8080]"), "{help}");
 }
+
+#[test]
+fn head_requests_get_the_headers_of_get_without_a_body() {
+    let server = Server::start(&[]);
+    let (get_status, get_head, _) = server.request("GET", "/healthz", None, None);
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream
+        .write_all(b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+
+    assert_eq!(get_status, 200);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.is_empty(), "HEAD answered with a body: {body:?}");
+    let length = |head: &str| {
+        head.to_ascii_lowercase()
+            .lines()
+            .find(|line| line.starts_with("content-length:"))
+            .map(str::to_owned)
+    };
+    assert_eq!(length(head), length(&get_head));
+    assert!(length(head).is_some());
+}
