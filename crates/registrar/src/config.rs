@@ -13,7 +13,13 @@ use registrar_domain::{CodePolicy, CodeSecret, PasswordPolicy};
 ///
 /// Without a subcommand, `registrar` serves (the flags are those of `registrar serve`).
 #[derive(Debug, Parser)]
-#[command(name = "registrar", version, about, propagate_version = true, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "registrar",
+    version,
+    about,
+    propagate_version = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -320,7 +326,9 @@ mod tests {
             panic!("expected serve")
         };
         assert_eq!(serve.listen.to_string(), "127.0.0.1:9999");
-        let migrate = Cli::try_parse_from(["registrar", "migrate", "--database-url", "postgres://x"]).unwrap();
+        let migrate =
+            Cli::try_parse_from(["registrar", "migrate", "--database-url", "postgres://x"])
+                .unwrap();
         assert!(matches!(migrate.command(), Command::Migrate(_)));
     }
 
