@@ -6,6 +6,7 @@ use std::{net::SocketAddr, num::NonZeroUsize, time::Duration};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use registrar_adapters_argon2::Argon2Settings;
+use registrar_adapters_postgres::PgSettings;
 use registrar_application::{AccountSettings, DeliveryPolicy, RateLimits, ports::Limit};
 use registrar_domain::{CodePolicy, CodeSecret, PasswordPolicy};
 
@@ -87,6 +88,21 @@ pub struct MigrateArgs {
     /// PostgreSQL URL.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+    /// How long to keep trying while the database is not reachable yet.
+    #[arg(
+        long,
+        env = "REGISTRAR_DATABASE_STARTUP_TIMEOUT",
+        default_value = "30s"
+    )]
+    pub database_startup_timeout: humantime::Duration,
+}
+
+impl MigrateArgs {
+    /// The database settings for the migration.
+    #[must_use]
+    pub fn database(&self) -> PgSettings {
+        PgSettings::new(self.database_url.clone())
+    }
 }
 
 /// `registrar serve`.
@@ -95,9 +111,32 @@ pub struct ServeArgs {
     /// Address to bind.
     #[arg(long, env = "REGISTRAR_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// PostgreSQL URL; unset = in-memory store (data is lost on exit).
+    /// PostgreSQL URL; unset = in-memory store (data is lost on exit). Migrations are applied at start-up.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Database connections in the pool.
+    #[arg(long, env = "REGISTRAR_DATABASE_POOL_SIZE", default_value_t = PgSettings::DEFAULT_POOL_SIZE)]
+    pub database_pool_size: usize,
+    /// Longest wait to open a database connection.
+    #[arg(long, env = "REGISTRAR_DATABASE_CONNECT_TIMEOUT", default_value = "3s")]
+    pub database_connect_timeout: humantime::Duration,
+    /// Longest wait for a free pooled connection.
+    #[arg(long, env = "REGISTRAR_DATABASE_POOL_TIMEOUT", default_value = "3s")]
+    pub database_pool_timeout: humantime::Duration,
+    /// Longest a database statement may run.
+    #[arg(
+        long,
+        env = "REGISTRAR_DATABASE_STATEMENT_TIMEOUT",
+        default_value = "5s"
+    )]
+    pub database_statement_timeout: humantime::Duration,
+    /// How long start-up keeps trying while the database is not reachable yet.
+    #[arg(
+        long,
+        env = "REGISTRAR_DATABASE_STARTUP_TIMEOUT",
+        default_value = "30s"
+    )]
+    pub database_startup_timeout: humantime::Duration,
     /// SMTP server URL in lettre syntax (e.g. `smtp://127.0.0.1:1025`); unset = codes are written to the log.
     #[arg(long, env = "SMTP_URL", hide_env_values = true)]
     pub smtp_url: Option<String>,
@@ -199,6 +238,10 @@ pub struct ServeArgs {
 pub struct Settings {
     /// Address to bind.
     pub listen: SocketAddr,
+    /// PostgreSQL, or `None` for the in-memory store.
+    pub database: Option<PgSettings>,
+    /// How long start-up waits for the database.
+    pub database_startup_timeout: Duration,
     /// Account use cases.
     pub accounts: AccountSettings,
     /// Whether the secret was generated for this process.
@@ -222,12 +265,6 @@ fn cores() -> usize {
 impl ServeArgs {
     /// Validates the flags into [`Settings`]; `random_secret` is used when no secret is set.
     pub fn settings(&self, random_secret: [u8; 32]) -> anyhow::Result<Settings> {
-        if self.database_url.is_some() {
-            bail!(
-                "DATABASE_URL is set, but this build has no PostgreSQL store yet; \
-                 unset it to run with the in-memory store"
-            );
-        }
         if self.smtp_url.is_some() {
             bail!(
                 "SMTP_URL is set, but this build has no SMTP mailer yet; \
@@ -289,8 +326,21 @@ impl ServeArgs {
             max_age: self.mail_max_age.into(),
             ..DeliveryPolicy::default()
         };
+        if self.database_pool_size == 0 {
+            bail!("REGISTRAR_DATABASE_POOL_SIZE must be at least 1");
+        }
+        let database = self.database_url.as_ref().map(|url| {
+            let mut database = PgSettings::new(url.clone());
+            database.pool_size = self.database_pool_size;
+            database.connect_timeout = self.database_connect_timeout.into();
+            database.pool_wait_timeout = self.database_pool_timeout.into();
+            database.statement_timeout = self.database_statement_timeout.into();
+            database
+        });
         Ok(Settings {
             listen: self.listen,
+            database,
+            database_startup_timeout: self.database_startup_timeout.into(),
             accounts: AccountSettings {
                 codes,
                 passwords: PasswordPolicy::with_min_score(self.password_min_score),
@@ -349,6 +399,7 @@ mod tests {
             (19_456, 2, 1)
         );
         assert_eq!(settings.delivery.lease, Duration::from_secs(30));
+        assert!(settings.database.is_none());
     }
 
     #[test]
@@ -377,7 +428,6 @@ mod tests {
     #[test]
     fn unbuilt_backends_and_bad_values_are_refused_loudly() {
         let message = |args: &[&str]| parse(args).unwrap_err().to_string();
-        assert!(message(&["--database-url", "postgres://x"]).contains("no PostgreSQL store yet"));
         assert!(message(&["--smtp-url", "smtp://127.0.0.1:1025"]).contains("no SMTP mailer yet"));
         assert!(message(&["--secret", "short"]).contains("REGISTRAR_SECRET"));
         assert!(message(&["--activation-code-ttl", "0s"]).contains("activation code"));

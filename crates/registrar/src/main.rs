@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use registrar::{
     config::{Cli, Command},
-    startup::Application,
+    startup::{self, Application},
     telemetry,
 };
 use registrar_api::MetricsSource;
@@ -36,9 +36,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let settings = args.settings(OsEntropy.secret())?;
             tracing::warn!(
-                "no DATABASE_URL: data lives in memory only and is lost when the process stops"
-            );
-            tracing::warn!(
                 "no SMTP_URL: activation codes are written to this log instead of being emailed"
             );
             if settings.secret_is_ephemeral {
@@ -56,11 +53,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     upkeep.run_upkeep();
                 }
             });
-            let app = Application::build(&settings, MetricsSource::new(move || handle.render()))?;
+            let app =
+                Application::build(&settings, MetricsSource::new(move || handle.render())).await?;
             app.run_until_stopped().await
         }
-        Command::Migrate(_) => {
-            anyhow::bail!("this build has no PostgreSQL store yet, so there is nothing to migrate")
+        Command::Migrate(args) => {
+            startup::connect(&args.database(), args.database_startup_timeout.into()).await?;
+            Ok(())
         }
     }
 }

@@ -1,64 +1,83 @@
 //! Wiring: builds the adapters and use cases from the settings, and runs the HTTP server and
 //! the outbox dispatcher until the process is asked to stop.
 
-use std::{net::TcpListener, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::TcpListener,
+    pin::Pin,
+    time::{Duration, Instant},
+};
 
 use actix_web::{HttpServer, dev::Server, web};
 use anyhow::Context;
 use registrar_adapters_argon2::Argon2Hasher;
 use registrar_adapters_memory::MemoryStore;
+use registrar_adapters_postgres::{PgSettings, PgStore};
 use registrar_adapters_smtp::LogMailer;
 use registrar_api::MetricsSource;
-use registrar_application::{AccountService, DispatchSignal, Dispatcher, OsEntropy, SystemClock};
-use tokio::{sync::watch, task::JoinHandle};
+use registrar_application::{
+    AccountService, DispatchSignal, Dispatcher, OsEntropy, SystemClock, ports::Store,
+};
+use tokio::sync::watch;
 
 use crate::config::Settings;
 
-/// The account use cases as this binary runs them.
-pub type Accounts = AccountService<MemoryStore, Argon2Hasher, SystemClock, OsEntropy>;
-/// The outbox dispatcher as this binary runs it.
-pub type Delivery = Dispatcher<MemoryStore, LogMailer, SystemClock, OsEntropy>;
+/// The dispatcher loop, built for whichever store was chosen.
+type DispatcherLoop = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A built service: bound, not yet running.
 pub struct Application {
     port: u16,
     server: Server,
-    dispatcher: Arc<Delivery>,
-    signal: DispatchSignal,
-    poll: Duration,
+    dispatcher: DispatcherLoop,
+    stop: watch::Sender<bool>,
     shutdown_timeout: Duration,
 }
 
 impl Application {
-    /// Builds adapters and use cases and binds the listener. `metrics` renders `/metrics`.
-    pub fn build(settings: &Settings, metrics: MetricsSource) -> anyhow::Result<Self> {
-        let store = MemoryStore::new();
+    /// Builds adapters and use cases, applies database migrations when there is a database, and
+    /// binds the listener. `metrics` renders `/metrics`.
+    pub async fn build(settings: &Settings, metrics: MetricsSource) -> anyhow::Result<Self> {
+        if let Some(database) = &settings.database {
+            let store = connect(database, settings.database_startup_timeout).await?;
+            return Self::with_store(store, settings, metrics);
+        }
+        tracing::warn!(
+            "no DATABASE_URL: data lives in memory only and is lost when the process stops"
+        );
+        Self::with_store(MemoryStore::new(), settings, metrics)
+    }
+
+    fn with_store<S: Store + Clone>(
+        store: S,
+        settings: &Settings,
+        metrics: MetricsSource,
+    ) -> anyhow::Result<Self> {
         let hasher = Argon2Hasher::new(settings.argon2.clone())
             .context("could not start the password hashing pool")?;
         let signal = DispatchSignal::default();
-        let accounts: Accounts = AccountService::new(
+        let accounts = web::Data::new(AccountService::new(
             store.clone(),
             hasher,
             SystemClock,
             OsEntropy,
             settings.accounts.clone(),
             signal.clone(),
-        );
-        let dispatcher = Arc::new(Dispatcher::new(
+        ));
+        let dispatcher = Dispatcher::new(
             store,
             LogMailer,
             SystemClock,
             OsEntropy,
             settings.accounts.codes,
             settings.delivery,
-        ));
+        );
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("could not bind {}", settings.listen))?;
         let port = listener
             .local_addr()
             .context("could not read the bound address")?
             .port();
-        let accounts = web::Data::new(accounts);
         let metrics = web::Data::new(metrics);
         let server = HttpServer::new(move || registrar_api::app(accounts.clone(), metrics.clone()))
             .workers(settings.http_workers)
@@ -67,12 +86,17 @@ impl Application {
             .context("could not listen")?
             .run();
         tracing::info!(address = %settings.listen.ip(), port, "listening");
+        let (stop, stopped) = watch::channel(false);
         Ok(Self {
             port,
             server,
-            dispatcher,
-            signal,
-            poll: settings.mail_poll,
+            dispatcher: Box::pin(run_dispatcher(
+                dispatcher,
+                signal,
+                settings.mail_poll,
+                stopped,
+            )),
+            stop,
             shutdown_timeout: settings.shutdown_timeout,
         })
     }
@@ -85,33 +109,45 @@ impl Application {
 
     /// Serves until SIGTERM or Ctrl-C, then lets requests and email sends in flight finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let (stop, stopped) = watch::channel(false);
-        let dispatcher = tokio::spawn(run_dispatcher(
-            self.dispatcher,
-            self.signal,
-            self.poll,
-            stopped,
-        ));
+        let dispatcher = tokio::spawn(self.dispatcher);
         let served = self.server.await.context("the HTTP server failed");
         tracing::info!("HTTP server stopped; finishing email sends in flight");
-        let _ = stop.send(true);
-        finish(dispatcher, self.shutdown_timeout).await;
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(self.shutdown_timeout, dispatcher).await {
+            Ok(Ok(())) => tracing::info!("dispatcher stopped"),
+            Ok(Err(error)) => tracing::error!(%error, "the dispatcher task failed"),
+            Err(_) => tracing::warn!("the dispatcher did not stop in time"),
+        }
         served
     }
 }
 
-async fn finish(task: JoinHandle<()>, limit: Duration) {
-    match tokio::time::timeout(limit, task).await {
-        Ok(Ok(())) => tracing::info!("dispatcher stopped"),
-        Ok(Err(error)) => tracing::error!(%error, "the dispatcher task failed"),
-        Err(_) => tracing::warn!("the dispatcher did not stop in time"),
+/// Connects to PostgreSQL and applies pending migrations, retrying for up to `patience` while
+/// the database is not reachable yet (a database starting next to the service).
+pub async fn connect(settings: &PgSettings, patience: Duration) -> anyhow::Result<PgStore> {
+    let store = PgStore::new(settings).context("invalid DATABASE_URL")?;
+    let deadline = Instant::now() + patience;
+    loop {
+        match store.migrate().await {
+            Ok(()) => {
+                tracing::info!("database migrations are up to date");
+                return Ok(store);
+            }
+            Err(error) if Instant::now() < deadline => {
+                tracing::warn!(%error, "database not ready; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => {
+                return Err(error).context("could not apply the database migrations");
+            }
+        }
     }
 }
 
 /// Delivers due email whenever woken (mail queued in this process) or every `poll`, until
 /// `stop` says so; a pass in progress is always finished.
-async fn run_dispatcher(
-    dispatcher: Arc<Delivery>,
+async fn run_dispatcher<S: Store>(
+    dispatcher: Dispatcher<S, LogMailer, SystemClock, OsEntropy>,
     signal: DispatchSignal,
     poll: Duration,
     mut stop: watch::Receiver<bool>,

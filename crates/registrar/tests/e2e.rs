@@ -6,135 +6,16 @@
     reason = "test code: a panic is a failed test"
 )]
 
+mod common;
+
 use std::{
-    fmt::Write as _,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::TcpStream,
-    process::{Child, Command, Stdio},
-    sync::mpsc::{self, Receiver},
-    time::{Duration, Instant},
+    process::Command,
 };
 
-use base64::{Engine, engine::general_purpose::STANDARD};
+use common::{PATIENCE, Server};
 use serde_json::Value;
-
-/// How long to wait for the server to say something; generous for a loaded CI machine.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-struct Server {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-    port: u16,
-}
-
-impl Server {
-    fn start(extra_env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_registrar"));
-        command
-            .arg("serve")
-            .env_clear()
-            .env("REGISTRAR_LISTEN", "127.0.0.1:0")
-            .env("REGISTRAR_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            // Light Argon2 parameters keep the test quick; the parameters are tested elsewhere.
-            .env("REGISTRAR_ARGON2_MEMORY_KIB", "1024")
-            .env("REGISTRAR_ARGON2_ITERATIONS", "1")
-            .envs(extra_env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut server = Self {
-            child,
-            lines,
-            seen: Vec::new(),
-            port: 0,
-        };
-        let listening = server.wait_for(|event| event["message"] == "listening");
-        server.port = u16::try_from(listening["port"].as_u64().unwrap()).unwrap();
-        server
-    }
-
-    /// Waits for a log event matching `wanted`, failing after [`PATIENCE`].
-    fn wait_for(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no such log event; saw:\n{}", self.seen.join("\n")));
-            self.seen.push(line.clone());
-            let event: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|_| panic!("a log line is not JSON: {line}"));
-            if wanted(&event) {
-                return event;
-            }
-        }
-    }
-
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        auth: Option<(&str, &str)>,
-        body: Option<&str>,
-    ) -> (u16, String, Value) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
-        if let Some((user, password)) = auth {
-            let token = STANDARD.encode(format!("{user}:{password}"));
-            let _ = write!(request, "Authorization: Basic {token}\r\n");
-        }
-        let body = body.unwrap_or("");
-        if !body.is_empty() {
-            request.push_str("Content-Type: application/json\r\n");
-        }
-        let _ = write!(request, "Content-Length: {}\r\n\r\n{body}", body.len());
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let (head, body) = response.split_once("\r\n\r\n").unwrap();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        let json = serde_json::from_str(body).unwrap_or(Value::Null);
-        (status, head.to_ascii_lowercase(), json)
-    }
-
-    fn terminate(mut self) -> (bool, Vec<String>) {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(line);
-        }
-        (status.success(), std::mem::take(&mut self.seen))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
 
 #[test]
 fn a_user_registers_reads_the_code_from_the_log_and_activates() {
@@ -245,17 +126,23 @@ fn every_line_of_json_output_is_one_json_object() {
 }
 
 #[test]
-fn a_database_url_is_refused_while_there_is_no_postgres_store() {
+fn an_unreachable_database_stops_start_up_with_a_clear_message() {
+    // Nothing listens on port 9 of the loopback (the discard port is not served here).
     let output = Command::new(env!("CARGO_BIN_EXE_registrar"))
         .arg("serve")
         .env_clear()
-        .env("DATABASE_URL", "postgres://localhost/registrar")
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:9/registrar")
+        .env("REGISTRAR_DATABASE_STARTUP_TIMEOUT", "1s")
         .env("REGISTRAR_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!output.status.success());
     let text = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
-    assert!(text.contains("no PostgreSQL store yet"), "{text}");
+    assert!(
+        text.contains("could not apply the database migrations"),
+        "{text}"
+    );
+    assert!(text.contains("cannot connect to the database"), "{text}");
 }
 
 #[test]

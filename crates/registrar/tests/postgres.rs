@@ -1,0 +1,286 @@
+//! End to end with PostgreSQL: the real binary on a fresh database, killed with SIGKILL and
+//! restarted, and cut off from the database through a proxy the test controls.
+//!
+//! Needs a PostgreSQL server: `REGISTRAR_TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`. When it cannot be reached these tests fail.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is a failed test"
+)]
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{PATIENCE, Server};
+
+/// Numbers the databases one test binary creates.
+static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
+
+/// A database created for one test and dropped when the test ends, however it ends.
+struct TestDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    fn create() -> Self {
+        let admin_url = std::env::var("REGISTRAR_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let name = format!(
+            "registrar_e2e_{}_{}_{nanos}",
+            std::process::id(),
+            NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
+        );
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        Self { admin_url, name }
+    }
+
+    /// The database's URL, optionally through another host:port.
+    fn url(&self, via: Option<u16>) -> String {
+        let (base, _) = self.admin_url.rsplit_once('/').unwrap();
+        let base = match via {
+            Some(port) => {
+                let (scheme_user, _) = base.rsplit_once('@').unwrap();
+                format!("{scheme_user}@127.0.0.1:{port}")
+            }
+            None => base.to_owned(),
+        };
+        format!("{base}/{}", self.name)
+    }
+
+    fn query(&self, sql: &str) -> String {
+        psql(&self.url(None), sql)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                self.admin_url.as_str(),
+                "-Atqc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let output = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-Atqc", sql])
+        .output()
+        .unwrap_or_else(|e| panic!("psql is needed for the PostgreSQL tests: {e}"));
+    assert!(
+        output.status.success(),
+        "PostgreSQL is needed for these tests and `{sql}` failed at {url}: {}\n\
+         Start it (e.g. `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) \
+         or set REGISTRAR_TEST_DATABASE_URL.",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones refused)
+/// and restore.
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
+        let (cut_flag, open_list) = (Arc::clone(&cut), Arc::clone(&open));
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut_flag.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let mut list = open_list.lock().unwrap();
+                list.push(client.try_clone().unwrap());
+                list.push(server.try_clone().unwrap());
+                drop(list);
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
+                pipe(server, client);
+            }
+        });
+        Self { port, cut, open }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for stream in self.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    thread::spawn(move || {
+        let mut buffer = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buffer[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+    });
+}
+
+fn postgres_port(url: &str) -> u16 {
+    url.rsplit_once('@')
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|host_port| host_port.rsplit_once(':'))
+        .map_or(5432, |(_, port)| port.parse().unwrap())
+}
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn register(server: &Server, email: &str) -> (u16, serde_json::Value) {
+    let (status, _, body) = server.request(
+        "POST",
+        "/v1/users",
+        None,
+        Some(&format!(r#"{{"email":"{email}","password":"{PASSWORD}"}}"#)),
+    );
+    (status, body)
+}
+
+#[test]
+fn a_registration_that_answered_201_survives_kill_9() {
+    let database = TestDatabase::create();
+    let env = [
+        ("DATABASE_URL", database.url(None)),
+        ("REGISTRAR_SECRET", "a shared secret for both runs".into()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let first = Server::start(&env);
+    let (status, user) = register(&first, "ada@example.com");
+    assert_eq!(status, 201, "{user}");
+    first.kill_9();
+
+    let second = Server::start(&env);
+    let (status, _, me) = second.request(
+        "GET",
+        "/v1/users/me",
+        Some(("ada@example.com", PASSWORD)),
+        None,
+    );
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["id"], user["id"]);
+    assert_eq!(database.query("SELECT count(*) FROM users"), "1");
+}
+
+#[test]
+fn registration_activation_and_me_work_on_postgres() {
+    let database = TestDatabase::create();
+    let url = database.url(None);
+    let mut server = Server::start(&[("DATABASE_URL", url.as_str())]);
+    let (status, _) = register(&server, "Grace@Example.COM");
+    assert_eq!(status, 201);
+    let mail =
+        server.wait_for(|event| event["to"] == "Grace@example.com" && event["code"].is_string());
+    let code = mail["code"].as_str().unwrap().to_owned();
+
+    let (status, _, user) = server.request(
+        "POST",
+        "/v1/users/me/activation",
+        Some(("grace@example.com", PASSWORD)),
+        Some(&format!(r#"{{"code":"{code}"}}"#)),
+    );
+    assert_eq!(status, 200, "{user}");
+    assert_eq!(user["status"], "active");
+    // The clear code left the outbox once it was sent; only its HMAC stays.
+    assert_eq!(
+        database.query("SELECT status, code IS NULL FROM email_outbox"),
+        "sent|t"
+    );
+    assert_eq!(database.query("SELECT state FROM activation_codes"), "used");
+}
+
+#[test]
+fn the_database_going_away_gives_503_quickly_and_the_service_recovers_by_itself() {
+    let database = TestDatabase::create();
+    let proxy = Proxy::start(postgres_port(&database.admin_url));
+    let url = database.url(Some(proxy.port));
+    let server = Server::start(&[
+        ("DATABASE_URL", url.as_str()),
+        ("REGISTRAR_DATABASE_CONNECT_TIMEOUT", "1s"),
+        ("REGISTRAR_DATABASE_POOL_TIMEOUT", "1s"),
+        ("REGISTRAR_DATABASE_STATEMENT_TIMEOUT", "2s"),
+    ]);
+    assert_eq!(register(&server, "before@example.com").0, 201);
+
+    proxy.cut();
+    for (method, path, body) in [
+        ("GET", "/readyz", None),
+        (
+            "POST",
+            "/v1/users",
+            Some(r#"{"email":"during@example.com","password":"correct horse battery staple"}"#),
+        ),
+    ] {
+        let started = Instant::now();
+        let (status, head, problem) = server.request(method, path, None, body);
+        let took = started.elapsed();
+        assert_eq!(status, 503, "{method} {path}: {problem}");
+        assert_eq!(problem["type"], "/problems/unavailable");
+        assert!(head.contains("retry-after: "), "{head}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{method} {path} took {took:?}"
+        );
+    }
+    let (status, _, _) = server.request("GET", "/healthz", None, None);
+    assert_eq!(status, 200, "liveness does not depend on the database");
+
+    proxy.restore();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (status, _, _) = server.request("GET", "/readyz", None, None);
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after the database came back"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(register(&server, "after@example.com").0, 201);
+}
