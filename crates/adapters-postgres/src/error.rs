@@ -1,0 +1,146 @@
+//! Errors at the boundary: what the database said, turned into the application's `StoreError`
+//! and `SaveError`, and the setup errors of building the pool and migrating.
+//!
+//! The rule: anything that means "the database cannot be reached right now" becomes
+//! `StoreError::Unavailable` (the API answers 503 and retries are worth it); everything else is
+//! `StoreError::Internal`. Messages name the operation, the SQLSTATE and the server's one-line
+//! message, never the SQL text, parameters or the server's DETAIL (which can hold row values).
+
+use registrar_application::ports::{SaveError, StoreError};
+use tokio_postgres::error::SqlState;
+
+/// Why building the store or migrating failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The settings do not describe a usable database connection.
+    #[error("invalid database settings: {0}")]
+    Settings(String),
+    /// The database could not be reached, or refused the session.
+    #[error("cannot connect to the database")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Applying the migrations failed; nothing of the failed run was kept.
+    #[error("applying the database migrations failed")]
+    Migration(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// How an operation failed, before it is mapped to the port's errors.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The database or the connection failed.
+    Db(tokio_postgres::Error),
+    /// Waiting for a pooled connection failed.
+    Pool(deadpool_postgres::PoolError),
+    /// The operation ran out of time.
+    TimedOut,
+    /// A save lost the optimistic-concurrency race, or the address is taken.
+    Conflict,
+    /// A stored value does not make a valid domain value (or the reverse): a bug or tampering.
+    Invalid(String),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Db(error)
+    }
+}
+
+impl Failure {
+    /// Whether the connection this happened on should be thrown away rather than reused: it
+    /// is broken, or in an unknown state after a time-out.
+    pub(crate) fn poisons_connection(&self) -> bool {
+        match self {
+            Self::Db(error) => {
+                is_unavailable(error) && error.code() != Some(&SqlState::QUERY_CANCELED)
+            }
+            Self::TimedOut => true,
+            Self::Pool(_) | Self::Conflict | Self::Invalid(_) => false,
+        }
+    }
+
+    /// The port's error for a failure of operation `op` (a short phrase such as "load account").
+    pub(crate) fn into_store_error(self, op: &str) -> StoreError {
+        match self {
+            Self::Db(error) => db_error(op, &error),
+            Self::Pool(error) => pool_error(op, &error),
+            Self::TimedOut => StoreError::Unavailable(format!("{op}: timed out")),
+            // Only saves can conflict; anywhere else it would be a bug in this adapter.
+            Self::Conflict => StoreError::Internal(format!("{op}: unexpected conflict")),
+            Self::Invalid(what) => StoreError::Internal(format!("{op}: invalid data: {what}")),
+        }
+    }
+
+    /// The port's error for a failed save.
+    pub(crate) fn into_save_error(self, op: &str) -> SaveError {
+        match self {
+            Self::Conflict => SaveError::Conflict,
+            Self::Db(error) if is_account_conflict(&error) => SaveError::Conflict,
+            other => SaveError::Store(other.into_store_error(op)),
+        }
+    }
+}
+
+/// Whether the error means the database cannot be reached now, or is going away, or was too
+/// slow: connection refused/reset/closed, class 08 (connection exception), 57P01–57P03 (admin
+/// or crash shutdown, cannot connect now), 53300 (too many connections) and 57014 (statement
+/// timeout).
+pub(crate) fn is_unavailable(error: &tokio_postgres::Error) -> bool {
+    if error.is_closed() {
+        return true;
+    }
+    if let Some(code) = error.code() {
+        return code.code().starts_with("08")
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+                SqlState::QUERY_CANCELED,
+            ]
+            .contains(code);
+    }
+    // No server error: the socket failed (refused, reset, timed out, closed mid-message).
+    std::error::Error::source(error).is_some_and(<dyn std::error::Error>::is::<std::io::Error>)
+}
+
+/// A unique violation on the users' primary key or email key: someone has the account.
+fn is_account_conflict(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+        && error
+            .as_db_error()
+            .and_then(|db| db.constraint())
+            .is_some_and(|name| name == "users_email_key" || name == "users_pkey")
+}
+
+fn db_error(op: &str, error: &tokio_postgres::Error) -> StoreError {
+    let message = match error.as_db_error() {
+        // The primary message only: no statement text, no DETAIL with row values.
+        Some(db) => format!("{op}: {} {}", db.code().code(), db.message()),
+        None => match std::error::Error::source(error) {
+            Some(cause) => format!("{op}: {error}: {cause}"),
+            None => format!("{op}: {error}"),
+        },
+    };
+    if is_unavailable(error) {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Internal(message)
+    }
+}
+
+fn pool_error(op: &str, error: &deadpool_postgres::PoolError) -> StoreError {
+    use deadpool_postgres::{PoolError, TimeoutType};
+    match error {
+        PoolError::Backend(error) => db_error(op, error),
+        PoolError::Timeout(TimeoutType::Wait) => {
+            StoreError::Unavailable(format!("{op}: no free database connection in time"))
+        }
+        PoolError::Timeout(TimeoutType::Create | TimeoutType::Recycle) => {
+            StoreError::Unavailable(format!("{op}: connecting to the database timed out"))
+        }
+        PoolError::Closed => StoreError::Internal(format!("{op}: the pool is closed")),
+        PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
+            StoreError::Internal(format!("{op}: the pool is misconfigured"))
+        }
+    }
+}

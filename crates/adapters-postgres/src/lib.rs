@@ -1,0 +1,97 @@
+//! Registrar's production store: the application's [`Store`] port on PostgreSQL, with
+//! tokio-postgres, a deadpool connection pool and refinery migrations from the top-level
+//! `migrations/` folder. It behaves exactly like the in-memory store: both run the store
+//! contract suite of `registrar-application`.
+//!
+//! ```no_run
+//! use registrar_adapters_postgres::{PgSettings, PgStore};
+//!
+//! # async fn start() -> Result<(), registrar_adapters_postgres::SetupError> {
+//! let store = PgStore::new(&PgSettings::new("postgres://registrar@db/registrar"))?;
+//! store.migrate().await?; // `registrar migrate`, and `registrar serve` at start-up
+//! # Ok(()) }
+//! ```
+//!
+//! # The schema (`migrations/V1__initial.sql`)
+//! - `users`: the primary key `users_pkey` and the unique `users_email_key` on `email_key`,
+//!   the address in ASCII lower case ([`Email::key`](registrar_domain::Email::key)); a check
+//!   ties the key to the address, so they cannot disagree. A new account that hits either
+//!   unique constraint is [`SaveError::Conflict`]. `activated_at` is NULL while pending;
+//!   `version` (positive) is the optimistic-concurrency counter.
+//! - `activation_codes`: the 32-byte HMAC digest (checked), never the code; `state` is one of
+//!   `live`, `used`, `replaced`, `too_many_attempts`, `undeliverable` (checked), and a used
+//!   code must have been delivered. At most one live code per account, by a partial unique
+//!   index `(user_id) WHERE state = 'live'`: a save sends the statement that marks the other
+//!   live codes replaced *before* the statement that writes the new code, in one transaction,
+//!   so the index never fails a correct save and turns a wrong one into an error instead of a
+//!   second usable code. (Not one statement with CTEs: sibling data-modifying CTEs run in an
+//!   unspecified order, and `CockroachDB` refuses two modifications of one table in a
+//!   statement.) Index `(user_id, issued_at)` serves the load (latest code, codes of the
+//!   last 24 hours).
+//! - `email_outbox`: the code in clear only while `pending` (a check ties `code IS NOT NULL` to
+//!   the status, and the code is four digits); lease and claim are set together and only while
+//!   pending; `sent_at` exactly when sent. Foreign keys to the user and the code. The partial
+//!   index `(queued_at, id) WHERE status = 'pending'` serves the claim (oldest due first) and
+//!   the pending count, and holds only the backlog.
+//! - `throttles`: `key` → `window_end`, `hits`. `hits` counts refused events too, so one
+//!   `INSERT … ON CONFLICT DO UPDATE … RETURNING` can tell whether *this* event was over the
+//!   limit (see `sql::THROTTLE_HIT`); what the port reports is exactly the memory store's.
+//!   Refused events therefore write the row (a HOT update).
+//!
+//! Foreign-key columns of the outbox are not indexed: nothing deletes users or codes today.
+//! Nothing prunes settled outbox rows or throttle rows whose window is over yet.
+//! Times are `timestamptz`; PostgreSQL keeps microseconds, so times read back are truncated to
+//! the microsecond.
+//!
+//! # Round trips per operation
+//! Statements are prepared once per connection and cached.
+//! - `account_by_email` / `account_by_id`: one query (user, current code via a lateral join,
+//!   recent issue times as an array).
+//! - `save` of a new account: one statement (user, code and mail in CTEs), its own transaction.
+//! - `save` of an existing account: `BEGIN`; the user at the expected version plus the
+//!   replacement of other live codes, and the code upsert plus the mail, sent together; then
+//!   `COMMIT`: three round trips. The version check is `UPDATE … WHERE id = $1 AND version =
+//!   $2`: no row written is [`SaveError::Conflict`].
+//! - `claim_mail`: one statement (`FOR UPDATE SKIP LOCKED` in a CTE, lease, claim token from
+//!   `gen_random_uuid()`, attempt count, joined to the code's state).
+//! - `finish_mail`: one statement, checking the claim token and that the message is pending;
+//!   for `Sent` and `Failed` it also updates the code and bumps the user's version, each step
+//!   reading the previous one's output (lock order: message, user, code).
+//! - `outbox_depth`, `throttled_until`, `throttle_hit`, `ping`: one statement each.
+//!
+//! # Errors
+//! Connection refused/reset/closed, pool and operation time-outs, SQLSTATE class `08`,
+//! `57P01`–`57P03`, `53300` and `57014` are [`StoreError::Unavailable`]. Except after a
+//! statement timeout, the connection that saw it is closed instead of returned to the pool,
+//! and so are the idle ones (after a restart or failover they are dead too); the pool opens
+//! fresh connections by itself when the database is back.
+//! Everything else is [`StoreError::Internal`], with a short message: the operation, the
+//! SQLSTATE and the server's primary message, never SQL text or the server's DETAIL.
+//! Note: tokio-postgres logs statements *with their parameters* at `debug` level through the
+//! `log` crate; keep `tokio_postgres` at `info` or above in production log filters.
+//!
+//! # PostgreSQL-compatible distributed databases
+//! The SQL sticks to what `CockroachDB` and `YugabyteDB` also accept where that costs nothing.
+//! Where it does not:
+//! - the migration lock uses `pg_advisory_lock`, which `CockroachDB` does not provide (run
+//!   `registrar migrate` once, before the replicas start);
+//! - `lower(email COLLATE "C")` in a check: `CockroachDB` may need the check dropped (the
+//!   adapter always writes the key itself);
+//! - `FOR UPDATE SKIP LOCKED` needs `CockroachDB` 23.2+ / `YugabyteDB` 2.18+;
+//! - the session options `statement_timeout` and `idle_in_transaction_session_timeout` are
+//!   passed as connection options, which some proxies (`PgBouncer`) refuse.
+#![forbid(unsafe_code)]
+
+mod error;
+mod migrate;
+mod rows;
+mod settings;
+mod sql;
+mod store;
+
+pub use error::SetupError;
+pub use settings::PgSettings;
+pub use store::PgStore;
+
+#[cfg(doc)]
+use registrar_application::ports::{SaveError, Store, StoreError};

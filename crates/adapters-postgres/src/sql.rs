@@ -1,0 +1,226 @@
+//! Every statement the store sends, in one place, so the round trips per operation can be read
+//! off this file. Each is prepared once per connection (deadpool's statement cache).
+//!
+//! Parameters are cast where PostgreSQL could not infer their type (`INSERT … SELECT`), and
+//! the code states are the texts of `migrations/V1__initial.sql`.
+
+/// The account columns of a load: the user, the current code (the latest issued, if any) and
+/// the issue times of its codes in the window. Followed by the `WHERE` on `u`.
+///
+/// The current code is the latest by issue time. Issue times only grow per account (the code
+/// cooldown), but with a zero cooldown two codes could share one: then a replaced code is never
+/// the current one, and the later id (UUID v7) wins.
+macro_rules! load_account {
+    ($where:literal) => {
+        concat!(
+            "SELECT u.id, u.email, u.password_hash, u.created_at, u.activated_at, u.version,
+                    c.id, c.digest, c.issued_at, c.delivered_at, c.wrong_attempts, c.state,
+                    ARRAY(SELECT r.issued_at FROM activation_codes AS r
+                          WHERE r.user_id = u.id AND r.issued_at > $2
+                          ORDER BY r.issued_at) AS recent_issues
+             FROM users AS u
+             LEFT JOIN LATERAL (
+                 SELECT k.id, k.digest, k.issued_at, k.delivered_at, k.wrong_attempts, k.state
+                 FROM activation_codes AS k
+                 WHERE k.user_id = u.id
+                 ORDER BY k.issued_at DESC, k.state = 'replaced', k.id DESC
+                 LIMIT 1
+             ) AS c ON true
+             WHERE ",
+            $where
+        )
+    };
+}
+
+/// `$1` email key, `$2` start of the recent-issues window (exclusive).
+pub(crate) const ACCOUNT_BY_EMAIL: &str = load_account!("u.email_key = $1");
+
+/// `$1` user id, `$2` start of the recent-issues window (exclusive).
+pub(crate) const ACCOUNT_BY_ID: &str = load_account!("u.id = $1");
+
+/// Writes the account's current code (insert or update) and queues its mail, each only when
+/// given. Shared by [`REGISTER`] and [`SAVE_CODE_AND_MAIL`], with the same parameters:
+/// `$1` code id (NULL: no code), `$2` user id, `$3` digest, `$4` issued at, `$5` delivered at,
+/// `$6` wrong attempts, `$7` state; `$8` mail id (NULL: no mail), `$9` code id of the mail,
+/// `$10` recipient, `$11` the code in clear, `$12` queued at.
+macro_rules! code_and_mail {
+    () => {
+        "saved_code AS (
+             INSERT INTO activation_codes
+                 (id, user_id, digest, issued_at, delivered_at, wrong_attempts, state)
+             SELECT $1::uuid, $2::uuid, $3::bytea, $4::timestamptz, $5::timestamptz,
+                    $6::integer, $7::text
+             WHERE $1::uuid IS NOT NULL
+             ON CONFLICT (id) DO UPDATE SET
+                 digest = EXCLUDED.digest,
+                 issued_at = EXCLUDED.issued_at,
+                 delivered_at = EXCLUDED.delivered_at,
+                 wrong_attempts = EXCLUDED.wrong_attempts,
+                 state = EXCLUDED.state
+             WHERE activation_codes.user_id = EXCLUDED.user_id
+         ), queued_mail AS (
+             INSERT INTO email_outbox
+                 (id, user_id, code_id, recipient, code, status, attempts, queued_at,
+                  next_attempt_at)
+             SELECT $8::uuid, $2::uuid, $9::uuid, $10::text, $11::text, 'pending', 0,
+                    $12::timestamptz, $12::timestamptz
+             WHERE $8::uuid IS NOT NULL
+         )"
+    };
+}
+
+/// A new account: the user, its code and its mail in one statement (so one implicit
+/// transaction and one round trip). The parameters of [`code_and_mail!`], then `$13` email,
+/// `$14` email key, `$15` password hash, `$16` created at, `$17` activated at.
+///
+/// An existing id or email key fails with a unique violation on `users_pkey` or
+/// `users_email_key`: the conflict. Foreign keys are checked at the end of the statement, so
+/// the code and the mail may reference the user inserted beside them.
+pub(crate) const REGISTER: &str = concat!(
+    "WITH new_user AS (
+         INSERT INTO users
+             (id, email, email_key, password_hash, created_at, activated_at, version)
+         VALUES ($2::uuid, $13::text, $14::text, $15::text, $16::timestamptz,
+                 $17::timestamptz, 1)
+     ), ",
+    code_and_mail!(),
+    " SELECT 1"
+);
+
+/// The first statement of saving an existing account: the user at the expected version
+/// (bumping it), and every live code other than the current one marked replaced. Returns how
+/// many users it wrote: 0 means the version moved on (or the user is gone), the conflict.
+///
+/// `$1` user id, `$2` email, `$3` email key, `$4` password hash, `$5` created at,
+/// `$6` activated at, `$7` expected version, `$8` current code id (NULL: kill nothing).
+pub(crate) const SAVE_USER: &str = "
+    WITH saved_user AS (
+        UPDATE users SET
+            email = $2, email_key = $3, password_hash = $4, created_at = $5,
+            activated_at = $6, version = version + 1
+        WHERE id = $1 AND version = $7
+        RETURNING id
+    ), replaced AS (
+        UPDATE activation_codes SET state = 'replaced'
+        WHERE user_id IN (SELECT id FROM saved_user)
+          AND state = 'live'
+          AND id <> $8::uuid
+    )
+    SELECT count(*) FROM saved_user";
+
+/// The second statement of saving an existing account, sent after [`SAVE_USER`] in the same
+/// transaction: by then no other code is live, so a new live code never trips the
+/// one-live-code-per-user index. Parameters as [`code_and_mail!`].
+pub(crate) const SAVE_CODE_AND_MAIL: &str = concat!("WITH ", code_and_mail!(), " SELECT 1");
+
+/// Claims due mail: one statement, so the rows are locked (skipping rows another claimer
+/// holds), leased and counted atomically. `$1` now, `$2` lease end, `$3` most messages.
+pub(crate) const CLAIM_MAIL: &str = "
+    WITH due AS (
+        SELECT id FROM email_outbox
+        WHERE status = 'pending'
+          AND next_attempt_at <= $1
+          AND (lease_until IS NULL OR lease_until <= $1)
+        ORDER BY queued_at, id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE email_outbox AS o SET
+            lease_until = $2, claim = gen_random_uuid(), attempts = o.attempts + 1
+        FROM due
+        WHERE o.id = due.id
+        RETURNING o.id, o.claim, o.user_id, o.recipient, o.code, o.code_id, o.attempts,
+                  o.queued_at
+    )
+    SELECT m.id, m.claim, m.user_id, m.recipient, m.code, m.code_id, m.attempts, m.queued_at,
+           coalesce(k.state = 'live', false) AS code_alive
+    FROM claimed AS m
+    LEFT JOIN activation_codes AS k ON k.id = m.code_id
+    ORDER BY m.queued_at, m.id";
+
+/// How to settle the message (used by `finish_mail_then_code!` and alone): its own columns
+/// per outcome.
+/// `$1` message id, `$2` claim; the outcome's own parameters follow.
+macro_rules! settle_mail {
+    ($set:literal) => {
+        concat!(
+            "UPDATE email_outbox SET lease_until = NULL, claim = NULL, ",
+            $set,
+            " WHERE id = $1 AND claim = $2 AND status = 'pending'"
+        )
+    };
+}
+
+/// Settles a message and, through it, its code and the user's version, in one statement: the
+/// message (only under the current claim), then the user (version bump), then the code. Each
+/// step reads the previous one's output, which also fixes the lock order: outbox row, user,
+/// code, like a save's user-then-code. Returns how many messages it settled (0 or 1).
+macro_rules! finish_mail_then_code {
+    ($set_mail:literal, $set_code:literal) => {
+        concat!(
+            "WITH settled AS (",
+            settle_mail!($set_mail),
+            " RETURNING user_id, code_id
+             ), bumped AS (
+                 UPDATE users SET version = users.version + 1
+                 FROM settled WHERE users.id = settled.user_id
+                 RETURNING settled.code_id
+             ), coded AS (
+                 UPDATE activation_codes SET ",
+            $set_code,
+            " FROM bumped WHERE activation_codes.id = bumped.code_id
+                   AND activation_codes.state = 'live'
+             )
+             SELECT count(*) FROM settled"
+        )
+    };
+}
+
+/// Sent: `$3` accepted at. The code becomes usable from then, unless it died meanwhile or
+/// was already delivered (at-least-once delivery does not extend the first acceptance).
+pub(crate) const FINISH_SENT: &str = finish_mail_then_code!(
+    "status = 'sent', code = NULL, sent_at = $3",
+    "delivered_at = coalesce(activation_codes.delivered_at, $3)"
+);
+
+/// Failed: `$3` the error. The code dies as undeliverable if it is still live.
+pub(crate) const FINISH_FAILED: &str = finish_mail_then_code!(
+    "status = 'failed', code = NULL, last_error = $3",
+    "state = 'undeliverable'"
+);
+
+/// Retry: `$3` next attempt at, `$4` the error. Only the message changes.
+pub(crate) const FINISH_RETRY: &str = settle_mail!("next_attempt_at = $3, last_error = $4");
+
+/// Cancelled (its code died): only the message changes, and its code is wiped.
+pub(crate) const FINISH_CANCELLED: &str = settle_mail!("status = 'cancelled', code = NULL");
+
+/// Messages waiting to be sent, due or not (an index-only count on the pending index).
+pub(crate) const OUTBOX_DEPTH: &str = "SELECT count(*) FROM email_outbox WHERE status = 'pending'";
+
+/// `$1` key, `$2` now, `$3` most events: the window end if the key is over its limit.
+pub(crate) const THROTTLED_UNTIL: &str = "
+    SELECT window_end FROM throttles WHERE key = $1 AND window_end > $2 AND hits >= $3";
+
+/// Counts one event for a key, atomically (the row lock of `ON CONFLICT DO UPDATE`):
+/// a window that is over (or a new key) starts again at `$3` with this event, otherwise the
+/// event is added. `$1` key, `$2` now, `$3` end of a new window.
+///
+/// `hits` counts refused events too, so the statement can report whether this event was over
+/// the limit from the row it leaves (RETURNING only sees the new row): the event was refused
+/// exactly when the window went on and `hits` now exceeds the limit. `throttled_until`
+/// compares `hits >= max`, which is the memory store's `count >= max` since that count is
+/// `min(hits, max)`.
+pub(crate) const THROTTLE_HIT: &str = "
+    INSERT INTO throttles AS t (key, window_end, hits) VALUES ($1, $3, 1)
+    ON CONFLICT (key) DO UPDATE SET
+        window_end = CASE WHEN t.window_end <= $2 THEN EXCLUDED.window_end ELSE t.window_end END,
+        hits = CASE WHEN t.window_end <= $2 THEN 1 ELSE t.hits + 1 END
+    RETURNING window_end, hits";
+
+/// Whether the database answers.
+pub(crate) const PING: &str = "SELECT 1";
+
+/// Migrations run under this session-level advisory lock ("Registra" in ASCII), so replicas
+/// starting together apply them one after the other.
+pub(crate) const MIGRATION_LOCK: i64 = 0x5265_6769_7374_7261;

@@ -1,0 +1,321 @@
+//! What only the PostgreSQL store has: migrations under a lock, row locks between claimers and
+//! savers, the statement timeout, the schema's own constraints, and error messages that never
+//! carry SQL.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use registrar_adapters_postgres::PgStore;
+use registrar_application::{
+    ports::{AccountChange, SaveError, Store, StoreError, ThrottleKey},
+    testing::t0,
+};
+use registrar_domain::{Account, Email, PasswordHash, User, UserStatus};
+use tokio_postgres::error::SqlState;
+
+use crate::helpers::{TestDatabase, fresh_store, register};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+async fn applied_migrations(database: &TestDatabase) -> i64 {
+    database
+        .connect()
+        .await
+        .query_one("SELECT count(*) FROM refinery_schema_history", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_an_up_to_date_database_again_changes_nothing() {
+    let database = TestDatabase::migrated().await;
+    let store = PgStore::new(&database.settings()).unwrap();
+    register(&store, 10, "ada@example.com").await;
+
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+
+    assert_eq!(applied_migrations(&database).await, 1);
+    let email = Email::parse("ada@example.com").unwrap();
+    assert!(
+        store
+            .account_by_email(&email, t0())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrators_racing_on_an_empty_database_all_succeed() {
+    let database = TestDatabase::empty().await;
+    let racers: Vec<PgStore> = (0..4)
+        .map(|_| PgStore::new(&database.settings()).unwrap())
+        .collect();
+
+    let results = futures_util::future::join_all(racers.iter().map(PgStore::migrate)).await;
+
+    for result in results {
+        result.unwrap();
+    }
+    assert_eq!(applied_migrations(&database).await, 1);
+    racers[0].ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claimers_never_get_the_same_message() {
+    let test = fresh_store().await;
+    for i in 0..40u128 {
+        register(&test.store, 1000 + 10 * i, &format!("user{i}@example.com")).await;
+    }
+    let store = Arc::new(test.store.clone());
+
+    let claimers = (0..4).map(|_| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let batch = store.claim_mail(t0(), LEASE, 3).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|mail| mail.id));
+            }
+        })
+    });
+    let claimed: Vec<uuid::Uuid> = futures_util::future::join_all(claimers)
+        .await
+        .into_iter()
+        .flat_map(Result::unwrap)
+        .collect();
+
+    let distinct: HashSet<_> = claimed.iter().collect();
+    assert_eq!(claimed.len(), 40, "every message claimed exactly once");
+    assert_eq!(distinct.len(), 40, "no message claimed twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_skips_messages_another_transaction_holds_instead_of_waiting() {
+    let test = fresh_store().await;
+    for i in 0..3u128 {
+        register(&test.store, 100 + 10 * i, &format!("user{i}@example.com")).await;
+    }
+    let mut other = test.database.connect().await;
+    let holder = other.transaction().await.unwrap();
+    let held: uuid::Uuid = holder
+        .query_one(
+            "SELECT id FROM email_outbox ORDER BY queued_at, id LIMIT 1 FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let started = Instant::now();
+    let claimed = test.store.claim_mail(t0(), LEASE, 10).await.unwrap();
+
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let ids: Vec<_> = claimed.iter().map(|mail| mail.id).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(!ids.contains(&held));
+    holder.rollback().await.unwrap();
+    let rest = test.store.claim_mail(t0(), LEASE, 10).await.unwrap();
+    assert_eq!(rest.iter().map(|mail| mail.id).collect::<Vec<_>>(), [held]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_stuck_behind_a_lock_fails_as_unavailable_within_the_statement_timeout() {
+    let database = TestDatabase::migrated().await;
+    let mut settings = database.settings();
+    settings.statement_timeout = Duration::from_secs(1);
+    let store = PgStore::new(&settings).unwrap();
+    register(&store, 10, "ada@example.com").await;
+    let email = Email::parse("ada@example.com").unwrap();
+    let loaded = store.account_by_email(&email, t0()).await.unwrap().unwrap();
+    let mut account = loaded.account.clone();
+    account.set_password_hash(PasswordHash::from_phc("$test$second".to_owned()).unwrap());
+    let change = AccountChange {
+        account,
+        expected_version: Some(loaded.version),
+        mail: None,
+    };
+    let mut other = database.connect().await;
+    let holder = other.transaction().await.unwrap();
+    holder
+        .execute("SELECT 1 FROM users FOR UPDATE", &[])
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let blocked = store.save(change.clone()).await;
+    let elapsed = started.elapsed();
+
+    assert!(
+        matches!(blocked, Err(SaveError::Store(StoreError::Unavailable(_)))),
+        "{blocked:?}"
+    );
+    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    holder.rollback().await.unwrap();
+    store.save(change).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_account_with_a_taken_id_conflicts() {
+    let test = fresh_store().await;
+    let first = register(&test.store, 10, "ada@example.com").await;
+    let twin = Account::restore(
+        User::restore(
+            first.user().id(),
+            Email::parse("bob@example.com").unwrap(),
+            PasswordHash::from_phc("$test$twin".to_owned()).unwrap(),
+            t0(),
+            UserStatus::Pending,
+        ),
+        None,
+        vec![],
+    );
+
+    let result = test
+        .store
+        .save(AccountChange {
+            account: twin,
+            expected_version: None,
+            mail: None,
+        })
+        .await;
+
+    assert_eq!(result, Err(SaveError::Conflict));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_refuses_a_second_live_code_and_a_clear_code_on_sent_mail() {
+    let test = fresh_store().await;
+    register(&test.store, 10, "ada@example.com").await;
+    let client = test.database.connect().await;
+
+    let second_live = client
+        .execute(
+            "INSERT INTO activation_codes
+                 (id, user_id, digest, issued_at, wrong_attempts, state)
+             SELECT gen_random_uuid(), user_id, digest, issued_at, 0, 'live'
+             FROM activation_codes",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(second_live.code(), Some(&SqlState::UNIQUE_VIOLATION));
+    assert_eq!(
+        second_live.as_db_error().and_then(|e| e.constraint()),
+        Some("activation_codes_one_live_per_user")
+    );
+
+    let sent_with_code = client
+        .execute(
+            "UPDATE email_outbox SET status = 'sent', sent_at = queued_at",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sent_with_code.code(), Some(&SqlState::CHECK_VIOLATION));
+    assert_eq!(
+        sent_with_code.as_db_error().and_then(|e| e.constraint()),
+        Some("email_outbox_code_in_clear_only_while_pending")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_errors_name_the_operation_but_carry_no_sql_text() {
+    let test = fresh_store().await;
+    let client = test.database.connect().await;
+    client
+        .batch_execute("ALTER TABLE throttles RENAME TO throttles_gone; ALTER TABLE users RENAME TO users_gone")
+        .await
+        .unwrap();
+    let limit = registrar_application::ports::Limit {
+        max: 3,
+        window: Duration::from_mins(1),
+    };
+    let key = ThrottleKey::LoginFailuresForAccount("ada@example.com".into());
+    let email = Email::parse("ada@example.com").unwrap();
+
+    let errors = [
+        test.store
+            .throttle_hit(&key, limit, t0())
+            .await
+            .unwrap_err(),
+        test.store
+            .throttled_until(&key, limit, t0())
+            .await
+            .unwrap_err(),
+        test.store.account_by_email(&email, t0()).await.unwrap_err(),
+    ];
+
+    for error in errors {
+        let StoreError::Internal(message) = &error else {
+            panic!("expected an internal error, got {error:?}");
+        };
+        assert!(message.contains("42P01"), "{message}");
+        for sql in [
+            "SELECT", "INSERT", "UPDATE", "CONFLICT", "WHERE", "$1", "ada@",
+        ] {
+            assert!(!message.contains(sql), "{message:?} contains {sql:?}");
+        }
+        assert!(message.len() < 120, "{message:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_database_is_dropped_with_its_guard_even_with_open_connections() {
+    let test = fresh_store().await;
+    test.store.ping().await.unwrap();
+    let name = test.database.name().to_owned();
+    let _open = test.database.connect().await;
+
+    drop(test);
+
+    let exists: bool = crate::helpers::maintenance()
+        .await
+        .query_one(
+            "SELECT exists(SELECT 1 FROM pg_database WHERE datname = $1)",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!exists, "{name} is still there");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttles_answer_exactly_like_the_memory_store_for_any_limit() {
+    let test = fresh_store().await;
+    let memory = registrar_adapters_memory::MemoryStore::new();
+    let window = Duration::from_secs(10);
+    for max in [0, 1, 2, 5] {
+        let limit = registrar_application::ports::Limit { max, window };
+        let key = ThrottleKey::LoginFailuresForAccount(format!("max{max}@example.com"));
+        // Events every 700 ms for a little over three windows, hits and checks interleaved.
+        for step in 0..50u32 {
+            let now = t0() + Duration::from_millis(700) * step;
+            let (pg, mem) = if step % 3 == 2 {
+                (
+                    test.store.throttled_until(&key, limit, now).await.unwrap(),
+                    memory.throttled_until(&key, limit, now).await.unwrap(),
+                )
+            } else {
+                (
+                    test.store.throttle_hit(&key, limit, now).await.unwrap(),
+                    memory.throttle_hit(&key, limit, now).await.unwrap(),
+                )
+            };
+            assert_eq!(pg, mem, "max {max}, step {step}");
+        }
+    }
+}
