@@ -118,10 +118,10 @@ pub struct ServeArgs {
     #[arg(long, env = "REGISTRAR_DATABASE_POOL_SIZE", default_value_t = PgSettings::DEFAULT_POOL_SIZE)]
     pub database_pool_size: usize,
     /// Longest wait to open a database connection.
-    #[arg(long, env = "REGISTRAR_DATABASE_CONNECT_TIMEOUT", default_value = "3s")]
+    #[arg(long, env = "REGISTRAR_DATABASE_CONNECT_TIMEOUT", default_value = "2s")]
     pub database_connect_timeout: humantime::Duration,
     /// Longest wait for a free pooled connection.
-    #[arg(long, env = "REGISTRAR_DATABASE_POOL_TIMEOUT", default_value = "3s")]
+    #[arg(long, env = "REGISTRAR_DATABASE_POOL_TIMEOUT", default_value = "2s")]
     pub database_pool_timeout: humantime::Duration,
     /// Longest a database statement may run.
     #[arg(

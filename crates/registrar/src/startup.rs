@@ -12,7 +12,7 @@ use actix_web::{HttpServer, dev::Server, web};
 use anyhow::Context;
 use registrar_adapters_argon2::Argon2Hasher;
 use registrar_adapters_memory::MemoryStore;
-use registrar_adapters_postgres::{PgSettings, PgStore};
+use registrar_adapters_postgres::{PgSettings, PgStore, SetupError};
 use registrar_adapters_smtp::LogMailer;
 use registrar_api::MetricsSource;
 use registrar_application::{
@@ -123,7 +123,8 @@ impl Application {
 }
 
 /// Connects to PostgreSQL and applies pending migrations, retrying for up to `patience` while
-/// the database is not reachable yet (a database starting next to the service).
+/// the database cannot be reached yet (a database starting next to the service); a failing
+/// migration is not retried.
 pub async fn connect(settings: &PgSettings, patience: Duration) -> anyhow::Result<PgStore> {
     let store = PgStore::new(settings).context("invalid DATABASE_URL")?;
     let deadline = Instant::now() + patience;
@@ -133,7 +134,7 @@ pub async fn connect(settings: &PgSettings, patience: Duration) -> anyhow::Resul
                 tracing::info!("database migrations are up to date");
                 return Ok(store);
             }
-            Err(error) if Instant::now() < deadline => {
+            Err(error @ SetupError::Connect(_)) if Instant::now() < deadline => {
                 tracing::warn!(%error, "database not ready; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }

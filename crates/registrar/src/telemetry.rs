@@ -9,7 +9,11 @@ use crate::config::LogFormat;
 /// Installs the global tracing subscriber: `RUST_LOG` filter (default `info`), pretty or JSON
 /// lines on stdout. Events from the `log` crate (actix's own) are forwarded to it.
 pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        // tokio-postgres logs statements with their parameters (password hashes, clear codes in
+        // the outbox) at debug level: never let them through, whatever RUST_LOG asks for.
+        .add_directive(quiet("tokio_postgres=info"));
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Pretty => registry.with(fmt::layer()).try_init(),
@@ -24,6 +28,12 @@ pub fn init_logging(format: LogFormat) -> anyhow::Result<()> {
             .try_init(),
     }
     .context("could not install the log subscriber")
+}
+
+fn quiet(directive: &str) -> tracing_subscriber::filter::Directive {
+    directive
+        .parse()
+        .unwrap_or_else(|_| tracing_subscriber::filter::LevelFilter::INFO.into())
 }
 
 /// Latency buckets, in seconds: from a cache-hot request to a slow hash under load.

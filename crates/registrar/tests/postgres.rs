@@ -210,7 +210,8 @@ fn a_registration_that_answered_201_survives_kill_9() {
 fn registration_activation_and_me_work_on_postgres() {
     let database = TestDatabase::create();
     let url = database.url(None);
-    let mut server = Server::start(&[("DATABASE_URL", url.as_str())]);
+    // Debug logging on: secrets must stay out of the log even then.
+    let mut server = Server::start(&[("DATABASE_URL", url.as_str()), ("RUST_LOG", "debug")]);
     let (status, _) = register(&server, "Grace@Example.COM");
     assert_eq!(status, 201);
     let mail =
@@ -231,6 +232,14 @@ fn registration_activation_and_me_work_on_postgres() {
         "sent|t"
     );
     assert_eq!(database.query("SELECT state FROM activation_codes"), "used");
+
+    let (_, lines) = server.terminate();
+    assert!(lines.len() > 20, "debug logging produced {} lines", lines.len());
+    assert!(!lines.iter().any(|l| l.contains("$argon2")), "a password hash reached the log");
+    assert!(
+        !lines.iter().any(|l| l.contains(r#""target":"tokio_postgres"#)),
+        "the database driver's debug log (statements with their parameters) reached the log"
+    );
 }
 
 #[test]
