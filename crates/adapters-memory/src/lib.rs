@@ -189,6 +189,20 @@ impl Store for MemoryStore {
                     CodeState::Dead(CodeDeath::Replaced),
                 );
             }
+            // Every other code is dead now: cancel the pending mail that carries one of them,
+            // or the current code if it is dead or used, and wipe its clear code. This runs
+            // before the save's own mail is queued, as in the PostgreSQL store.
+            let current_is_live = current.state() == CodeState::Live;
+            for row in state.outbox.iter_mut().filter(|row| {
+                row.user_id == id
+                    && row.status == MailStatus::Pending
+                    && (row.code_id != current.id() || !current_is_live)
+            }) {
+                row.status = MailStatus::Cancelled;
+                row.code = None;
+                row.lease_until = None;
+                row.claim = None;
+            }
         }
         if let Some(mail) = mail {
             state.outbox.push(MailRow {

@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # The schema (`migrations/V1__initial.sql`)
+//! # The schema (`migrations/V1__initial.sql`, `V2__pending_mail_by_user.sql`)
 //! - `users`: the primary key `users_pkey` and the unique `users_email_key` on `email_key`,
 //!   the address in ASCII lower case ([`Email::key`](registrar_domain::Email::key)); a check
 //!   ties the key to the address, so they cannot disagree. A new account that hits either
@@ -32,13 +32,16 @@
 //!   the status, and the code is four digits); lease and claim are set together and only while
 //!   pending; `sent_at` exactly when sent. Foreign keys to the user and the code. The partial
 //!   index `(queued_at, id) WHERE status = 'pending'` serves the claim (oldest due first) and
-//!   the pending count, and holds only the backlog.
+//!   the pending count, and holds only the backlog; the partial index `(user_id) WHERE status
+//!   = 'pending'` (V2) serves a save's cancellation of the account's mail whose code died, so
+//!   a save never scans the backlog, which grows while the mail server is down.
 //! - `throttles`: `key` → `window_end`, `hits`. `hits` counts refused events too, so one
 //!   `INSERT … ON CONFLICT DO UPDATE … RETURNING` can tell whether *this* event was over the
 //!   limit (see `sql::THROTTLE_HIT`); what the port reports is exactly the memory store's.
 //!   Refused events therefore write the row (a HOT update).
 //!
-//! Foreign-key columns of the outbox are not indexed: nothing deletes users or codes today.
+//! Foreign-key columns of the outbox are not indexed beyond that (only pending rows by user):
+//! nothing deletes users or codes today.
 //! Nothing prunes settled outbox rows or throttle rows whose window is over yet.
 //! Times are `timestamptz`; PostgreSQL keeps microseconds, so times read back are truncated to
 //! the microsecond.
@@ -49,9 +52,13 @@
 //!   recent issue times as an array).
 //! - `save` of a new account: one statement (user, code and mail in CTEs), its own transaction.
 //! - `save` of an existing account: `BEGIN`; the user at the expected version plus the
-//!   replacement of other live codes, and the code upsert plus the mail, sent together; then
-//!   `COMMIT`: three round trips. The version check is `UPDATE … WHERE id = $1 AND version =
-//!   $2`: no row written is [`SaveError::Conflict`].
+//!   replacement of other live codes plus the cancellation of the account's pending mail whose
+//!   code is not live after the save (clear code wiped), and the code upsert plus the new mail,
+//!   sent together; then `COMMIT`: three round trips. The version check is `UPDATE … WHERE id
+//!   = $1 AND version = $2`: no row written is [`SaveError::Conflict`]. The cancellation
+//!   locks the messages `FOR UPDATE SKIP LOCKED`: a message that a `finish_mail` holds at that
+//!   moment (it locks message, then user; the save holds the user) is left to the dispatcher
+//!   rather than risking a deadlock.
 //! - `claim_mail`: one statement (`FOR UPDATE SKIP LOCKED` in a CTE, lease, claim token from
 //!   `gen_random_uuid()`, attempt count, joined to the code's state).
 //! - `finish_mail`: one statement, checking the claim token and that the message is pending;

@@ -88,11 +88,26 @@ pub(crate) const REGISTER: &str = concat!(
 );
 
 /// The first statement of saving an existing account: the user at the expected version
-/// (bumping it), and every live code other than the current one marked replaced. Returns how
-/// many users it wrote: 0 means the version moved on (or the user is gone), the conflict.
+/// (bumping it), every live code other than the current one marked replaced, and the
+/// account's pending mail whose code is not live after the save cancelled, its clear code
+/// wiped. Returns how many users it wrote: 0 means the version moved on (or the user is gone),
+/// the conflict, and then nothing else is written either.
+///
+/// Mail to cancel: once the save is done, every code but the current one is dead (`replaced`
+/// kills the live ones), and the current one is dead or used when `$9` says so. So a pending
+/// message is cancelled when it carries another code, or the current code in a state other
+/// than live. The save's own new mail is written by [`SAVE_CODE_AND_MAIL`], after this, and
+/// is not touched.
+///
+/// The messages are locked `FOR UPDATE SKIP LOCKED` (index `email_outbox_pending_by_user`,
+/// `migrations/V2__pending_mail_by_user.sql`): one a dispatcher is settling at this very moment
+/// is left to it rather than waited for. `finish_mail` locks message, then user, then code,
+/// and this statement holds the user: waiting for the message could deadlock. The dispatcher
+/// settles such a message itself, or claims it again later with `code_alive` false.
 ///
 /// `$1` user id, `$2` email, `$3` email key, `$4` password hash, `$5` created at,
-/// `$6` activated at, `$7` expected version, `$8` current code id (NULL: kill nothing).
+/// `$6` activated at, `$7` expected version, `$8` current code id (NULL: kill and cancel
+/// nothing), `$9` the current code's state as saved.
 pub(crate) const SAVE_USER: &str = "
     WITH saved_user AS (
         UPDATE users SET
@@ -105,6 +120,18 @@ pub(crate) const SAVE_USER: &str = "
         WHERE user_id IN (SELECT id FROM saved_user)
           AND state = 'live'
           AND id <> $8::uuid
+    ), doomed AS (
+        SELECT id FROM email_outbox
+        WHERE user_id = $1
+          AND status = 'pending'
+          AND (code_id <> $8::uuid OR $9::text <> 'live')
+          AND EXISTS (SELECT FROM saved_user)
+        FOR UPDATE SKIP LOCKED
+    ), cancelled AS (
+        UPDATE email_outbox AS o SET
+            status = 'cancelled', code = NULL, lease_until = NULL, claim = NULL
+        FROM doomed
+        WHERE o.id = doomed.id
     )
     SELECT count(*) FROM saved_user";
 

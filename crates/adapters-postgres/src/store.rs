@@ -379,9 +379,11 @@ impl AccountWrite {
         })
     }
 
-    /// Runs the save on `connection`. A new account: one statement. An existing one: `BEGIN`,
-    /// two statements sent together (one round trip for both), `COMMIT`; or a single statement
-    /// when there is neither a code nor mail to write.
+    /// Runs the save on `connection`. A new account: one statement (it has no mail yet, so
+    /// none to cancel). An existing one: `BEGIN`, two statements sent together (one round trip
+    /// for both), `COMMIT`; or a single statement when there is neither a code nor mail to
+    /// write. The first of the two (or the single one) also cancels the account's pending
+    /// mail whose code is not live after the save.
     async fn run(&self, connection: &mut Object) -> Result<(), Failure> {
         let digest = self.digest.as_ref().map(<[u8; 32]>::as_slice);
         let code_and_mail: [&(dyn ToSql + Sync); 12] = [
@@ -411,7 +413,7 @@ impl AccountWrite {
             connection.execute(&statement, &params).await?;
             return Ok(());
         };
-        let user: [&(dyn ToSql + Sync); 8] = [
+        let user: [&(dyn ToSql + Sync); 9] = [
             &self.user_id,
             &self.email,
             &self.email_key,
@@ -420,6 +422,7 @@ impl AccountWrite {
             &self.activated_at,
             &version,
             &self.code_id,
+            &self.state,
         ];
         if self.code_id.is_none() && self.mail_id.is_none() {
             // One statement is its own transaction.
@@ -439,7 +442,8 @@ impl AccountWrite {
         .await?;
         // `join` polls the user's statement first, and a query is written to the connection
         // on its first poll: the server runs them in this order, so the old live code is
-        // replaced before the new one is written. A lost race shows as no user row written.
+        // replaced (and its pending mail cancelled) before the new code and its mail are
+        // written. A lost race shows as no user row written.
         let (saved, rest) = join(
             transaction.query_one(&save_user, &user),
             transaction.execute(&save_rest, &code_and_mail),

@@ -274,10 +274,24 @@ pub trait Store: Send + Sync + 'static {
 
     /// Saves an account and queues its mail, atomically.
     ///
+    /// Codes of the account other than its current one MUST end up dead. In the same
+    /// transaction, every outbox message of the account that was pending before the save and
+    /// whose code is not live after it (a code the save killed, or the current code if it is
+    /// dead or used) MUST be cancelled, its clear code wiped, whether or not it is claimed: it
+    /// is never claimed again, a claim on it is no longer current (`finish_mail` returns
+    /// `false`), and it does not count in [`Self::outbox_depth`]. The mail the save queues is
+    /// not affected.
+    ///
+    /// A store MAY leave alone a message that a concurrent `claim_mail` or `finish_mail` is
+    /// writing at that very moment rather than wait for it (waiting could deadlock): its
+    /// dispatcher then settles it, or it is claimed again later with `code_alive: false`. A
+    /// code can also die between a claim and the send, so the dispatcher keeps checking
+    /// `code_alive`.
+    ///
     /// # Errors
     /// MUST return [`SaveError::Conflict`] if the stored version differs from
     /// `expected_version`, or if `expected_version` is `None` and an account with the same
-    /// email key or id exists. Codes of the account other than its current one MUST end up dead.
+    /// email key or id exists; then nothing is written or cancelled.
     fn save(&self, change: AccountChange) -> impl Future<Output = Result<(), SaveError>> + Send;
 
     /// Claims up to `limit` messages that are due at `now` (pending, next attempt reached, no

@@ -234,10 +234,19 @@ fn registration_activation_and_me_work_on_postgres() {
     assert_eq!(database.query("SELECT state FROM activation_codes"), "used");
 
     let (_, lines) = server.terminate();
-    assert!(lines.len() > 20, "debug logging produced {} lines", lines.len());
-    assert!(!lines.iter().any(|l| l.contains("$argon2")), "a password hash reached the log");
     assert!(
-        !lines.iter().any(|l| l.contains(r#""target":"tokio_postgres"#)),
+        lines.len() > 20,
+        "debug logging produced {} lines",
+        lines.len()
+    );
+    assert!(
+        !lines.iter().any(|l| l.contains("$argon2")),
+        "a password hash reached the log"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(r#""target":"tokio_postgres"#)),
         "the database driver's debug log (statements with their parameters) reached the log"
     );
 }

@@ -10,8 +10,8 @@ use std::{
 };
 
 use registrar_domain::{
-    Account, CodeDigits, CodeId, CodePolicy, CodeSecret, CodeState, CodeStatus, Email, NewCode,
-    PasswordHash, UserId,
+    Account, ActivationRefused, CodeDeath, CodeDigits, CodeId, CodePolicy, CodeSecret, CodeState,
+    CodeStatus, Email, NewCode, PasswordHash, UserId,
 };
 use uuid::Uuid;
 
@@ -29,7 +29,9 @@ macro_rules! store_contract_tests {
             emails_are_unique_case_insensitively,
             a_save_at_a_stale_version_conflicts,
             concurrent_saves_at_one_version_let_exactly_one_win,
-            replaced_codes_end_up_dead_and_their_mail_is_not_alive,
+            replacing_a_code_cancels_its_pending_mail,
+            a_code_killed_by_wrong_guesses_cancels_its_pending_mail,
+            a_claimed_message_whose_code_dies_is_cancelled_and_its_claim_goes_stale,
             recent_issues_hold_the_codes_of_the_last_24_hours,
             queued_mail_is_claimed_once_under_a_lease,
             an_expired_lease_lets_another_claimer_take_the_mail,
@@ -242,8 +244,9 @@ pub async fn concurrent_saves_at_one_version_let_exactly_one_win(store: impl Sto
     assert_eq!(wins, 1);
 }
 
-/// Issuing a new code kills the old one in storage; the old code's mail is claimed as not alive.
-pub async fn replaced_codes_end_up_dead_and_their_mail_is_not_alive(store: impl Store) {
+/// Issuing a new code kills the old one in storage and cancels its pending mail in the same
+/// save: only the new code's mail is left to claim.
+pub async fn replacing_a_code_cancels_its_pending_mail(store: impl Store) {
     let policy = CodePolicy::default();
     register(&store, 10, "ada@example.com", "0421").await;
     let Versioned {
@@ -268,20 +271,112 @@ pub async fn replaced_codes_end_up_dead_and_their_mail_is_not_alive(store: impl 
         .account;
     assert_eq!(reloaded.code().unwrap().id(), new_code(30, "1111").id());
     assert_eq!(reloaded.code().unwrap().state(), CodeState::Live);
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
     let claimed = store
         .claim_mail(t0() + 31 * SECOND, 30 * SECOND, 10)
         .await
         .unwrap();
-    assert_eq!(claimed.len(), 2);
-    let alive: Vec<(CodeId, bool)> = claimed.iter().map(|m| (m.code_id, m.code_alive)).collect();
-    assert!(
-        alive.contains(&(new_code(11, "0421").id(), false)),
-        "{alive:?}"
+    let alive: Vec<(CodeId, String, bool)> = claimed
+        .iter()
+        .map(|m| (m.code_id, m.code.reveal(), m.code_alive))
+        .collect();
+    assert_eq!(
+        alive,
+        [(new_code(30, "1111").id(), "1111".to_owned(), true)]
+    );
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
+}
+
+/// The fifth wrong guess kills a code whose mail has not gone out yet: saving that cancels the
+/// mail, so a dead code is never sent.
+pub async fn a_code_killed_by_wrong_guesses_cancels_its_pending_mail(store: impl Store) {
+    let policy = CodePolicy::default();
+    register(&store, 10, "ada@example.com", "0421").await;
+    let now = t0() + SECOND;
+    let Versioned {
+        mut account,
+        version,
+    } = load(&store, "ada@example.com", now).await;
+    for _ in 0..policy.max_attempts() {
+        let guess = account.activate(CodeDigits::parse("9999").unwrap(), &secret(), now, &policy);
+        assert!(
+            matches!(guess, Err(ActivationRefused::WrongCode { .. })),
+            "{guess:?}"
+        );
+    }
+    assert_eq!(
+        account.code().unwrap().state(),
+        CodeState::Dead(CodeDeath::TooManyAttempts)
+    );
+    store
+        .save(AccountChange {
+            account,
+            expected_version: Some(version),
+            mail: None,
+        })
+        .await
+        .unwrap();
+
+    assert_eq!(
+        load(&store, "ada@example.com", now)
+            .await
+            .account
+            .code()
+            .unwrap()
+            .state(),
+        CodeState::Dead(CodeDeath::TooManyAttempts)
     );
     assert!(
-        alive.contains(&(new_code(30, "1111").id(), true)),
-        "{alive:?}"
+        store
+            .claim_mail(now, 30 * SECOND, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
+    assert_eq!(store.outbox_depth().await.unwrap(), 0);
+}
+
+/// A message that is claimed (under a lease) when a save kills its code is cancelled all the
+/// same: the claim is no longer current, so the claimer's outcome changes nothing, and the
+/// message is not claimed again when the lease runs out.
+pub async fn a_claimed_message_whose_code_dies_is_cancelled_and_its_claim_goes_stale(
+    store: impl Store,
+) {
+    let policy = CodePolicy::default();
+    register(&store, 10, "ada@example.com", "0421").await;
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let now = t0() + SECOND;
+    let Versioned {
+        mut account,
+        version,
+    } = load(&store, "ada@example.com", now).await;
+    for _ in 0..policy.max_attempts() {
+        let _wrong = account.activate(CodeDigits::parse("9999").unwrap(), &secret(), now, &policy);
+    }
+    store
+        .save(AccountChange {
+            account,
+            expected_version: Some(version),
+            mail: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_depth().await.unwrap(), 0);
+
+    let retry = MailOutcome::Retry {
+        next_attempt_at: now,
+        error: "421 try later".into(),
+    };
+    assert!(!store.finish_mail(&claimed[0], retry).await.unwrap());
+    assert!(
+        store
+            .claim_mail(t0() + 3600 * SECOND, 30 * SECOND, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.outbox_depth().await.unwrap(), 0);
 }
 
 /// Loading brings the issue times of the account's codes of the last 24 hours.
