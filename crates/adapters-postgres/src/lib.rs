@@ -91,6 +91,7 @@
 
 mod error;
 mod migrate;
+mod notify;
 mod rows;
 mod settings;
 mod sql;

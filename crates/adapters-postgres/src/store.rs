@@ -88,6 +88,11 @@ impl PgStore {
         })
     }
 
+    /// The sessions' configuration, for connections outside the pool.
+    pub(crate) fn config(&self) -> &tokio_postgres::Config {
+        &self.inner.config
+    }
+
     /// The settings the store was built from.
     #[must_use]
     pub fn settings(&self) -> &PgSettings {

@@ -1,7 +1,20 @@
-//! Registrar's outbound mail adapters. For now the log mailer, which "sends" the activation
-//! email by writing the address and the code to the log: the zero-setup default for local
-//! development, and the only place a code ever reaches a log. The SMTP mailer lands here next.
+//! Registrar's outbound mail adapters, both implementing the application's `Mailer` port:
+//!
+//! - [`SmtpMailer`] delivers the activation email over SMTP (lettre, rustls only), configured
+//!   from an [`SmtpSettings`] (`SMTP_URL`, `MAIL_FROM`, a time-out and the product name), and
+//!   sorts failures into transient (worth retrying) and permanent ones.
+//! - [`LogMailer`] "sends" the activation email by writing the address and the code to the
+//!   log: the zero-setup default for local development, and the only place a code ever reaches
+//!   a log.
 #![forbid(unsafe_code)]
+
+mod activation;
+mod smtp;
+
+pub use smtp::{
+    DEFAULT_MAIL_FROM, DEFAULT_PRODUCT_NAME, DEFAULT_TIMEOUT, SmtpConfigError, SmtpMailer,
+    SmtpSettings,
+};
 
 use registrar_application::ports::{ActivationEmail, MailError, Mailer};
 
@@ -18,6 +31,24 @@ impl Mailer for LogMailer {
             "activation email (log mailer: not sent anywhere)"
         );
         Ok(())
+    }
+}
+
+/// The mailer a deployment chose: SMTP when `SMTP_URL` is set, the log otherwise.
+#[derive(Debug, Clone)]
+pub enum AnyMailer {
+    /// Codes go to the log.
+    Log(LogMailer),
+    /// Codes go out by email.
+    Smtp(Box<SmtpMailer>),
+}
+
+impl Mailer for AnyMailer {
+    async fn send_activation(&self, email: &ActivationEmail) -> Result<(), MailError> {
+        match self {
+            Self::Log(mailer) => mailer.send_activation(email).await,
+            Self::Smtp(mailer) => mailer.send_activation(email).await,
+        }
     }
 }
 

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use registrar_adapters_argon2::Argon2Settings;
 use registrar_adapters_postgres::PgSettings;
+use registrar_adapters_smtp::SmtpSettings;
 use registrar_application::{AccountSettings, DeliveryPolicy, RateLimits, ports::Limit};
 use registrar_domain::{CodePolicy, CodeSecret, PasswordPolicy};
 
@@ -147,6 +148,12 @@ pub struct ServeArgs {
         default_value = "Registrar <no-reply@localhost>"
     )]
     pub mail_from: String,
+    /// Longest one delivery attempt to the SMTP server may take (connect to the reply to the data).
+    #[arg(long, env = "SMTP_TIMEOUT", default_value = "10s")]
+    pub smtp_timeout: humantime::Duration,
+    /// The product name in the activation email.
+    #[arg(long, env = "REGISTRAR_PRODUCT_NAME", default_value = "Registrar")]
+    pub product_name: String,
     /// Code lifetime after the mail server accepted its email (humantime, e.g. 60s, 2m).
     #[arg(long, env = "ACTIVATION_CODE_TTL", default_value = "60s")]
     pub activation_code_ttl: humantime::Duration,
@@ -240,6 +247,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// PostgreSQL, or `None` for the in-memory store.
     pub database: Option<PgSettings>,
+    /// SMTP, or `None` for the log mailer.
+    pub smtp: Option<SmtpSettings>,
     /// How long start-up waits for the database.
     pub database_startup_timeout: Duration,
     /// Account use cases.
@@ -265,15 +274,13 @@ fn cores() -> usize {
 impl ServeArgs {
     /// Validates the flags into [`Settings`]; `random_secret` is used when no secret is set.
     pub fn settings(&self, random_secret: [u8; 32]) -> anyhow::Result<Settings> {
-        if self.smtp_url.is_some() {
-            bail!(
-                "SMTP_URL is set, but this build has no SMTP mailer yet; \
-                 unset it to have activation codes written to the log"
-            );
-        }
-        if !self.mail_from.contains('@') {
-            bail!("MAIL_FROM must contain an address, as in `Registrar <no-reply@example.com>`");
-        }
+        let smtp = self.smtp_url.as_ref().map(|url| {
+            let mut smtp = SmtpSettings::new(url.clone());
+            smtp.from.clone_from(&self.mail_from);
+            smtp.timeout = self.smtp_timeout.into();
+            smtp.product_name.clone_from(&self.product_name);
+            smtp
+        });
         let codes = CodePolicy::new(
             self.activation_code_ttl.into(),
             self.code_attempts,
@@ -340,6 +347,7 @@ impl ServeArgs {
         Ok(Settings {
             listen: self.listen,
             database,
+            smtp,
             database_startup_timeout: self.database_startup_timeout.into(),
             accounts: AccountSettings {
                 codes,
@@ -428,7 +436,6 @@ mod tests {
     #[test]
     fn unbuilt_backends_and_bad_values_are_refused_loudly() {
         let message = |args: &[&str]| parse(args).unwrap_err().to_string();
-        assert!(message(&["--smtp-url", "smtp://127.0.0.1:1025"]).contains("no SMTP mailer yet"));
         assert!(message(&["--secret", "short"]).contains("REGISTRAR_SECRET"));
         assert!(message(&["--activation-code-ttl", "0s"]).contains("activation code"));
         assert!(parse(&["--activation-code-ttl", "soon"]).is_err());

@@ -35,9 +35,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             let settings = args.settings(OsEntropy.secret())?;
-            tracing::warn!(
-                "no SMTP_URL: activation codes are written to this log instead of being emailed"
-            );
             if settings.secret_is_ephemeral {
                 tracing::warn!(
                     "no REGISTRAR_SECRET: codes are keyed with a random per-process secret; \

@@ -13,7 +13,7 @@ use anyhow::Context;
 use registrar_adapters_argon2::Argon2Hasher;
 use registrar_adapters_memory::MemoryStore;
 use registrar_adapters_postgres::{PgSettings, PgStore, SetupError};
-use registrar_adapters_smtp::LogMailer;
+use registrar_adapters_smtp::{AnyMailer, LogMailer, SmtpMailer};
 use registrar_api::MetricsSource;
 use registrar_application::{
     AccountService, DispatchSignal, Dispatcher, OsEntropy, SystemClock, ports::Store,
@@ -38,24 +38,31 @@ impl Application {
     /// Builds adapters and use cases, applies database migrations when there is a database, and
     /// binds the listener. `metrics` renders `/metrics`.
     pub async fn build(settings: &Settings, metrics: MetricsSource) -> anyhow::Result<Self> {
+        let signal = DispatchSignal::default();
         if let Some(database) = &settings.database {
             let store = connect(database, settings.database_startup_timeout).await?;
-            return Self::with_store(store, settings, metrics);
+            // Another replica's registrations wake this dispatcher too.
+            tokio::spawn({
+                let (store, signal) = (store.clone(), signal.clone());
+                async move { store.forward_mail_notifications(signal).await }
+            });
+            return Self::with_store(store, signal, settings, metrics);
         }
         tracing::warn!(
             "no DATABASE_URL: data lives in memory only and is lost when the process stops"
         );
-        Self::with_store(MemoryStore::new(), settings, metrics)
+        Self::with_store(MemoryStore::new(), signal, settings, metrics)
     }
 
     fn with_store<S: Store + Clone>(
         store: S,
+        signal: DispatchSignal,
         settings: &Settings,
         metrics: MetricsSource,
     ) -> anyhow::Result<Self> {
         let hasher = Argon2Hasher::new(settings.argon2.clone())
             .context("could not start the password hashing pool")?;
-        let signal = DispatchSignal::default();
+        let mailer = mailer(settings)?;
         let accounts = web::Data::new(AccountService::new(
             store.clone(),
             hasher,
@@ -66,7 +73,7 @@ impl Application {
         ));
         let dispatcher = Dispatcher::new(
             store,
-            LogMailer,
+            mailer,
             SystemClock,
             OsEntropy,
             settings.accounts.codes,
@@ -122,6 +129,24 @@ impl Application {
     }
 }
 
+/// The SMTP mailer when `SMTP_URL` is set, else the log mailer; a wrong URL or sender stops
+/// start-up here.
+fn mailer(settings: &Settings) -> anyhow::Result<AnyMailer> {
+    let Some(smtp) = &settings.smtp else {
+        tracing::warn!(
+            "no SMTP_URL: activation codes are written to this log instead of being emailed"
+        );
+        return Ok(AnyMailer::Log(LogMailer));
+    };
+    let mailer = SmtpMailer::new(smtp).context("invalid SMTP settings")?;
+    tracing::info!(
+        server = %mailer.server(),
+        from = %mailer.sender(),
+        "activation emails go out over SMTP"
+    );
+    Ok(AnyMailer::Smtp(Box::new(mailer)))
+}
+
 /// Connects to PostgreSQL and applies pending migrations, retrying for up to `patience` while
 /// the database cannot be reached yet (a database starting next to the service); a failing
 /// migration is not retried.
@@ -148,7 +173,7 @@ pub async fn connect(settings: &PgSettings, patience: Duration) -> anyhow::Resul
 /// Delivers due email whenever woken (mail queued in this process) or every `poll`, until
 /// `stop` says so; a pass in progress is always finished.
 async fn run_dispatcher<S: Store>(
-    dispatcher: Dispatcher<S, LogMailer, SystemClock, OsEntropy>,
+    dispatcher: Dispatcher<S, AnyMailer, SystemClock, OsEntropy>,
     signal: DispatchSignal,
     poll: Duration,
     mut stop: watch::Receiver<bool>,

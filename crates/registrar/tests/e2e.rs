@@ -200,3 +200,18 @@ fn head_requests_get_the_headers_of_get_without_a_body() {
     assert_eq!(length(head), length(&get_head));
     assert!(length(head).is_some());
 }
+
+#[test]
+fn a_wrong_smtp_url_stops_start_up_with_a_clear_message() {
+    let output = Command::new(env!("CARGO_BIN_EXE_registrar"))
+        .arg("serve")
+        .env_clear()
+        .env("SMTP_URL", "smtp://127.0.0.1:1025?tls=sometimes")
+        .env("REGISTRAR_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("invalid SMTP settings"), "{text}");
+    assert!(text.contains("invalid SMTP URL"), "{text}");
+}

@@ -23,7 +23,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{PATIENCE, Server};
+use common::{
+    PATIENCE, Server,
+    smtp::{SmtpSink, code_in, reserve_port},
+};
 
 /// Numbers the databases one test binary creates.
 static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
@@ -301,4 +304,63 @@ fn the_database_going_away_gives_503_quickly_and_the_service_recovers_by_itself(
         thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(register(&server, "after@example.com").0, 201);
+}
+
+#[test]
+fn the_activation_email_goes_out_over_smtp_and_its_code_activates() {
+    let database = TestDatabase::create();
+    let sink = SmtpSink::start();
+    let (url, smtp) = (
+        database.url(None),
+        format!("smtp://127.0.0.1:{}", sink.port),
+    );
+    let server = Server::start(&[
+        ("DATABASE_URL", url.as_str()),
+        ("SMTP_URL", smtp.as_str()),
+        ("MAIL_FROM", "Registrar Tests <registrar@tests.example>"),
+    ]);
+    assert_eq!(register(&server, "lin@example.com").0, 201);
+
+    let message = sink.wait_for_message(1, PATIENCE);
+    assert!(message.contains("To: lin@example.com"), "{message}");
+    assert!(
+        message.contains(r#"From: "Registrar Tests" <registrar@tests.example>"#),
+        "{message}"
+    );
+    assert!(message.contains("multipart/alternative"), "{message}");
+    let code = code_in(&message);
+    let (status, _, user) = server.request(
+        "POST",
+        "/v1/users/me/activation",
+        Some(("lin@example.com", PASSWORD)),
+        Some(&format!(r#"{{"code":"{code}"}}"#)),
+    );
+    assert_eq!(status, 200, "{user}");
+    let (_, lines) = server.terminate();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains(&format!(r#""code":"{code}""#))),
+        "with SMTP configured the code must not reach the log"
+    );
+}
+
+#[test]
+fn with_the_mail_server_down_registration_answers_201_and_the_email_goes_out_when_it_is_back() {
+    let database = TestDatabase::create();
+    let port = reserve_port();
+    let (url, smtp) = (database.url(None), format!("smtp://127.0.0.1:{port}"));
+    let mut server = Server::start(&[("DATABASE_URL", url.as_str()), ("SMTP_URL", smtp.as_str())]);
+
+    assert_eq!(register(&server, "mo@example.com").0, 201);
+    // The first try fails (nothing listens): the dispatcher logs it and schedules a retry.
+    server.wait_for(|event| event["message"] == "activation email not accepted; will retry");
+    let sink = SmtpSink::start_on(port);
+
+    let message = sink.wait_for_message(1, PATIENCE);
+    assert!(message.contains("To: mo@example.com"), "{message}");
+    assert_eq!(
+        database.query("SELECT status, attempts > 1 FROM email_outbox"),
+        "sent|t"
+    );
 }

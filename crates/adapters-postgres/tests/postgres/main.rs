@@ -14,5 +14,6 @@
 mod adapter;
 mod contract;
 mod helpers;
+mod notify;
 mod outage;
 mod proxy;

@@ -22,6 +22,8 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::Value;
 
+pub(crate) mod smtp;
+
 /// How long to wait for the server to say something; generous for a loaded CI machine.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
