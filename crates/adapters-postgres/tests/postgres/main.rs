@@ -13,6 +13,7 @@
 
 mod adapter;
 mod contract;
+mod dispatch;
 mod helpers;
 mod notify;
 mod outage;
