@@ -364,3 +364,36 @@ fn with_the_mail_server_down_registration_answers_201_and_the_email_goes_out_whe
         "sent|t"
     );
 }
+
+#[test]
+fn a_graceful_shutdown_finishes_the_email_send_in_flight() {
+    let database = TestDatabase::create();
+    let sink = SmtpSink::start_holding();
+    let (url, smtp) = (
+        database.url(None),
+        format!("smtp://127.0.0.1:{}", sink.port),
+    );
+    let mut server = Server::start(&[("DATABASE_URL", url.as_str()), ("SMTP_URL", smtp.as_str())]);
+    assert_eq!(register(&server, "nia@example.com").0, 201);
+    // The mail server has the message but has not accepted it yet: the send is in flight.
+    sink.wait_for_message(1, PATIENCE);
+
+    server.send_sigterm();
+    // Only once the HTTP server has stopped does the mail server answer.
+    server.wait_for(|event| {
+        event["message"] == "HTTP server stopped; finishing email sends in flight"
+    });
+    sink.release();
+
+    let (graceful, lines) = server.exit();
+    assert!(graceful, "{}", lines.join("\n"));
+    assert_eq!(
+        database.query("SELECT status, code IS NULL FROM email_outbox"),
+        "sent|t",
+        "the send in flight was not finished and recorded before the process exited"
+    );
+    assert_eq!(
+        database.query("SELECT delivered_at IS NOT NULL FROM activation_codes"),
+        "t"
+    );
+}

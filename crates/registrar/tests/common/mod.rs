@@ -122,12 +122,13 @@ impl Server {
         (status, head.to_ascii_lowercase(), json)
     }
 
-    pub(crate) fn terminate(mut self) -> (bool, Vec<String>) {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+    pub(crate) fn terminate(self) -> (bool, Vec<String>) {
+        self.send_sigterm();
+        self.exit()
+    }
+
+    /// Waits for the process to exit; returns whether it exited cleanly, and its whole log.
+    pub(crate) fn exit(mut self) -> (bool, Vec<String>) {
         let status = self.child.wait().unwrap();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
             self.seen.push(line);
@@ -137,6 +138,15 @@ impl Server {
 }
 
 impl Server {
+    /// Asks the process to stop, as an orchestrator would, without waiting for it.
+    pub(crate) fn send_sigterm(&self) {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+    }
+
     /// Kills the process with SIGKILL, as a crash would, and waits for it.
     pub(crate) fn kill_9(mut self) {
         self.child.kill().unwrap();

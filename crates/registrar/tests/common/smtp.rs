@@ -4,7 +4,7 @@
 use std::{
     io::{BufRead, BufReader, Write},
     net::{TcpListener, TcpStream},
-    sync::{Arc, Mutex},
+    sync::{Arc, Condvar, Mutex},
     thread,
     time::{Duration, Instant},
 };
@@ -13,6 +13,23 @@ use std::{
 pub(crate) struct SmtpSink {
     pub(crate) port: u16,
     messages: Arc<Mutex<Vec<String>>>,
+    gate: Arc<Gate>,
+}
+
+/// Holds the reply to each message's data while closed.
+#[derive(Default)]
+struct Gate {
+    closed: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl Gate {
+    fn pass(&self) {
+        let mut closed = self.closed.lock().unwrap();
+        while *closed {
+            closed = self.opened.wait(closed).unwrap();
+        }
+    }
 }
 
 impl SmtpSink {
@@ -26,20 +43,39 @@ impl SmtpSink {
         Self::on(TcpListener::bind(("127.0.0.1", port)).unwrap())
     }
 
+    /// Starts on a free port, holding the reply to every message's data until [`Self::release`]:
+    /// the sender is then mid-send, the message received but not yet accepted.
+    pub(crate) fn start_holding() -> Self {
+        let sink = Self::start();
+        *sink.gate.closed.lock().unwrap() = true;
+        sink
+    }
+
+    /// Lets held and later replies go.
+    pub(crate) fn release(&self) {
+        *self.gate.closed.lock().unwrap() = false;
+        self.gate.opened.notify_all();
+    }
+
     fn on(listener: TcpListener) -> Self {
         let port = listener.local_addr().unwrap().port();
         let messages = Arc::new(Mutex::new(Vec::new()));
-        let store = Arc::clone(&messages);
+        let gate = Arc::new(Gate::default());
+        let (store, held) = (Arc::clone(&messages), Arc::clone(&gate));
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let store = Arc::clone(&store);
-                thread::spawn(move || serve(stream, &store));
+                let (store, held) = (Arc::clone(&store), Arc::clone(&held));
+                thread::spawn(move || serve(stream, &store, &held));
             }
         });
-        Self { port, messages }
+        Self {
+            port,
+            messages,
+            gate,
+        }
     }
 
-    /// Waits for the `n`-th message (1-based), failing after `patience`.
+    /// Waits for the `n`-th message (1-based) to be received, failing after `patience`.
     pub(crate) fn wait_for_message(&self, n: usize, patience: Duration) -> String {
         let deadline = Instant::now() + patience;
         loop {
@@ -61,7 +97,7 @@ pub(crate) fn reserve_port() -> u16 {
         .port()
 }
 
-fn serve(stream: TcpStream, messages: &Mutex<Vec<String>>) {
+fn serve(stream: TcpStream, messages: &Mutex<Vec<String>>, gate: &Gate) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let mut reply = |text: &str| writer.write_all(format!("{text}\r\n").as_bytes()).is_ok();
@@ -91,6 +127,7 @@ fn serve(stream: TcpStream, messages: &Mutex<Vec<String>>) {
                 message.push_str(line.strip_prefix('.').unwrap_or(&line));
             }
             messages.lock().unwrap().push(message);
+            gate.pass();
             reply("250 2.0.0 queued")
         } else if command == "QUIT" {
             reply("221 bye");

@@ -1,0 +1,866 @@
+//! Benchmark: how long an activation email takes to reach the mail server after the client has
+//! read the registration's 201.
+//!
+//! Run it with `just bench-mail` (`cargo bench -p registrar --bench mail_latency`; cargo bench
+//! builds in release). It drives the real release binary, as a deployment would run it:
+//! - a fresh PostgreSQL database (created with `psql` on `REGISTRAR_BENCH_DATABASE_URL`, default
+//!   `postgres://postgres@127.0.0.1:5432/postgres`, and dropped at the end);
+//! - an SMTP sink in this process (plain TCP, just enough ESMTP for lettre) that records, per
+//!   recipient, the instant right before it writes the `250` reply to the message data: the
+//!   moment the contract calls acceptance;
+//! - the server with `SMTP_URL` pointing at the sink, per-address rate limits off and the default
+//!   Argon2id cost (m = 19456 KiB, t = 2, p = 1);
+//! - a warm-up (32 registrations, not counted), then 1,000 registrations with distinct addresses
+//!   from 16 client threads, one `Connection: close` HTTP/1.1 request each, recording the
+//!   instant the 201 has been read whole.
+//!
+//! Per address, latency = acceptance − 201 (clamped at zero and counted when the email was
+//! accepted before the client had read the 201). It prints p50/p90/p99/max/mean, the split of
+//! that latency into "201 → the SMTP connection is opened" and "connection → 250", the
+//! registrations' throughput and client-observed latency, and one machine-readable line that
+//! starts with `MAIL_LATENCY_SUMMARY`. Not-201 answers (503 `overloaded` can happen) are counted
+//! and left out of the latency figures. The run fails when an address that got a 201 has not
+//! been accepted within 60 s.
+//!
+//! Knobs: `REGISTRAR_BENCH_REGISTRATIONS` (1000), `REGISTRAR_BENCH_CONCURRENCY` (16),
+//! `REGISTRAR_BENCH_WARMUP` (32). Run without `--bench` (as `cargo test --benches` does), it
+//! only says how to run it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a benchmark harness: a panic is a failed run"
+)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports its figures on its output"
+)]
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, ExitCode, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc::{self, Receiver},
+    },
+    thread,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{Value, json};
+
+/// Where databases are created when `REGISTRAR_BENCH_DATABASE_URL` is not set.
+const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// A password the strength rules accept (zxcvbn score 4, no local part).
+const PASSWORD: &str = "correct horse battery staple";
+/// The issue's target for the p99 of 201 → SMTP acceptance.
+const TARGET_P99: Duration = Duration::from_millis(100);
+/// How long every email that got a 201 may take to be accepted.
+const DELIVERY_PATIENCE: Duration = Duration::from_mins(1);
+/// How long the server may take to start (migrations on a fresh database included).
+const START_PATIENCE: Duration = Duration::from_mins(1);
+/// The longest one HTTP request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn main() -> ExitCode {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("mail_latency is a benchmark: run it with `just bench-mail` (cargo bench)");
+        return ExitCode::SUCCESS;
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("mail_latency: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the run is asked to do.
+struct Plan {
+    registrations: usize,
+    concurrency: usize,
+    warmup: usize,
+    admin_url: String,
+    binary: &'static str,
+}
+
+impl Plan {
+    fn from_env() -> Result<Self, String> {
+        let binary = env!("CARGO_BIN_EXE_registrar");
+        let profile_dir = Path::new(binary)
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|name| name.to_str());
+        if profile_dir != Some("release") {
+            return Err(format!(
+                "{binary} is not a release build; run `just bench-mail` (cargo bench builds in \
+                 release)"
+            ));
+        }
+        Ok(Self {
+            registrations: number("REGISTRAR_BENCH_REGISTRATIONS", 1_000)?,
+            concurrency: number("REGISTRAR_BENCH_CONCURRENCY", 16)?.max(1),
+            warmup: number("REGISTRAR_BENCH_WARMUP", 32)?,
+            admin_url: std::env::var("REGISTRAR_BENCH_DATABASE_URL")
+                .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned()),
+            binary,
+        })
+    }
+}
+
+fn number(variable: &str, default: usize) -> Result<usize, String> {
+    match std::env::var(variable) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("{variable}={text:?} is not a whole number")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn run() -> Result<(), String> {
+    let plan = Plan::from_env()?;
+    let database = Database::create(&plan.admin_url)?;
+    let sink = Sink::start();
+    let mut server = Server::start(plan.binary, &database.url, sink.port)?;
+    println!(
+        "mail_latency: {} registrations ({} warm-up not counted), {} client threads, \
+         server {}, database {}, SMTP sink on 127.0.0.1:{}",
+        plan.registrations, plan.warmup, plan.concurrency, plan.binary, database.name, sink.port
+    );
+
+    // Warm-up: database connections, the LISTEN connection, caches, the first SMTP sessions.
+    let warmup = register_all(server.port, "warmup", plan.warmup, plan.concurrency);
+    let warmup_emails: Vec<&str> = warmup
+        .iter()
+        .filter(|outcome| outcome.status == Some(201))
+        .map(|outcome| outcome.email.as_str())
+        .collect();
+    sink.wait_for(&warmup_emails, DELIVERY_PATIENCE);
+
+    let outcomes = register_all(server.port, "bench", plan.registrations, plan.concurrency);
+    let created: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|outcome| outcome.status == Some(201))
+        .collect();
+    let created_emails: Vec<&str> = created
+        .iter()
+        .map(|outcome| outcome.email.as_str())
+        .collect();
+    let all_accepted = sink.wait_for(&created_emails, DELIVERY_PATIENCE);
+    let metrics = server.metrics();
+    let report = Report::new(&outcomes, &created, &sink, all_accepted);
+    report.print(&plan, &sink, &metrics);
+
+    let (stopped_cleanly, problems) = server.terminate();
+    if !stopped_cleanly {
+        println!("note: the server did not exit cleanly after SIGTERM");
+    }
+    if !problems.is_empty() {
+        println!("server warnings/errors ({}):", problems.len());
+        for line in problems.iter().take(10) {
+            println!("  {line}");
+        }
+    }
+    drop(database);
+    if report.missing > 0 {
+        return Err(format!(
+            "{} of {} emails whose registration got a 201 were not accepted within {:?}",
+            report.missing,
+            created.len(),
+            DELIVERY_PATIENCE
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// A database made for this run, dropped when this value is.
+struct Database {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl Database {
+    fn create(admin_url: &str) -> Result<Self, String> {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_millis());
+        let name = format!("registrar_bench_{}_{stamp}", std::process::id());
+        let url = database_url(admin_url, &name)?;
+        psql(admin_url, &format!("CREATE DATABASE {name}"))?;
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            name,
+            url,
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(message) = psql(&self.admin_url, &sql) {
+            eprintln!("mail_latency: could not drop {}: {message}", self.name);
+        }
+    }
+}
+
+/// `admin_url` with its database name replaced by `name` (its query string kept).
+fn database_url(admin_url: &str, name: &str) -> Result<String, String> {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (admin_url, None),
+    };
+    let authority_start = base.find("://").ok_or_else(|| {
+        format!("REGISTRAR_BENCH_DATABASE_URL {admin_url:?} is not a postgres:// URL")
+    })? + 3;
+    let server = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    Ok(match query {
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
+    })
+}
+
+fn psql(url: &str, sql: &str) -> Result<(), String> {
+    let output = Command::new("psql")
+        .arg(url)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .map_err(|error| {
+            format!("could not run psql ({error}); the benchmark needs the PostgreSQL client")
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "`{sql}` failed on {url}: {}\nIs PostgreSQL running on 127.0.0.1:5432 and reachable by \
+         user postgres without a password? Start it, or set REGISTRAR_BENCH_DATABASE_URL to a \
+         server where that user may create databases.",
+        String::from_utf8_lossy(&output.stderr).trim()
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// SMTP sink
+
+/// When one email was handed over.
+#[derive(Debug, Clone, Copy)]
+struct Acceptance {
+    /// The sink accepted the TCP connection of its SMTP session.
+    connected: Instant,
+    /// Right before the sink wrote `250` to the end of the message data.
+    accepted: Instant,
+}
+
+#[derive(Default)]
+struct SinkState {
+    /// First acceptance per recipient (the `To:` address).
+    accepted: Mutex<HashMap<String, Acceptance>>,
+    /// Emails accepted again for a recipient that already had one (delivery is at-least-once).
+    duplicates: AtomicUsize,
+    /// SMTP sessions open now, and the most at once.
+    open: AtomicUsize,
+    most_open: AtomicUsize,
+}
+
+/// An SMTP server on 127.0.0.1 that accepts every message.
+struct Sink {
+    port: u16,
+    state: Arc<SinkState>,
+}
+
+impl Sink {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(SinkState::default());
+        let shared = Arc::clone(&state);
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let connected = Instant::now();
+                let state = Arc::clone(&shared);
+                let open = state.open.fetch_add(1, Ordering::SeqCst) + 1;
+                state.most_open.fetch_max(open, Ordering::SeqCst);
+                thread::spawn(move || {
+                    serve(stream, connected, &state);
+                    state.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Self { port, state }
+    }
+
+    /// Waits until every address in `emails` has been accepted or `patience` is over; says
+    /// whether they all were.
+    fn wait_for(&self, emails: &[&str], patience: Duration) -> bool {
+        let deadline = Instant::now() + patience;
+        loop {
+            let done = {
+                let accepted = self.state.accepted.lock().unwrap();
+                emails.iter().all(|email| accepted.contains_key(*email))
+            };
+            if done {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn acceptance(&self, email: &str) -> Option<Acceptance> {
+        self.state.accepted.lock().unwrap().get(email).copied()
+    }
+}
+
+/// One SMTP session: 220, EHLO, MAIL, RCPT, DATA, QUIT (protocol as in `tests/common/smtp.rs`).
+fn serve(stream: TcpStream, connected: Instant, state: &SinkState) {
+    // The sink's own replies are never held back by Nagle's algorithm.
+    let _ = stream.set_nodelay(true);
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut reply = |text: &str| writer.write_all(format!("{text}\r\n").as_bytes()).is_ok();
+    if !reply("220 sink.bench ESMTP") {
+        return;
+    }
+    let mut envelope_to = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let command = line.trim_end().to_ascii_uppercase();
+        let ok = if command.starts_with("EHLO") {
+            reply("250-sink.bench\r\n250 8BITMIME")
+        } else if command.starts_with("RCPT TO:") {
+            envelope_to = Some(address_in(&line["RCPT TO:".len()..]));
+            reply("250 ok")
+        } else if command == "DATA" {
+            if !reply("354 go ahead") {
+                return;
+            }
+            let mut header_to = None;
+            let mut in_headers = true;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                if line == ".\r\n" {
+                    break;
+                }
+                if in_headers {
+                    if line == "\r\n" {
+                        in_headers = false;
+                    } else if line.len() > 3 && line[..3].eq_ignore_ascii_case("to:") {
+                        header_to = Some(address_in(&line[3..]));
+                    }
+                }
+            }
+            let to = header_to.or_else(|| envelope_to.take()).unwrap_or_default();
+            let accepted = Instant::now();
+            match state.accepted.lock().unwrap().entry(to) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    state.duplicates.fetch_add(1, Ordering::SeqCst);
+                }
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(Acceptance {
+                        connected,
+                        accepted,
+                    });
+                }
+            }
+            reply("250 2.0.0 queued")
+        } else if command == "QUIT" {
+            reply("221 bye");
+            return;
+        } else {
+            reply("250 ok")
+        };
+        if !ok {
+            return;
+        }
+    }
+}
+
+/// The bare address in `<ada@example.com>`, `Ada <ada@example.com>` or `ada@example.com`,
+/// lower-cased (the registrations use lower-case addresses).
+fn address_in(text: &str) -> String {
+    let text = text.trim();
+    let inner = match (text.rfind('<'), text.rfind('>')) {
+        (Some(open), Some(close)) if open < close => &text[open + 1..close],
+        _ => text,
+    };
+    inner.trim().to_ascii_lowercase()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+struct Server {
+    child: Child,
+    lines: Receiver<String>,
+    port: u16,
+}
+
+impl Server {
+    fn start(binary: &str, database_url: &str, smtp_port: u16) -> Result<Self, String> {
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .env_clear()
+            .env("REGISTRAR_LISTEN", "127.0.0.1:0")
+            .env("REGISTRAR_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env("DATABASE_URL", database_url)
+            .env("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
+            .env("REGISTRAR_RATE_LIMITS", "off")
+            .env(
+                "REGISTRAR_SECRET",
+                "mail-latency-benchmark-secret-0123456789",
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| format!("could not start {binary}: {error}"))?;
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut server = Self {
+            child,
+            lines,
+            port: 0,
+        };
+        let deadline = Instant::now() + START_PATIENCE;
+        let mut seen = Vec::new();
+        while server.port == 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = server.lines.recv_timeout(left) else {
+                return Err(format!(
+                    "the server did not say it was listening within {START_PATIENCE:?}; its \
+                     output:\n{}",
+                    seen.join("\n")
+                ));
+            };
+            if let Ok(event) = serde_json::from_str::<Value>(&line)
+                && event["message"] == "listening"
+            {
+                server.port = event["port"]
+                    .as_u64()
+                    .and_then(|port| u16::try_from(port).ok())
+                    .ok_or_else(|| format!("no port in the listening line: {line}"))?;
+            }
+            seen.push(line);
+        }
+        Ok(server)
+    }
+
+    /// The counters of `/metrics` that say how delivery and hashing went.
+    fn metrics(&self) -> Vec<String> {
+        let Ok((_, body)) = http(self.port, "GET /metrics", None) else {
+            return vec!["(could not read /metrics)".to_owned()];
+        };
+        body.lines()
+            .filter(|line| {
+                [
+                    "registrar_emails_sent_total",
+                    "registrar_email_attempts_failed_total",
+                    "registrar_emails_failed_total",
+                    "registrar_emails_cancelled_total",
+                    "registrar_hash_rejected_total",
+                    "registrar_outbox_depth",
+                ]
+                .iter()
+                .any(|name| line.starts_with(name))
+            })
+            .map(ToOwned::to_owned)
+            .collect()
+    }
+
+    /// SIGTERM, then waits for the exit (SIGKILL after 30 s). Says whether it exited with
+    /// success, and returns the warning and error lines of its log.
+    fn terminate(&mut self) -> (bool, Vec<String>) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let success = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status.success(),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break false;
+                }
+            }
+        };
+        let mut problems = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            let level = serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|event| event["level"].as_str().map(str::to_owned));
+            match level.as_deref() {
+                Some("INFO" | "DEBUG" | "TRACE") => {}
+                _ => problems.push(line),
+            }
+        }
+        (success, problems)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client
+
+/// One registration as the client saw it.
+struct Outcome {
+    email: String,
+    /// Before connecting.
+    started: Instant,
+    /// The response has been read whole (the server closed the connection after it).
+    finished: Instant,
+    /// `None` when the request failed at the socket level.
+    status: Option<u16>,
+}
+
+/// Registers `{prefix}-{i}@example.com` for `i` in `0..count` from `concurrency` threads.
+fn register_all(port: u16, prefix: &str, count: usize, concurrency: usize) -> Vec<Outcome> {
+    let next = AtomicUsize::new(0);
+    thread::scope(|scope| {
+        let workers: Vec<_> = (0..concurrency)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut outcomes = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= count {
+                            return outcomes;
+                        }
+                        let email = format!("{prefix}-{i}@example.com");
+                        let body = json!({ "email": email, "password": PASSWORD }).to_string();
+                        let started = Instant::now();
+                        let status = http(port, "POST /v1/users", Some(&body))
+                            .ok()
+                            .map(|(status, _)| status);
+                        let finished = Instant::now();
+                        outcomes.push(Outcome {
+                            email,
+                            started,
+                            finished,
+                            status,
+                        });
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap())
+            .collect()
+    })
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
+fn http(port: u16, request_line: &str, json_body: Option<&str>) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
+    stream.set_nodelay(true)?;
+    let body = json_body.unwrap_or("");
+    let content_type = if json_body.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "{request_line} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{content_type}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
+    Ok((status, body.to_owned()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures
+
+/// Order statistics of a set of durations.
+#[derive(Debug, Clone, Copy, Default)]
+struct Stats {
+    count: usize,
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+    mean: Duration,
+}
+
+impl Stats {
+    /// Nearest-rank percentiles.
+    fn of(mut samples: Vec<Duration>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        let count = samples.len();
+        let rank = |percent: usize| samples[(percent * count).div_ceil(100).max(1) - 1];
+        let total: Duration = samples.iter().sum();
+        Self {
+            count,
+            p50: rank(50),
+            p90: rank(90),
+            p99: rank(99),
+            max: samples[count - 1],
+            mean: total / u32::try_from(count).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "p50 {} | p90 {} | p99 {} | max {} | mean {} (n = {})",
+            ms(self.p50),
+            ms(self.p90),
+            ms(self.p99),
+            ms(self.max),
+            ms(self.mean),
+            self.count
+        )
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "n": self.count,
+            "p50_ms": millis(self.p50),
+            "p90_ms": millis(self.p90),
+            "p99_ms": millis(self.p99),
+            "max_ms": millis(self.max),
+            "mean_ms": millis(self.mean),
+        })
+    }
+}
+
+fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+struct Report {
+    attempted: usize,
+    statuses: BTreeMap<String, usize>,
+    created: usize,
+    wall: Duration,
+    client: Stats,
+    latency: Stats,
+    /// 201 read → the SMTP session's connection accepted by the sink (clamped at zero).
+    to_connect: Stats,
+    /// Connection accepted → 250 to the message data.
+    session: Stats,
+    /// Emails accepted before the client had read their 201, and by how much at most.
+    early: usize,
+    most_early: Duration,
+    missing: usize,
+    all_accepted: bool,
+    /// From the last 201 read to the last acceptance.
+    drain: Duration,
+}
+
+impl Report {
+    fn new(outcomes: &[Outcome], created: &[&Outcome], sink: &Sink, all_accepted: bool) -> Self {
+        let mut statuses = BTreeMap::new();
+        for outcome in outcomes {
+            let key = outcome
+                .status
+                .map_or_else(|| "socket error".to_owned(), |status| status.to_string());
+            *statuses.entry(key).or_insert(0) += 1;
+        }
+        let first_start = outcomes.iter().map(|outcome| outcome.started).min();
+        let last_finish = outcomes.iter().map(|outcome| outcome.finished).max();
+        let wall = match (first_start, last_finish) {
+            (Some(start), Some(finish)) => finish - start,
+            _ => Duration::ZERO,
+        };
+        let (mut latency, mut to_connect, mut session) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut early, mut most_early, mut missing) = (0, Duration::ZERO, 0);
+        let mut last_acceptance = None;
+        for outcome in created {
+            let Some(acceptance) = sink.acceptance(&outcome.email) else {
+                missing += 1;
+                continue;
+            };
+            last_acceptance = last_acceptance.max(Some(acceptance.accepted));
+            if acceptance.accepted < outcome.finished {
+                early += 1;
+                most_early = most_early.max(outcome.finished - acceptance.accepted);
+            }
+            latency.push(
+                acceptance
+                    .accepted
+                    .saturating_duration_since(outcome.finished),
+            );
+            to_connect.push(
+                acceptance
+                    .connected
+                    .saturating_duration_since(outcome.finished),
+            );
+            session.push(acceptance.accepted - acceptance.connected);
+        }
+        let last_created = created.iter().map(|outcome| outcome.finished).max();
+        let drain = match (last_created, last_acceptance) {
+            (Some(created), Some(accepted)) => accepted.saturating_duration_since(created),
+            _ => Duration::ZERO,
+        };
+        Self {
+            attempted: outcomes.len(),
+            statuses,
+            created: created.len(),
+            wall,
+            client: Stats::of(
+                created
+                    .iter()
+                    .map(|outcome| outcome.finished - outcome.started)
+                    .collect(),
+            ),
+            latency: Stats::of(latency),
+            to_connect: Stats::of(to_connect),
+            session: Stats::of(session),
+            early,
+            most_early,
+            missing,
+            all_accepted,
+            drain,
+        }
+    }
+
+    fn throughput(&self) -> f64 {
+        let created = u32::try_from(self.created).map_or(f64::MAX, f64::from);
+        if self.wall.is_zero() {
+            0.0
+        } else {
+            created / self.wall.as_secs_f64()
+        }
+    }
+
+    fn print(&self, plan: &Plan, sink: &Sink, metrics: &[String]) {
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(status, count)| format!("{count} × {status}"))
+            .collect();
+        println!();
+        println!(
+            "registrations: {} sent, {} in {:.2} s = {:.1} registrations/s (201s only)",
+            self.attempted,
+            statuses.join(", "),
+            self.wall.as_secs_f64(),
+            self.throughput()
+        );
+        println!(
+            "client-observed registration latency: {}",
+            self.client.line()
+        );
+        println!();
+        println!("201 read → SMTP acceptance: {}", self.latency.line());
+        println!(
+            "  accepted before the client had read its 201 (counted as 0): {} (by at most {})",
+            self.early,
+            ms(self.most_early)
+        );
+        println!(
+            "  of which 201 → SMTP connection opened: {}",
+            self.to_connect.line()
+        );
+        println!(
+            "  and connection opened → 250 after DATA: {}",
+            self.session.line()
+        );
+        println!(
+            "  last 201 → last acceptance: {}; not accepted within {:?}: {}",
+            ms(self.drain),
+            DELIVERY_PATIENCE,
+            self.missing
+        );
+        let met = self.all_accepted && self.latency.p99 <= TARGET_P99;
+        println!(
+            "target p99 ≤ {}: {}",
+            ms(TARGET_P99),
+            if met { "met" } else { "NOT met" }
+        );
+        println!(
+            "sink: {} duplicate emails, at most {} SMTP sessions open at once",
+            sink.state.duplicates.load(Ordering::SeqCst),
+            sink.state.most_open.load(Ordering::SeqCst)
+        );
+        println!("server metrics after the run:");
+        for line in metrics {
+            println!("  {line}");
+        }
+        let summary = json!({
+            "registrations": self.attempted,
+            "concurrency": plan.concurrency,
+            "warmup": plan.warmup,
+            "created": self.created,
+            "statuses": self.statuses,
+            "wall_s": (self.wall.as_secs_f64() * 100.0).round() / 100.0,
+            "registrations_per_s": (self.throughput() * 10.0).round() / 10.0,
+            "registration_latency": self.client.json(),
+            "mail_latency": self.latency.json(),
+            "mail_latency_to_connect": self.to_connect.json(),
+            "mail_latency_session": self.session.json(),
+            "accepted_before_201": self.early,
+            "missing": self.missing,
+            "duplicates": sink.state.duplicates.load(Ordering::SeqCst),
+            "target_p99_ms": millis(TARGET_P99),
+            "target_met": met,
+        });
+        println!();
+        println!("MAIL_LATENCY_SUMMARY {summary}");
+    }
+}
