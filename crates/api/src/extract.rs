@@ -18,7 +18,7 @@ use registrar_application::{Credentials, Error};
 use registrar_domain::Password;
 use serde::de::DeserializeOwned;
 
-use crate::ApiError;
+use crate::{ApiError, TrustedProxies};
 
 /// Largest request body accepted, in bytes.
 pub const BODY_LIMIT: usize = 16 * 1024;
@@ -64,7 +64,8 @@ impl FromRequest for BasicAuth {
 impl Apiv2Schema for BasicAuth {}
 impl OperationModifier for BasicAuth {}
 
-/// The client's address: the TCP peer.
+/// The client's address: the TCP peer, or what trusted proxies say it is (see
+/// [`TrustedProxies`]).
 pub(crate) struct ClientIp(pub(crate) Option<IpAddr>);
 
 impl FromRequest for ClientIp {
@@ -72,7 +73,18 @@ impl FromRequest for ClientIp {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(Ok(Self(req.peer_addr().map(|addr| addr.ip()))))
+        let client = req.peer_addr().map(|peer| {
+            let Some(proxies) = req.app_data::<actix_web::web::Data<TrustedProxies>>() else {
+                return peer.ip();
+            };
+            let forwarded: Vec<&str> = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .filter_map(|value| value.to_str().ok())
+                .collect();
+            proxies.client(peer.ip(), &forwarded)
+        });
+        std::future::ready(Ok(Self(client)))
     }
 }
 

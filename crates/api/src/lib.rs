@@ -10,6 +10,7 @@ mod extract;
 mod handlers;
 mod middleware;
 mod openapi;
+mod proxies;
 mod reply;
 
 use actix_web::{
@@ -25,6 +26,7 @@ use registrar_application::Accounts;
 pub use error::{ApiError, BASIC_CHALLENGE, FieldError, PROBLEM_JSON};
 pub use extract::BODY_LIMIT;
 pub use middleware::REQUEST_ID;
+pub use proxies::{TrustedProxies, TrustedProxiesError};
 
 use handlers::{ops, users};
 

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use registrar_adapters_argon2::Argon2Settings;
 use registrar_adapters_postgres::PgSettings;
 use registrar_adapters_smtp::SmtpSettings;
+use registrar_api::TrustedProxies;
 use registrar_application::{AccountSettings, DeliveryPolicy, RateLimits, ports::Limit};
 use registrar_domain::{CodePolicy, CodeSecret, PasswordPolicy};
 
@@ -169,6 +170,10 @@ pub struct ServeArgs {
     /// Most codes per account per 24 hours.
     #[arg(long, env = "REGISTRAR_CODES_PER_DAY", default_value_t = 10)]
     pub codes_per_day: u32,
+    /// Reverse proxies whose `X-Forwarded-For` entries name the client (comma-separated
+    /// addresses or CIDR ranges); unset = the TCP peer is the client.
+    #[arg(long, env = "REGISTRAR_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: TrustedProxies,
     /// `off` disables the per-address limits (for load tests); per-account limits stay.
     #[arg(long, env = "REGISTRAR_RATE_LIMITS", value_enum, default_value = "on")]
     pub rate_limits: Switch,
@@ -249,6 +254,8 @@ pub struct Settings {
     pub database: Option<PgSettings>,
     /// SMTP, or `None` for the log mailer.
     pub smtp: Option<SmtpSettings>,
+    /// Proxies trusted to name the client.
+    pub trusted_proxies: TrustedProxies,
     /// How long start-up waits for the database.
     pub database_startup_timeout: Duration,
     /// Account use cases.
@@ -348,6 +355,7 @@ impl ServeArgs {
             listen: self.listen,
             database,
             smtp,
+            trusted_proxies: self.trusted_proxies.clone(),
             database_startup_timeout: self.database_startup_timeout.into(),
             accounts: AccountSettings {
                 codes,
@@ -408,6 +416,7 @@ mod tests {
         );
         assert_eq!(settings.delivery.lease, Duration::from_secs(30));
         assert!(settings.database.is_none());
+        assert!(settings.trusted_proxies.is_empty());
     }
 
     #[test]
@@ -440,5 +449,6 @@ mod tests {
         assert!(message(&["--activation-code-ttl", "0s"]).contains("activation code"));
         assert!(parse(&["--activation-code-ttl", "soon"]).is_err());
         assert!(parse(&["--password-min-score", "5"]).is_err());
+        assert!(parse(&["--trusted-proxies", "10.0.0.0/99"]).is_err());
     }
 }

@@ -86,12 +86,15 @@ impl Application {
             .context("could not read the bound address")?
             .port();
         let metrics = web::Data::new(metrics);
-        let server = HttpServer::new(move || registrar_api::app(accounts.clone(), metrics.clone()))
-            .workers(settings.http_workers)
-            .shutdown_timeout(settings.shutdown_timeout.as_secs())
-            .listen(listener)
-            .context("could not listen")?
-            .run();
+        let proxies = web::Data::new(settings.trusted_proxies.clone());
+        let server = HttpServer::new(move || {
+            registrar_api::app(accounts.clone(), metrics.clone()).app_data(proxies.clone())
+        })
+        .workers(settings.http_workers)
+        .shutdown_timeout(settings.shutdown_timeout.as_secs())
+        .listen(listener)
+        .context("could not listen")?
+        .run();
         tracing::info!(address = %settings.listen.ip(), port, "listening");
         let (stop, stopped) = watch::channel(false);
         Ok(Self {

@@ -215,3 +215,47 @@ fn a_wrong_smtp_url_stops_start_up_with_a_clear_message() {
     assert!(text.contains("invalid SMTP settings"), "{text}");
     assert!(text.contains("invalid SMTP URL"), "{text}");
 }
+
+fn register_from(server: &Server, n: usize, forwarded_for: &str) -> u16 {
+    let body =
+        format!(r#"{{"email":"user{n}@example.com","password":"tangerine-Quokka-47-orbit"}}"#);
+    let header = format!("X-Forwarded-For: {forwarded_for}");
+    server
+        .request_with("POST", "/v1/users", None, Some(&body), &[&header])
+        .0
+}
+
+#[test]
+fn behind_a_trusted_proxy_registrations_are_counted_per_forwarded_client() {
+    let server = Server::start(&[("REGISTRAR_TRUSTED_PROXIES", "127.0.0.1")]);
+    for n in 0..20 {
+        assert_eq!(
+            register_from(&server, n, "1.2.3.4, 198.51.100.1"),
+            201,
+            "registration {n}"
+        );
+    }
+    assert_eq!(
+        register_from(&server, 20, "9.9.9.9, 198.51.100.1"),
+        429,
+        "forging the left part does not help"
+    );
+    assert_eq!(
+        register_from(&server, 21, "198.51.100.2"),
+        201,
+        "another client is not limited"
+    );
+}
+
+#[test]
+fn without_trusted_proxies_a_forged_forwarded_for_changes_nothing() {
+    let server = Server::start(&[]);
+    for n in 0..20 {
+        assert_eq!(
+            register_from(&server, n, &format!("198.51.100.{n}")),
+            201,
+            "registration {n}"
+        );
+    }
+    assert_eq!(register_from(&server, 20, "198.51.100.99"), 429);
+}

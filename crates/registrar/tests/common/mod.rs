@@ -100,6 +100,18 @@ impl Server {
         auth: Option<(&str, &str)>,
         body: Option<&str>,
     ) -> (u16, String, Value) {
+        self.request_with(method, path, auth, body, &[])
+    }
+
+    /// [`Self::request`] with extra header lines (`"Name: value"`).
+    pub(crate) fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<(&str, &str)>,
+        body: Option<&str>,
+        headers: &[&str],
+    ) -> (u16, String, Value) {
         let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
         stream.set_read_timeout(Some(PATIENCE)).unwrap();
         let mut request =
@@ -107,6 +119,9 @@ impl Server {
         if let Some((user, password)) = auth {
             let token = STANDARD.encode(format!("{user}:{password}"));
             let _ = write!(request, "Authorization: Basic {token}\r\n");
+        }
+        for header in headers {
+            let _ = write!(request, "{header}\r\n");
         }
         let body = body.unwrap_or("");
         if !body.is_empty() {
