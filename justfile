@@ -30,3 +30,7 @@ deny:
 
 # Everything CI runs.
 ci: fmt-check lint deny test
+
+# Benchmark: 201 → SMTP acceptance of the activation email over 1,000 registrations (needs PostgreSQL).
+bench-mail:
+    cargo build --release -p registrar && cargo bench -p registrar --bench mail_latency

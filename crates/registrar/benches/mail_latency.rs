@@ -153,19 +153,32 @@ fn run() -> Result<(), String> {
         .map(|outcome| outcome.email.as_str())
         .collect();
     let all_accepted = sink.wait_for(&created_emails, DELIVERY_PATIENCE);
+    // The sink records acceptance before the server has read the 250 and recorded the outcome.
+    thread::sleep(Duration::from_millis(250));
     let metrics = server.metrics();
     let report = Report::new(&outcomes, &created, &sink, all_accepted);
     report.print(&plan, &sink, &metrics);
 
-    let (stopped_cleanly, problems) = server.terminate();
-    if !stopped_cleanly {
-        println!("note: the server did not exit cleanly after SIGTERM");
-    }
-    if !problems.is_empty() {
-        println!("server warnings/errors ({}):", problems.len());
-        for line in problems.iter().take(10) {
+    let shutdown = server.terminate();
+    if !shutdown.problems_before.is_empty() {
+        println!(
+            "server warnings/errors during the run ({}):",
+            shutdown.problems_before.len()
+        );
+        for line in shutdown.problems_before.iter().take(10) {
             println!("  {line}");
         }
+    }
+    println!(
+        "server log after SIGTERM (exit {}):",
+        if shutdown.success {
+            "success"
+        } else {
+            "NOT success"
+        }
+    );
+    for line in &shutdown.after {
+        println!("  {line}");
     }
     drop(database);
     if report.missing > 0 {
@@ -261,6 +274,10 @@ fn psql(url: &str, sql: &str) -> Result<(), String> {
 struct Acceptance {
     /// The sink accepted the TCP connection of its SMTP session.
     connected: Instant,
+    /// The first line of the message data was read.
+    data_started: Instant,
+    /// The end-of-data line (`.`) was read.
+    data_ended: Instant,
     /// Right before the sink wrote `250` to the end of the message data.
     accepted: Instant,
 }
@@ -358,11 +375,13 @@ fn serve(stream: TcpStream, connected: Instant, state: &SinkState) {
             }
             let mut header_to = None;
             let mut in_headers = true;
+            let mut data_started = None;
             loop {
                 line.clear();
                 if reader.read_line(&mut line).unwrap_or(0) == 0 {
                     return;
                 }
+                data_started.get_or_insert_with(Instant::now);
                 if line == ".\r\n" {
                     break;
                 }
@@ -374,6 +393,8 @@ fn serve(stream: TcpStream, connected: Instant, state: &SinkState) {
                     }
                 }
             }
+            let data_ended = Instant::now();
+            let data_started = data_started.unwrap_or(data_ended);
             let to = header_to.or_else(|| envelope_to.take()).unwrap_or_default();
             let accepted = Instant::now();
             match state.accepted.lock().unwrap().entry(to) {
@@ -383,6 +404,8 @@ fn serve(stream: TcpStream, connected: Instant, state: &SinkState) {
                 std::collections::hash_map::Entry::Vacant(entry) => {
                     entry.insert(Acceptance {
                         connected,
+                        data_started,
+                        data_ended,
                         accepted,
                     });
                 }
@@ -495,6 +518,8 @@ impl Server {
                     "registrar_emails_failed_total",
                     "registrar_emails_cancelled_total",
                     "registrar_hash_rejected_total",
+                    "registrar_hash_seconds_sum",
+                    "registrar_hash_seconds_count",
                     "registrar_outbox_depth",
                 ]
                 .iter()
@@ -504,9 +529,9 @@ impl Server {
             .collect()
     }
 
-    /// SIGTERM, then waits for the exit (SIGKILL after 30 s). Says whether it exited with
-    /// success, and returns the warning and error lines of its log.
-    fn terminate(&mut self) -> (bool, Vec<String>) {
+    /// SIGTERM, then waits for the exit (SIGKILL after 30 s).
+    fn terminate(&mut self) -> Shutdown {
+        let before: Vec<String> = self.lines.try_iter().collect();
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -523,17 +548,62 @@ impl Server {
                 }
             }
         };
-        let mut problems = Vec::new();
+        let mut after = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
-            let level = serde_json::from_str::<Value>(&line)
+            after.push(line);
+        }
+        Shutdown {
+            success,
+            problems_before: problems(&before),
+            after: after.iter().map(|line| brief(line)).collect(),
+        }
+    }
+}
+
+/// How the server stopped, and what it logged.
+struct Shutdown {
+    /// It exited with success.
+    success: bool,
+    /// Its warning and error lines before SIGTERM.
+    problems_before: Vec<String>,
+    /// Everything it logged after SIGTERM, in brief.
+    after: Vec<String>,
+}
+
+/// The lines of `log` that are not INFO, DEBUG or TRACE events.
+fn problems(log: &[String]) -> Vec<String> {
+    log.iter()
+        .filter(|line| {
+            let level = serde_json::from_str::<Value>(line)
                 .ok()
                 .and_then(|event| event["level"].as_str().map(str::to_owned));
-            match level.as_deref() {
-                Some("INFO" | "DEBUG" | "TRACE") => {}
-                _ => problems.push(line),
-            }
-        }
-        (success, problems)
+            !matches!(level.as_deref(), Some("INFO" | "DEBUG" | "TRACE"))
+        })
+        .cloned()
+        .collect()
+}
+
+/// A log line as `LEVEL message (error)`, or as it is when it is not JSON.
+fn brief(line: &str) -> String {
+    let Ok(event) = serde_json::from_str::<Value>(line) else {
+        return line.to_owned();
+    };
+    let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
+    let error = text("error");
+    if error.is_empty() {
+        format!(
+            "{} {} {}",
+            text("timestamp"),
+            text("level"),
+            text("message")
+        )
+    } else {
+        format!(
+            "{} {} {} ({error})",
+            text("timestamp"),
+            text("level"),
+            text("message")
+        )
     }
 }
 
@@ -703,6 +773,10 @@ struct Report {
     to_connect: Stats,
     /// Connection accepted → 250 to the message data.
     session: Stats,
+    /// Connection accepted → first line of the message data read.
+    to_data: Stats,
+    /// First line of the message data read → end-of-data line read.
+    data: Stats,
     /// Emails accepted before the client had read their 201, and by how much at most.
     early: usize,
     most_early: Duration,
@@ -728,6 +802,7 @@ impl Report {
             _ => Duration::ZERO,
         };
         let (mut latency, mut to_connect, mut session) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut to_data, mut data) = (Vec::new(), Vec::new());
         let (mut early, mut most_early, mut missing) = (0, Duration::ZERO, 0);
         let mut last_acceptance = None;
         for outcome in created {
@@ -751,6 +826,8 @@ impl Report {
                     .saturating_duration_since(outcome.finished),
             );
             session.push(acceptance.accepted - acceptance.connected);
+            to_data.push(acceptance.data_started - acceptance.connected);
+            data.push(acceptance.data_ended - acceptance.data_started);
         }
         let last_created = created.iter().map(|outcome| outcome.finished).max();
         let drain = match (last_created, last_acceptance) {
@@ -771,6 +848,8 @@ impl Report {
             latency: Stats::of(latency),
             to_connect: Stats::of(to_connect),
             session: Stats::of(session),
+            to_data: Stats::of(to_data),
+            data: Stats::of(data),
             early,
             most_early,
             missing,
@@ -822,6 +901,14 @@ impl Report {
             self.session.line()
         );
         println!(
+            "    connection opened → first line of the message data read: {}",
+            self.to_data.line()
+        );
+        println!(
+            "    first line of the message data → end-of-data line read: {}",
+            self.data.line()
+        );
+        println!(
             "  last 201 → last acceptance: {}; not accepted within {:?}: {}",
             ms(self.drain),
             DELIVERY_PATIENCE,
@@ -854,6 +941,8 @@ impl Report {
             "mail_latency": self.latency.json(),
             "mail_latency_to_connect": self.to_connect.json(),
             "mail_latency_session": self.session.json(),
+            "mail_latency_session_to_data": self.to_data.json(),
+            "mail_latency_session_data": self.data.json(),
             "accepted_before_201": self.early,
             "missing": self.missing,
             "duplicates": sink.state.duplicates.load(Ordering::SeqCst),
