@@ -247,6 +247,10 @@ fn registration_activation_and_me_work_on_postgres() {
         "a password hash reached the log"
     );
     assert!(
+        !lines.iter().any(|l| l.contains(PASSWORD)),
+        "a password reached the log"
+    );
+    assert!(
         !lines
             .iter()
             .any(|l| l.contains(r#""target":"tokio_postgres"#)),
