@@ -89,6 +89,7 @@
 //!   passed as connection options, which some proxies (`PgBouncer`) refuse.
 #![forbid(unsafe_code)]
 
+mod connect;
 mod error;
 mod migrate;
 mod notify;

@@ -19,12 +19,16 @@ use registrar_application::ports::{
     Versioned,
 };
 use registrar_domain::{ActivationCode, CodePolicy, Email, UserId, UserStatus};
-use tokio::time::{Instant, error::Elapsed, timeout_at};
+use tokio::{
+    runtime::Handle,
+    time::{Instant, error::Elapsed, timeout_at},
+};
 use tokio_postgres::{NoTls, types::ToSql};
 use uuid::Uuid;
 
 use crate::{
     PgSettings, SetupError,
+    connect::OnRuntime,
     error::Failure,
     rows::{self, state_text, to_int},
     sql,
@@ -54,21 +58,24 @@ impl fmt::Debug for PgStore {
 
 impl PgStore {
     /// A store on the database of `settings`. Connects lazily: the first operation (or
-    /// [`migrate`](Self::migrate)) opens the first connection.
+    /// [`migrate`](Self::migrate)) opens the first connection. Built inside a tokio runtime,
+    /// its connections are opened and run on that runtime, whichever runtime uses them.
     ///
     /// # Errors
     /// [`SetupError::Settings`] when the URL does not parse or a setting is out of range.
     pub fn new(settings: &PgSettings) -> Result<Self, SetupError> {
         let config = settings.pg_config()?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                // No test query per checkout: a closed connection is noticed by `is_closed`,
-                // and one that fails or stalls is thrown away by the operation that saw it.
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            // No test query per checkout: a closed connection is noticed by `is_closed`,
+            // and one that fails or stalls is thrown away by the operation that saw it.
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match Handle::try_current() {
+            Ok(runtime) => {
+                Manager::from_connect(config.clone(), OnRuntime(runtime), manager_config)
+            }
+            Err(_) => Manager::from_config(config.clone(), NoTls, manager_config),
+        };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
             .runtime(Runtime::Tokio1)

@@ -259,9 +259,9 @@ fn psql(url: &str, sql: &str) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "`{sql}` failed on {url}: {}\nIs PostgreSQL running on 127.0.0.1:5432 and reachable by \
-         user postgres without a password? Start it, or set REGISTRAR_BENCH_DATABASE_URL to a \
-         server where that user may create databases.",
+        "`{sql}` failed on {url}: {}\nIs PostgreSQL running there, and may that user connect \
+         without a password and create databases? Start it (the default is \
+         {DEFAULT_ADMIN_URL}), or set REGISTRAR_BENCH_DATABASE_URL to such a server.",
         String::from_utf8_lossy(&output.stderr).trim()
     ))
 }
