@@ -270,9 +270,20 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let kind = self.kind();
-        if kind.status.is_server_error() {
-            // Logged once, here, where the error becomes a response; the body stays opaque.
-            tracing::error!(error = %ErrorChain(self), status = kind.status.as_u16(), "request failed");
+        // Logged once, here, where the error becomes a response; the body stays opaque. Shedding
+        // load and a store outage are expected conditions with their own metrics and logs, not
+        // faults: only internal errors are logged as errors.
+        match self {
+            Self::App(Error::Overloaded { .. }) => {
+                tracing::debug!("request shed: the hashing pool is full");
+            }
+            Self::App(Error::Unavailable(_)) => {
+                tracing::warn!(error = %ErrorChain(self), "request failed: the store is unavailable");
+            }
+            _ if kind.status.is_server_error() => {
+                tracing::error!(error = %ErrorChain(self), status = kind.status.as_u16(), "request failed");
+            }
+            _ => {}
         }
         let mut response = HttpResponse::build(kind.status);
         response.content_type(PROBLEM_JSON);
