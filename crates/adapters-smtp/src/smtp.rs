@@ -1,23 +1,53 @@
-//! The SMTP mailer: lettre's async SMTP transport on tokio, TLS through rustls only.
+//! The SMTP mailer: lettre's async SMTP client on tokio, TLS through rustls only.
 //!
-//! One email is one SMTP session on a fresh connection (lettre's pool is not used): a session
-//! that was cut off half-way by the time-out can never be handed to the next email, and the
-//! outbox dispatcher sends one email per registration, so connection reuse would buy little.
+//! One email is one SMTP session on a fresh connection: a session that was cut off half-way by
+//! the time-out can never be handed to the next email, and the outbox dispatcher sends one email
+//! per registration, so connection reuse would buy little.
 //!
-//! Time-outs (STYLE.md §2.12): lettre's async transport applies its `timeout` to the TCP
-//! connect only (checked in the lettre 0.11.23 source); once connected it would wait for a
-//! reply forever. So the whole attempt, from connecting to the server's reply to the message
-//! data, also runs under the same deadline, and a server that never answers costs one
-//! time-out, reported as transient.
+//! The mailer opens the TCP connection itself, with `TCP_NODELAY` set, and hands it to lettre's
+//! [`AsyncSmtpConnection`]; it then does what lettre's `AsyncSmtpTransport` does on the
+//! connection (checked in the lettre 0.11.23 source): STARTTLS when `tls=required` (failing when
+//! the server offers none) or when `tls=opportunistic` and offered, TLS from the first byte for
+//! `smtps://`, AUTH PLAIN or LOGIN when the URL holds a password, the email, then QUIT whose
+//! outcome is ignored. lettre's transport leaves Nagle's algorithm on, and lettre writes the
+//! message data and the closing `.` line as two writes: with Nagle on, the second waits for the
+//! server's (delayed) ACK of the first, about 40 ms on every email.
+//!
+//! Time-outs (STYLE.md §2.12): the TCP connect to each address of the host is bounded by the
+//! time-out, and the whole attempt, from connecting to the server's reply to the message data,
+//! runs under the same deadline, so a server that never answers costs one time-out, reported as
+//! transient.
 
-use std::{error::Error as _, fmt, time::Duration};
+use std::{
+    error::Error as _,
+    fmt, io,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
+#[expect(
+    deprecated,
+    reason = "AsyncNetworkStream is lettre's only way to run its TLS set-up on our own socket"
+)]
+use lettre::transport::smtp::client::AsyncNetworkStream;
 use lettre::{
-    Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    Address, Message,
     message::{Mailbox, MultiPart},
-    transport::smtp,
+    transport::smtp::{
+        self,
+        authentication::{Credentials, DEFAULT_MECHANISMS},
+        client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters},
+        extension::ClientId,
+        response::Response,
+    },
 };
 use registrar_application::ports::{ActivationEmail, MailError, Mailer};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
 use url::Url;
 use uuid::Uuid;
 
@@ -135,7 +165,7 @@ pub enum SmtpConfigError {
 /// delivery; each delivery opens its own connection.
 #[derive(Clone)]
 pub struct SmtpMailer {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    endpoint: Endpoint,
     from: Mailbox,
     timeout: Duration,
     product_name: String,
@@ -164,17 +194,13 @@ impl SmtpMailer {
                         reason: error.to_string(),
                     },
                 )?;
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.url)
-            .map_err(|error| SmtpConfigError::InvalidUrl {
+        let endpoint =
+            Endpoint::parse(&settings.url).map_err(|reason| SmtpConfigError::InvalidUrl {
                 url: server.clone(),
-                reason: error
-                    .source()
-                    .map_or_else(|| error.to_string(), ToString::to_string),
-            })?
-            .timeout(Some(settings.timeout))
-            .build();
+                reason,
+            })?;
         Ok(Self {
-            transport,
+            endpoint,
             from,
             timeout: settings.timeout,
             product_name: settings.product_name.clone(),
@@ -244,7 +270,7 @@ impl Mailer for SmtpMailer {
     #[tracing::instrument(name = "send activation email", skip_all, fields(server = %self.server))]
     async fn send_activation(&self, email: &ActivationEmail) -> Result<(), MailError> {
         let message = self.activation_message(email)?;
-        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+        match tokio::time::timeout(self.timeout, self.deliver(&message)).await {
             Ok(Ok(response)) => {
                 tracing::debug!(
                     reply = %response.code(),
@@ -252,12 +278,253 @@ impl Mailer for SmtpMailer {
                 );
                 Ok(())
             }
-            Ok(Err(error)) => Err(classify(&error)),
+            Ok(Err(Failure::Smtp(error))) => Err(classify(&error)),
+            Ok(Err(Failure::Connect(error))) => Err(MailError::Transient(format!(
+                "could not deliver to the mail server: Connection error: {error}"
+            ))),
             Err(_elapsed) => Err(MailError::Transient(format!(
                 "the mail server did not accept the email within {:?}",
                 self.timeout
             ))),
         }
+    }
+}
+
+impl SmtpMailer {
+    /// One SMTP session, as lettre's `AsyncSmtpTransport` (without its pool) runs it, on a socket
+    /// with `TCP_NODELAY` set. Returns the server's reply to the message data.
+    async fn deliver(&self, message: &Message) -> Result<Response, Failure> {
+        let endpoint = &self.endpoint;
+        let tcp = connect(&endpoint.host, endpoint.port, self.timeout)
+            .await
+            .map_err(Failure::Connect)?;
+        let stream: Box<dyn AsyncTokioStream> = match &endpoint.tls {
+            Tls::Implicit(parameters) => {
+                Box::new(ImplicitTls::handshake(tcp, parameters.clone()).await?)
+            }
+            Tls::None | Tls::Required(_) | Tls::Opportunistic(_) => Box::new(tcp),
+        };
+        let hello = &endpoint.hello_name;
+        let mut connection = AsyncSmtpConnection::connect_with_transport(stream, hello).await?;
+        match &endpoint.tls {
+            Tls::Opportunistic(parameters) if connection.can_starttls() => {
+                connection.starttls(parameters.clone(), hello).await?;
+            }
+            // Fails, before any MAIL, when the server does not offer STARTTLS.
+            Tls::Required(parameters) => connection.starttls(parameters.clone(), hello).await?,
+            Tls::None | Tls::Opportunistic(_) | Tls::Implicit(_) => {}
+        }
+        if let Some(credentials) = &endpoint.credentials {
+            connection.auth(DEFAULT_MECHANISMS, credentials).await?;
+        }
+        let response = connection
+            .send(message.envelope(), &message.formatted())
+            .await?;
+        // QUIT and close; the server has taken the email, so how QUIT goes does not matter.
+        connection.abort().await;
+        Ok(response)
+    }
+}
+
+/// Why a delivery attempt failed before the deadline.
+#[derive(Debug)]
+enum Failure {
+    /// No TCP connection to any address of the server.
+    Connect(io::Error),
+    /// lettre's report: TLS, the SMTP conversation, or the server's reply.
+    Smtp(smtp::Error),
+}
+
+impl From<smtp::Error> for Failure {
+    fn from(error: smtp::Error) -> Self {
+        Self::Smtp(error)
+    }
+}
+
+/// Where and how to talk SMTP, read from the URL as lettre's `from_url` reads it.
+#[derive(Clone)]
+struct Endpoint {
+    host: String,
+    port: u16,
+    tls: Tls,
+    credentials: Option<Credentials>,
+    hello_name: ClientId,
+}
+
+/// How the connection is encrypted.
+#[derive(Clone)]
+enum Tls {
+    /// Plain text (`smtp://` without `tls`).
+    None,
+    /// STARTTLS, or no email (`tls=required`).
+    Required(TlsParameters),
+    /// STARTTLS when the server offers it (`tls=opportunistic`).
+    Opportunistic(TlsParameters),
+    /// TLS from the first byte (`smtps://`).
+    Implicit(TlsParameters),
+}
+
+impl Endpoint {
+    /// Mirrors lettre 0.11.23's `from_connection_url`: the default port by mode (25, 587, 465),
+    /// the path as the EHLO name, credentials only when a password is given (percent-decoded).
+    /// The error is the reason, without the URL.
+    fn parse(url: &str) -> Result<Self, String> {
+        let url = Url::parse(url).map_err(|error| error.to_string())?;
+        let tls_parameter = url
+            .query_pairs()
+            .find(|(key, _)| key == "tls")
+            .map(|(_, value)| value.into_owned());
+        let host = url
+            .host_str()
+            .filter(|host| !host.is_empty())
+            .ok_or_else(|| "smtp host undefined".to_owned())?
+            .to_owned();
+        let parameters = || {
+            TlsParameters::new(host.clone()).map_err(|error| {
+                error
+                    .source()
+                    .map_or_else(|| error.to_string(), ToString::to_string)
+            })
+        };
+        let (default_port, tls) = match (url.scheme(), tls_parameter.as_deref()) {
+            ("smtp", None) => (smtp::SMTP_PORT, Tls::None),
+            ("smtp", Some("required")) => (smtp::SUBMISSION_PORT, Tls::Required(parameters()?)),
+            ("smtp", Some("opportunistic")) => {
+                (smtp::SUBMISSION_PORT, Tls::Opportunistic(parameters()?))
+            }
+            ("smtps", _) => (smtp::SUBMISSIONS_PORT, Tls::Implicit(parameters()?)),
+            (scheme, tls) => {
+                return Err(format!(
+                    "Unknown scheme '{scheme}' or tls parameter '{tls:?}'"
+                ));
+            }
+        };
+        let hello_name = if url.path().len() > 1 {
+            ClientId::Domain(url.path().trim_matches('/').to_owned())
+        } else {
+            ClientId::default()
+        };
+        let credentials = match url.password() {
+            Some(password) => Some(Credentials::new(
+                percent_decode(url.username())?,
+                percent_decode(password)?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            port: url.port().unwrap_or(default_port),
+            host,
+            tls,
+            credentials,
+            hello_name,
+        })
+    }
+}
+
+/// Undoes the URL's percent-encoding of a user name or password.
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        if let Some(byte) = escaped {
+            decoded.push(byte);
+            i += 3;
+        } else {
+            decoded.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(decoded)
+        .map_err(|_| "the user name or password is not UTF-8 once decoded".to_owned())
+}
+
+/// Connects to the first address of `host` that answers, each try bounded by `timeout` (as
+/// lettre does), and turns Nagle's algorithm off on the socket.
+pub(crate) async fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<TcpStream> {
+    let mut last_error = None;
+    for address in tokio::net::lookup_host((host, port)).await? {
+        match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Ok(Err(error)) => last_error = Some(error),
+            Err(_elapsed) => {
+                last_error = Some(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection timed out",
+                ));
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            "could not resolve to any supported address",
+        )
+    }))
+}
+
+/// A TLS session on our own socket, set up by lettre (rustls, with the `TlsParameters` it
+/// would use for `smtps://`), in the tokio stream form lettre's connection takes.
+#[derive(Debug)]
+#[expect(deprecated, reason = "see the import of AsyncNetworkStream")]
+struct ImplicitTls(AsyncNetworkStream);
+
+#[expect(deprecated, reason = "see the import of AsyncNetworkStream")]
+impl ImplicitTls {
+    async fn handshake(tcp: TcpStream, parameters: TlsParameters) -> Result<Self, smtp::Error> {
+        let mut stream = AsyncNetworkStream::use_existing_tokio1(Box::new(tcp));
+        stream.upgrade_tls(parameters).await?;
+        Ok(Self(stream))
+    }
+}
+
+impl AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let unfilled = buf.initialize_unfilled();
+        match futures_util::io::AsyncRead::poll_read(Pin::new(&mut self.0), cx, unfilled) {
+            Poll::Ready(Ok(read)) => {
+                buf.advance(read);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(error)) => Poll::Ready(Err(error)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        futures_util::io::AsyncWrite::poll_write(Pin::new(&mut self.0), cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        futures_util::io::AsyncWrite::poll_flush(Pin::new(&mut self.0), cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        futures_util::io::AsyncWrite::poll_close(Pin::new(&mut self.0), cx)
+    }
+}
+
+impl AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.0.peer_addr()
     }
 }
 
@@ -300,6 +567,56 @@ fn classify(error: &smtp::Error) -> MailError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_socket_to_the_mail_server_has_nagle_turned_off() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+
+        let stream = connect("127.0.0.1", port, Duration::from_secs(5))
+            .await
+            .unwrap();
+
+        assert!(stream.nodelay().unwrap());
+    }
+
+    #[test]
+    fn the_url_is_read_as_lettre_reads_it() {
+        let plain = Endpoint::parse("smtp://127.0.0.1:1025/registrar.example.com").unwrap();
+        assert_eq!((plain.host.as_str(), plain.port), ("127.0.0.1", 1025));
+        assert!(matches!(plain.tls, Tls::None));
+        assert!(plain.credentials.is_none());
+        assert_eq!(
+            plain.hello_name,
+            ClientId::Domain("registrar.example.com".to_owned())
+        );
+
+        let required =
+            Endpoint::parse("smtp://ada%40example.com:p%40ss@mail.example.com?tls=required")
+                .unwrap();
+        assert_eq!(required.port, 587);
+        assert!(matches!(required.tls, Tls::Required(_)));
+        assert_eq!(
+            required.credentials,
+            Some(Credentials::new(
+                "ada@example.com".to_owned(),
+                "p@ss".to_owned()
+            ))
+        );
+        assert_eq!(required.hello_name, ClientId::default());
+
+        let opportunistic = Endpoint::parse("smtp://mail.example.com?tls=opportunistic").unwrap();
+        assert_eq!(opportunistic.port, 587);
+        assert!(matches!(opportunistic.tls, Tls::Opportunistic(_)));
+
+        let implicit = Endpoint::parse("smtps://ada@mail.example.com").unwrap();
+        assert_eq!(implicit.port, 465);
+        assert!(matches!(implicit.tls, Tls::Implicit(_)));
+        assert!(implicit.credentials.is_none(), "no password, no AUTH");
+
+        assert_eq!(Endpoint::parse("smtp://mail.example.com").unwrap().port, 25);
+        assert!(Endpoint::parse("smtp://").is_err());
+    }
 
     #[test]
     fn an_address_lettre_refuses_is_a_permanent_failure() {
