@@ -23,14 +23,18 @@ use registrar_application::ports::{ActivationEmail, MailError, Mailer};
 pub struct LogMailer;
 
 impl Mailer for LogMailer {
-    async fn send_activation(&self, email: &ActivationEmail) -> Result<(), MailError> {
+    /// Accepted at once; the code is shown by [`Mailer::delivery_recorded`], once it works.
+    async fn send_activation(&self, _email: &ActivationEmail) -> Result<(), MailError> {
+        Ok(())
+    }
+
+    async fn delivery_recorded(&self, email: &ActivationEmail) {
         tracing::info!(
             to = %email.to,
             code = %email.code.reveal(),
             valid_for_seconds = email.valid_for.as_secs(),
             "activation email (log mailer: not sent anywhere)"
         );
-        Ok(())
     }
 }
 
@@ -48,6 +52,13 @@ impl Mailer for AnyMailer {
         match self {
             Self::Log(mailer) => mailer.send_activation(email).await,
             Self::Smtp(mailer) => mailer.send_activation(email).await,
+        }
+    }
+
+    async fn delivery_recorded(&self, email: &ActivationEmail) {
+        match self {
+            Self::Log(mailer) => mailer.delivery_recorded(email).await,
+            Self::Smtp(mailer) => mailer.delivery_recorded(email).await,
         }
     }
 }
@@ -86,7 +97,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_code_and_address_go_to_the_log_in_one_event() {
+    async fn the_code_and_address_go_to_the_log_in_one_event_once_delivery_is_recorded() {
         let captured = Captured::default();
         let subscriber = tracing_subscriber::fmt()
             .json()
@@ -99,6 +110,11 @@ mod tests {
         };
         let _guard = tracing::subscriber::set_default(subscriber);
         LogMailer.send_activation(&email).await.unwrap();
+        assert!(
+            captured.0.lock().unwrap().is_empty(),
+            "the code was shown before its delivery was recorded"
+        );
+        LogMailer.delivery_recorded(&email).await;
 
         let output = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = output.lines().collect();

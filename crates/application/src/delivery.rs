@@ -139,12 +139,12 @@ where
 
     #[tracing::instrument(name = "deliver activation email", skip_all, fields(user_id = %mail.user_id, attempt = mail.attempts))]
     async fn deliver(&self, mail: &ClaimedMail) -> Result<MailOutcome, StoreError> {
+        let email = ActivationEmail {
+            to: mail.to.clone(),
+            code: mail.code,
+            valid_for: self.codes.ttl(),
+        };
         let outcome = if mail.code_alive {
-            let email = ActivationEmail {
-                to: mail.to.clone(),
-                code: mail.code,
-                valid_for: self.codes.ttl(),
-            };
             let result = self.mailer.send_activation(&email).await;
             self.outcome(mail, result)
         } else {
@@ -166,7 +166,10 @@ where
                 metrics::counter!("registrar_emails_cancelled_total").increment(1);
             }
         }
-        self.store.finish_mail(mail, outcome.clone()).await?;
+        let recorded = self.store.finish_mail(mail, outcome.clone()).await?;
+        if recorded && matches!(outcome, MailOutcome::Sent { .. }) {
+            self.mailer.delivery_recorded(&email).await;
+        }
         Ok(outcome)
     }
 

@@ -112,6 +112,14 @@ pub trait Mailer: Send + Sync + 'static {
         &self,
         email: &ActivationEmail,
     ) -> impl Future<Output = Result<(), MailError>> + Send;
+
+    /// Called once the acceptance of `email` is recorded, so its code is usable from now on.
+    /// A mailer that shows the code itself (the log mailer) shows it here, so nobody can read a
+    /// code before it works. Does nothing by default.
+    fn delivery_recorded(&self, email: &ActivationEmail) -> impl Future<Output = ()> + Send {
+        let _ = email;
+        async {}
+    }
 }
 
 /// Why the store failed.

@@ -287,3 +287,58 @@ async fn a_delivery_pass_reports_what_became_of_each_email() {
         "only the retried email is still waiting"
     );
 }
+
+/// A mailer that, when told a delivery was recorded, looks at whether the store already says so.
+struct ProbeMailer {
+    store: registrar_adapters_memory::MemoryStore,
+    clock: registrar_application::testing::FakeClock,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<bool>>>,
+}
+
+impl registrar_application::ports::Mailer for ProbeMailer {
+    async fn send_activation(&self, _email: &ActivationEmail) -> Result<(), MailError> {
+        Ok(())
+    }
+
+    async fn delivery_recorded(&self, email: &ActivationEmail) {
+        use registrar_application::ports::Clock;
+        let stored = self
+            .store
+            .account_by_email(&email.to, self.clock.now())
+            .await
+            .unwrap();
+        let delivered = stored
+            .and_then(|stored| {
+                stored
+                    .account
+                    .code()
+                    .and_then(registrar_domain::ActivationCode::delivered_at)
+            })
+            .is_some();
+        self.seen.lock().unwrap().push(delivered);
+    }
+}
+
+#[tokio::test]
+async fn a_mailer_hears_of_a_delivery_only_once_the_code_is_usable() {
+    let app = App::new();
+    app.register("ada@example.com", PASSWORD).await.unwrap();
+    let seen = std::sync::Arc::default();
+    let dispatcher = registrar_application::Dispatcher::new(
+        app.store.clone(),
+        ProbeMailer {
+            store: app.store.clone(),
+            clock: app.clock.clone(),
+            seen: std::sync::Arc::clone(&seen),
+        },
+        app.clock.clone(),
+        app.entropy.clone(),
+        app.codes,
+        app.delivery,
+    );
+
+    let report = dispatcher.deliver_due().await.unwrap();
+
+    assert_eq!(report.sent, 1);
+    assert_eq!(*seen.lock().unwrap(), [true]);
+}
