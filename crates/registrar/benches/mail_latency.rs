@@ -36,11 +36,12 @@
     reason = "a benchmark reports its figures on its output"
 )]
 
+mod support;
+
 use std::{
     collections::{BTreeMap, HashMap},
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
-    path::Path,
     process::{Child, Command, ExitCode, Stdio},
     sync::{
         Arc, Mutex,
@@ -52,32 +53,19 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use support::{Stats, http, ms, number};
 
 /// Where databases are created when `REGISTRAR_BENCH_DATABASE_URL` is not set.
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-/// A password the strength rules accept (zxcvbn score 4, no local part).
-const PASSWORD: &str = "correct horse battery staple";
 /// The issue's target for the p99 of 201 → SMTP acceptance.
 const TARGET_P99: Duration = Duration::from_millis(100);
 /// How long every email that got a 201 may take to be accepted.
 const DELIVERY_PATIENCE: Duration = Duration::from_mins(1);
 /// How long the server may take to start (migrations on a fresh database included).
 const START_PATIENCE: Duration = Duration::from_mins(1);
-/// The longest one HTTP request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("mail_latency is a benchmark: run it with `just bench-mail` (cargo bench)");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("mail_latency: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    support::main("mail_latency", "bench-mail", run)
 }
 
 /// What the run is asked to do.
@@ -91,17 +79,7 @@ struct Plan {
 
 impl Plan {
     fn from_env() -> Result<Self, String> {
-        let binary = env!("CARGO_BIN_EXE_registrar");
-        let profile_dir = Path::new(binary)
-            .parent()
-            .and_then(Path::file_name)
-            .and_then(|name| name.to_str());
-        if profile_dir != Some("release") {
-            return Err(format!(
-                "{binary} is not a release build; run `just bench-mail` (cargo bench builds in \
-                 release)"
-            ));
-        }
+        let binary = support::release_binary("bench-mail")?;
         Ok(Self {
             registrations: number("REGISTRAR_BENCH_REGISTRATIONS", 1_000)?,
             concurrency: number("REGISTRAR_BENCH_CONCURRENCY", 16)?.max(1),
@@ -110,16 +88,6 @@ impl Plan {
                 .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned()),
             binary,
         })
-    }
-}
-
-fn number(variable: &str, default: usize) -> Result<usize, String> {
-    match std::env::var(variable) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| format!("{variable}={text:?} is not a whole number")),
-        Err(_) => Ok(default),
     }
 }
 
@@ -445,15 +413,9 @@ struct Server {
 
 impl Server {
     fn start(binary: &str, database_url: &str, smtp_port: u16) -> Result<Self, String> {
-        let mut child = Command::new(binary)
-            .arg("serve")
-            .env_clear()
-            .env("REGISTRAR_LISTEN", "127.0.0.1:0")
-            .env("REGISTRAR_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
+        let mut child = support::serve_command(binary)
             .env("DATABASE_URL", database_url)
             .env("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
-            .env("REGISTRAR_RATE_LIMITS", "off")
             .env(
                 "REGISTRAR_SECRET",
                 "mail-latency-benchmark-secret-0123456789",
@@ -492,13 +454,8 @@ impl Server {
                     seen.join("\n")
                 ));
             };
-            if let Ok(event) = serde_json::from_str::<Value>(&line)
-                && event["message"] == "listening"
-            {
-                server.port = event["port"]
-                    .as_u64()
-                    .and_then(|port| u16::try_from(port).ok())
-                    .ok_or_else(|| format!("no port in the listening line: {line}"))?;
+            if let Some(port) = support::listening_port(&line) {
+                server.port = port?;
             }
             seen.push(line);
         }
@@ -507,7 +464,7 @@ impl Server {
 
     /// The counters of `/metrics` that say how delivery and hashing went.
     fn metrics(&self) -> Vec<String> {
-        let Ok((_, body)) = http(self.port, "GET /metrics", None) else {
+        let Ok((_, _, body)) = http(self.port, "GET /metrics", None) else {
             return vec!["(could not read /metrics)".to_owned()];
         };
         body.lines()
@@ -532,22 +489,7 @@ impl Server {
     /// SIGTERM, then waits for the exit (SIGKILL after 30 s).
     fn terminate(&mut self) -> Shutdown {
         let before: Vec<String> = self.lines.try_iter().collect();
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let success = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break status.success(),
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break false;
-                }
-            }
-        };
+        let success = support::terminate(&mut self.child);
         let mut after = Vec::new();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
             after.push(line);
@@ -555,7 +497,10 @@ impl Server {
         Shutdown {
             success,
             problems_before: problems(&before),
-            after: after.iter().map(|line| brief(line)).collect(),
+            after: after
+                .iter()
+                .map(|line| support::brief(line, &["timestamp", "level", "message"]))
+                .collect(),
         }
     }
 }
@@ -583,36 +528,9 @@ fn problems(log: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// A log line as `LEVEL message (error)`, or as it is when it is not JSON.
-fn brief(line: &str) -> String {
-    let Ok(event) = serde_json::from_str::<Value>(line) else {
-        return line.to_owned();
-    };
-    let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
-    let error = text("error");
-    if error.is_empty() {
-        format!(
-            "{} {} {}",
-            text("timestamp"),
-            text("level"),
-            text("message")
-        )
-    } else {
-        format!(
-            "{} {} {} ({error})",
-            text("timestamp"),
-            text("level"),
-            text("message")
-        )
-    }
-}
-
 impl Drop for Server {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        support::kill_if_running(&mut self.child);
     }
 }
 
@@ -644,11 +562,11 @@ fn register_all(port: u16, prefix: &str, count: usize, concurrency: usize) -> Ve
                             return outcomes;
                         }
                         let email = format!("{prefix}-{i}@example.com");
-                        let body = json!({ "email": email, "password": PASSWORD }).to_string();
+                        let body = support::registration_body(&email);
                         let started = Instant::now();
                         let status = http(port, "POST /v1/users", Some(&body))
                             .ok()
-                            .map(|(status, _)| status);
+                            .map(|(status, _, _)| status);
                         let finished = Instant::now();
                         outcomes.push(Outcome {
                             email,
@@ -667,99 +585,21 @@ fn register_all(port: u16, prefix: &str, count: usize, concurrency: usize) -> Ve
     })
 }
 
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
-fn http(port: u16, request_line: &str, json_body: Option<&str>) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
-    stream.set_nodelay(true)?;
-    let body = json_body.unwrap_or("");
-    let content_type = if json_body.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    let request = format!(
-        "{request_line} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{content_type}\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes())?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {head:?}")))?;
-    Ok((status, body.to_owned()))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-/// Order statistics of a set of durations.
-#[derive(Debug, Clone, Copy, Default)]
-struct Stats {
-    count: usize,
-    p50: Duration,
-    p90: Duration,
-    p99: Duration,
-    max: Duration,
-    mean: Duration,
-}
-
 impl Stats {
-    /// Nearest-rank percentiles.
-    fn of(mut samples: Vec<Duration>) -> Self {
-        if samples.is_empty() {
-            return Self::default();
-        }
-        samples.sort_unstable();
-        let count = samples.len();
-        let rank = |percent: usize| samples[(percent * count).div_ceil(100).max(1) - 1];
-        let total: Duration = samples.iter().sum();
-        Self {
-            count,
-            p50: rank(50),
-            p90: rank(90),
-            p99: rank(99),
-            max: samples[count - 1],
-            mean: total / u32::try_from(count).unwrap_or(u32::MAX),
-        }
-    }
-
-    fn line(&self) -> String {
-        format!(
-            "p50 {} | p90 {} | p99 {} | max {} | mean {} (n = {})",
-            ms(self.p50),
-            ms(self.p90),
-            ms(self.p99),
-            ms(self.max),
-            ms(self.mean),
-            self.count
-        )
-    }
-
+    /// The figures as JSON: [`Stats::json_with`] this benchmark's [`millis`], and `mean_ms`.
     fn json(&self) -> Value {
-        json!({
-            "n": self.count,
-            "p50_ms": millis(self.p50),
-            "p90_ms": millis(self.p90),
-            "p99_ms": millis(self.p99),
-            "max_ms": millis(self.max),
-            "mean_ms": millis(self.mean),
-        })
+        let mut value = self.json_with(millis);
+        value["mean_ms"] = json!(millis(self.mean));
+        value
     }
 }
 
+/// Milliseconds to one decimal, for the summary line.
 fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 10_000.0).round() / 10.0
-}
-
-fn ms(duration: Duration) -> String {
-    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
 }
 
 struct Report {
@@ -883,10 +723,13 @@ impl Report {
         );
         println!(
             "client-observed registration latency: {}",
-            self.client.line()
+            self.client.line_with_mean()
         );
         println!();
-        println!("201 read → SMTP acceptance: {}", self.latency.line());
+        println!(
+            "201 read → SMTP acceptance: {}",
+            self.latency.line_with_mean()
+        );
         println!(
             "  accepted before the client had read its 201 (counted as 0): {} (by at most {})",
             self.early,
@@ -894,19 +737,19 @@ impl Report {
         );
         println!(
             "  of which 201 → SMTP connection opened: {}",
-            self.to_connect.line()
+            self.to_connect.line_with_mean()
         );
         println!(
             "  and connection opened → 250 after DATA: {}",
-            self.session.line()
+            self.session.line_with_mean()
         );
         println!(
             "    connection opened → first line of the message data read: {}",
-            self.to_data.line()
+            self.to_data.line_with_mean()
         );
         println!(
             "    first line of the message data → end-of-data line read: {}",
-            self.data.line()
+            self.data.line_with_mean()
         );
         println!(
             "  last 201 → last acceptance: {}; not accepted within {:?}: {}",

@@ -48,11 +48,12 @@
     reason = "counts, kibibytes and clock ticks far below 2^52 are shown as f64"
 )]
 
+mod support;
+
 use std::{
     collections::BTreeMap,
     fs::{File, OpenOptions},
     io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
-    net::TcpStream,
     path::PathBuf,
     process::{Child, Command, ExitCode, Stdio},
     sync::{
@@ -64,6 +65,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use support::{Stats, http, ms, number};
 
 /// Dedicated hashing threads given to the server.
 const HASH_THREADS: usize = 2;
@@ -75,10 +77,6 @@ const QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
 const QUEUE_TIMEOUT_SETTING: &str = "2s";
 /// Registrations the pool holds at once: the overload factor is counted against this.
 const IN_THE_POOL: usize = HASH_THREADS + HASH_QUEUE;
-/// A password the strength rules accept (zxcvbn score 4, no local part).
-const PASSWORD: &str = "correct horse battery staple";
-/// The longest one HTTP request may take before the client gives up on it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the server may take to say it is listening.
 const START_PATIENCE: Duration = Duration::from_secs(30);
 /// Sequential registrations before the measured ones: the first hashes also fault in the
@@ -94,17 +92,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 const SOCKET_ERROR_PAUSE: Duration = Duration::from_millis(10);
 
 fn main() -> ExitCode {
-    if !std::env::args().any(|arg| arg == "--bench") {
-        println!("overload is a benchmark: run it with `just bench-overload` (cargo bench)");
-        return ExitCode::SUCCESS;
-    }
-    match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("overload: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    support::main("overload", "bench-overload", run)
 }
 
 /// What the run is asked to do.
@@ -118,17 +106,7 @@ struct Plan {
 
 impl Plan {
     fn from_env() -> Result<Self, String> {
-        let binary = env!("CARGO_BIN_EXE_registrar");
-        let profile_dir = std::path::Path::new(binary)
-            .parent()
-            .and_then(std::path::Path::file_name)
-            .and_then(|name| name.to_str());
-        if profile_dir != Some("release") {
-            return Err(format!(
-                "{binary} is not a release build; run `just bench-overload` (cargo bench builds \
-                 in release)"
-            ));
-        }
+        let binary = support::release_binary("bench-overload")?;
         let seconds = number("REGISTRAR_BENCH_SECONDS", 20)?.max(1);
         let first = number("REGISTRAR_BENCH_CONCURRENCY", 10 * IN_THE_POOL)?.max(1);
         let second = number("REGISTRAR_BENCH_SECOND_CONCURRENCY", 100 * IN_THE_POOL)?;
@@ -142,16 +120,6 @@ impl Plan {
             warmup: number("REGISTRAR_BENCH_WARMUP", 20)?.max(1),
             phases,
         })
-    }
-}
-
-fn number(variable: &str, default: usize) -> Result<usize, String> {
-    match std::env::var(variable) {
-        Ok(text) => text
-            .trim()
-            .parse()
-            .map_err(|_| format!("{variable}={text:?} is not a whole number")),
-        Err(_) => Ok(default),
     }
 }
 
@@ -983,7 +951,7 @@ impl Response {
 
 /// One registration on a fresh connection (`Connection: close`), read to the end.
 fn register(port: u16, email: &str) -> Result<Response, (&'static str, std::io::Error)> {
-    let body = json!({ "email": email, "password": PASSWORD }).to_string();
+    let body = support::registration_body(email);
     let (status, head, body) = http(port, "POST /v1/users", Some(&body))?;
     let retry_after = head.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
@@ -998,52 +966,6 @@ fn register(port: u16, email: &str) -> Result<Response, (&'static str, std::io::
         retry_after,
         problem_type,
     })
-}
-
-/// One HTTP/1.1 request on a fresh connection: status, head and body.
-fn http(
-    port: u16,
-    request_line: &str,
-    json_body: Option<&str>,
-) -> Result<(u16, String, String), (&'static str, std::io::Error)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|error| ("connect", error))?;
-    stream
-        .set_read_timeout(Some(REQUEST_TIMEOUT))
-        .map_err(|error| ("connect", error))?;
-    stream
-        .set_nodelay(true)
-        .map_err(|error| ("connect", error))?;
-    let body = json_body.unwrap_or("");
-    let content_type = if json_body.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    let request = format!(
-        "{request_line} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{content_type}\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|error| ("write", error))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|error| ("read", error))?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| {
-            (
-                "read",
-                std::io::Error::other(format!("not an HTTP response: {head:?}")),
-            )
-        })?;
-    Ok((status, head.to_owned(), body.to_owned()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1070,13 +992,7 @@ impl Server {
         let log_too = log
             .try_clone()
             .map_err(|error| format!("{}: {error}", log_path.display()))?;
-        let child = Command::new(binary)
-            .arg("serve")
-            .env_clear()
-            .env("REGISTRAR_LISTEN", "127.0.0.1:0")
-            .env("REGISTRAR_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .env("REGISTRAR_RATE_LIMITS", "off")
+        let child = support::serve_command(binary)
             .env("REGISTRAR_HASH_THREADS", HASH_THREADS.to_string())
             .env("REGISTRAR_HASH_QUEUE", HASH_QUEUE.to_string())
             .env("REGISTRAR_HASH_QUEUE_TIMEOUT", QUEUE_TIMEOUT_SETTING)
@@ -1099,10 +1015,8 @@ impl Server {
             let mut seen = Vec::new();
             server.drain_log(|line| {
                 seen.push(line.to_owned());
-                if let Ok(event) = serde_json::from_str::<Value>(line)
-                    && event["message"] == "listening"
-                {
-                    port = event["port"].as_u64().and_then(|p| u16::try_from(p).ok());
+                if let Some(listening) = support::listening_port(line) {
+                    port = listening.ok();
                 }
             });
             if let Some(port) = port {
@@ -1170,22 +1084,7 @@ impl Server {
     fn terminate(mut self) -> Shutdown {
         self.drain_log(|_| {});
         let asked = Instant::now();
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid.to_string())
-            .status();
-        let deadline = asked + Duration::from_secs(30);
-        let success = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break status.success(),
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break false;
-                }
-            }
-        };
+        let success = support::terminate(&mut self.child);
         let took = asked.elapsed();
         let mut last_lines = Vec::new();
         self.drain_log(|line| last_lines.push(brief(line)));
@@ -1199,10 +1098,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        support::kill_if_running(&mut self.child);
         if std::env::var_os("REGISTRAR_BENCH_KEEP_LOG").is_some() {
             println!("server log kept: {}", self.log_path.display());
         } else {
@@ -1219,16 +1115,7 @@ struct Shutdown {
 
 /// A log line as `LEVEL message (error)`, or as it is when it is not JSON.
 fn brief(line: &str) -> String {
-    let Ok(event) = serde_json::from_str::<Value>(line) else {
-        return line.to_owned();
-    };
-    let text = |key: &str| event[key].as_str().unwrap_or_default().to_owned();
-    let error = text("error");
-    if error.is_empty() {
-        format!("{} {}", text("level"), text("message"))
-    } else {
-        format!("{} {} ({error})", text("level"), text("message"))
-    }
+    support::brief(line, &["level", "message"])
 }
 
 /// What the server logged during a phase.
@@ -1515,56 +1402,14 @@ fn mean_seconds(
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-/// Order statistics of a set of durations.
-#[derive(Debug, Clone, Copy, Default)]
-struct Stats {
-    count: usize,
-    p50: Duration,
-    p90: Duration,
-    p99: Duration,
-    max: Duration,
-}
-
 impl Stats {
-    /// Nearest-rank percentiles.
-    fn of(mut samples: Vec<Duration>) -> Self {
-        if samples.is_empty() {
-            return Self::default();
-        }
-        samples.sort_unstable();
-        let count = samples.len();
-        let rank = |percent: usize| samples[(percent * count).div_ceil(100).max(1) - 1];
-        Self {
-            count,
-            p50: rank(50),
-            p90: rank(90),
-            p99: rank(99),
-            max: samples[count - 1],
-        }
-    }
-
-    fn line(&self) -> String {
-        format!(
-            "p50 {} | p90 {} | p99 {} | max {} (n = {})",
-            ms(self.p50),
-            ms(self.p90),
-            ms(self.p99),
-            ms(self.max),
-            self.count
-        )
-    }
-
+    /// The figures as JSON: [`Stats::json_with`] this benchmark's [`millis`].
     fn json(&self) -> Value {
-        json!({
-            "n": self.count,
-            "p50_ms": millis(self.p50),
-            "p90_ms": millis(self.p90),
-            "p99_ms": millis(self.p99),
-            "max_ms": millis(self.max),
-        })
+        self.json_with(millis)
     }
 }
 
+/// Milliseconds to one decimal, for the summary line.
 fn millis(duration: Duration) -> f64 {
     round(duration.as_secs_f64() * 1000.0, 1)
 }
@@ -1572,10 +1417,6 @@ fn millis(duration: Duration) -> f64 {
 fn round(value: f64, decimals: i32) -> f64 {
     let scale = 10_f64.powi(decimals);
     (value * scale).round() / scale
-}
-
-fn ms(duration: Duration) -> String {
-    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
 }
 
 fn mib(kib: u64) -> f64 {
