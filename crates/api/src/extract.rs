@@ -35,7 +35,7 @@ impl BasicAuth {
 
     /// Parses a header value: scheme `Basic` (any case), base64 of `user:password`, split at the
     /// first colon; the password is NFKC-normalised.
-    fn parse(value: &[u8]) -> Option<Credentials> {
+    pub(crate) fn parse(value: &[u8]) -> Option<Credentials> {
         let value = std::str::from_utf8(value).ok()?.trim();
         let (scheme, token) = value.split_once(' ')?;
         if !scheme.eq_ignore_ascii_case("basic") {
@@ -142,12 +142,18 @@ async fn read<T: DeserializeOwned>(
         }
         body.extend_from_slice(&chunk);
     }
+    parse_json(&body)
+}
+
+/// Parses a request body as JSON into `T`, with the contract's answers: the body must be an
+/// object (400), valid JSON (400) of the right types (400).
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // serde's derive also takes a JSON array of the fields in order; the contract takes objects.
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') | None => {}
         Some(_) => return Err(ApiError::Malformed("the body must be a JSON object".into())),
     }
-    serde_json::from_slice(&body).map_err(|error| {
+    serde_json::from_slice(body).map_err(|error| {
         use serde_json::error::Category;
         ApiError::Malformed(match error.classify() {
             Category::Data => format!("the body has a value of the wrong type: {error}"),

@@ -7,6 +7,9 @@
 mod dto;
 mod error;
 mod extract;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handlers;
 mod middleware;
 mod openapi;
