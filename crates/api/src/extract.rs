@@ -113,7 +113,8 @@ fn is_json(req: &HttpRequest) -> bool {
         })
 }
 
-fn declared_length(req: &HttpRequest) -> Option<usize> {
+/// The body length the request declares, if it declares one that parses.
+pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
     req.headers()
         .get(header::CONTENT_LENGTH)?
         .to_str()

@@ -16,7 +16,11 @@ use actix_web::{
 };
 use tracing::Instrument;
 
-use crate::{ApiError, error::PROBLEM_JSON, extract::BODY_LIMIT};
+use crate::{
+    ApiError,
+    error::PROBLEM_JSON,
+    extract::{BODY_LIMIT, declared_length},
+};
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -40,11 +44,7 @@ fn request_id(req: &ServiceRequest) -> HeaderValue {
 }
 
 fn declares_oversize_body(req: &ServiceRequest) -> bool {
-    req.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok())
-        .is_some_and(|length| length > BODY_LIMIT)
+    declared_length(req.request()).is_some_and(|length| length > BODY_LIMIT)
 }
 
 fn is_problem(response: &ServiceResponse<BoxBody>) -> bool {

@@ -179,11 +179,10 @@ where
             Ok(()) => MailOutcome::Sent { accepted_at: now },
             Err(MailError::Permanent(error)) => MailOutcome::Failed { error },
             Err(MailError::Transient(error)) => {
-                let age = now.duration_since(mail.queued_at).unwrap_or_default();
                 let next_attempt_at = now + self.policy.backoff(mail.attempts, self.entropy.unit());
                 let too_old = next_attempt_at
                     .duration_since(mail.queued_at)
-                    .unwrap_or(age)
+                    .unwrap_or_default()
                     > self.policy.max_age;
                 if mail.attempts >= self.policy.max_attempts || too_old {
                     MailOutcome::Failed {
