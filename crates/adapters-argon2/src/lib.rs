@@ -6,11 +6,19 @@
 //! latency. This crate keeps a fixed set of OS threads (`argon2-0`, `argon2-1`, …; a fixed set
 //! also keeps allocator arenas from multiplying) fed by a bounded queue. A request that finds
 //! the queue full, or that waited in it longer than the queue timeout, is answered
-//! [`HashError::Overloaded`] instead of being hashed. Peak hashing memory is therefore
-//! `threads × memory_kib`, whatever the offered load.
+//! [`HashError::Overloaded`] instead of being hashed.
+//!
+//! Each thread allocates one Argon2 block array of `memory_kib` on its first job and reuses it
+//! for every later one, rather than allocating and freeing one per job (the allocator kept
+//! several freed arrays per thread). Hashing memory is therefore `threads × memory_kib`, held by
+//! the threads once they have hashed, whatever the offered load; an idle pool that never hashed
+//! holds none.
 //!
 //! Verifying uses the algorithm, version and costs written in the stored hash, and reports the
-//! match as `stale` when they are weaker than configured, so callers can re-hash.
+//! match as `stale` when they are weaker than configured, so callers can re-hash. A stored hash
+//! that needs more memory than configured is checked in an array allocated for that job alone,
+//! up to 256 MiB (or `memory_kib` if larger); one that needs more is refused as
+//! [`HashError::Failed`].
 //!
 //! Metrics (via the `metrics` facade): the gauge [`metric_names::QUEUE_DEPTH`], the counter
 //! [`metric_names::REJECTED_TOTAL`] (label `reason`: `queue_full` or `queue_timeout`), and the
@@ -153,20 +161,30 @@ impl Argon2Hasher {
                 metrics::gauge!(metric_names::QUEUE_DEPTH).increment(1);
                 Ok(())
             }
-            Err(TrySendError::Full(_)) => {
-                metrics::counter!(metric_names::REJECTED_TOTAL, "reason" => "queue_full")
-                    .increment(1);
-                tracing::debug!("password hashing refused: the queue is full");
-                Err(HashError::Overloaded {
-                    retry_after: self.inner.settings.retry_after,
-                })
-            }
+            Err(TrySendError::Full(_)) => Err(self.queue_full()),
             Err(TrySendError::Disconnected(_)) => Err(pool_gone()),
+        }
+    }
+
+    /// Counts a refusal for want of room in the queue and says when to try again.
+    fn queue_full(&self) -> HashError {
+        metrics::counter!(metric_names::REJECTED_TOTAL, "reason" => "queue_full").increment(1);
+        tracing::debug!("password hashing refused: the queue is full");
+        HashError::Overloaded {
+            retry_after: self.inner.settings.retry_after,
         }
     }
 }
 
 impl PasswordHasher for Argon2Hasher {
+    fn check_room(&self) -> Result<(), HashError> {
+        if self.inner.sender.is_full() {
+            Err(self.queue_full())
+        } else {
+            Ok(())
+        }
+    }
+
     async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Work::Hash { password, reply })?;

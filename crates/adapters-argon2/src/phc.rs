@@ -1,33 +1,176 @@
 //! The Argon2 work itself, synchronous and CPU-bound: hashing into a PHC string, and checking a
-//! password against a stored PHC string with the parameters embedded in it. Only pool threads
-//! call these.
+//! password against a stored PHC string with the parameters embedded in it, both in a hashing
+//! thread's reusable [`Memory`]. Only pool threads call these.
 
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHasher as _, Version,
-    password_hash::{self, SaltString, rand_core::OsRng},
+    Algorithm, Argon2, Block, Params, Version,
+    password_hash::{self, Output, ParamsString, Salt, SaltString, rand_core::OsRng},
 };
 use registrar_application::ports::{HashError, Verification};
 use registrar_domain::PasswordHash;
 
+/// The most memory a stored hash may ask for, in KiB, when it asks for more than the configured
+/// `m`: 256 MiB. A larger stored cost is refused rather than allocated.
+pub(crate) const MAX_STORED_MEMORY_KIB: u32 = 256 * 1024;
+
+/// One hashing thread's Argon2 working memory: a block array of the configured size, allocated
+/// on the thread's first job and reused by every later one, so that a thread holds one array
+/// rather than leaving one freed array per job to the allocator.
+///
+/// Argon2 writes every block before reading it, so what a job leaves behind cannot change the
+/// next job's result.
+pub(crate) struct Memory {
+    /// Empty until the first job, then exactly `kept` blocks.
+    blocks: Vec<Block>,
+    /// Blocks the configured parameters need: what the thread keeps between jobs.
+    kept: usize,
+    /// The most blocks a stored hash may need.
+    limit: usize,
+}
+
+impl Memory {
+    /// Memory for hashing with `configured`; nothing is allocated until the first job.
+    pub(crate) fn new(configured: &Params) -> Self {
+        let kept = configured.block_count();
+        // KiB and blocks are the same unit: a block is 1 KiB.
+        let limit = usize::try_from(MAX_STORED_MEMORY_KIB).map_or(usize::MAX, |max| max.max(kept));
+        Self {
+            blocks: Vec::new(),
+            kept,
+            limit,
+        }
+    }
+
+    /// Blocks currently held by the thread: zero before its first job, then the configured size.
+    #[cfg(test)]
+    pub(crate) fn held_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Runs `work` with exactly `count` blocks: a prefix of the kept array when it fits, or,
+    /// for a stored hash stronger than configured, an array allocated for this job only and
+    /// freed after it, so one odd hash does not leave the thread holding more.
+    fn with_blocks<T>(
+        &mut self,
+        count: usize,
+        work: impl FnOnce(&mut [Block]) -> T,
+    ) -> Result<T, HashError> {
+        if count > self.kept {
+            let mut temporary = allocate(count)?;
+            let blocks = Wiped(&mut temporary);
+            return Ok(work(&mut *blocks.0));
+        }
+        if self.blocks.is_empty() {
+            self.blocks = allocate(self.kept)?;
+        }
+        let blocks = Wiped(self.blocks.get_mut(..count).ok_or_else(|| {
+            HashError::Failed("the password hashing memory is smaller than expected".to_owned())
+        })?);
+        Ok(work(&mut *blocks.0))
+    }
+}
+
+/// Blocks zeroed when dropped: after the job, or while a panic in it unwinds.
+///
+/// Why zero although the next job overwrites them: with `t = 1` the first two blocks of each
+/// lane are a Blake2b-only check of password guesses, skipping Argon2's memory-hard work, and
+/// the zeroing costs about what the zero-fill of the per-job allocation it replaces did.
+struct Wiped<'a>(&'a mut [Block]);
+
+impl Drop for Wiped<'_> {
+    fn drop(&mut self) {
+        self.0.fill(Block::new());
+        // Keeps the compiler from dropping the zeroing as dead before a temporary array is freed.
+        std::hint::black_box(&mut *self.0);
+    }
+}
+
+/// A zeroed array of `count` blocks, or [`HashError::Failed`] if the allocator has no room.
+fn allocate(count: usize) -> Result<Vec<Block>, HashError> {
+    let mut blocks = Vec::new();
+    blocks.try_reserve_exact(count).map_err(|error| {
+        HashError::Failed(format!(
+            "no memory for {count} KiB of password hashing: {error}"
+        ))
+    })?;
+    blocks.resize(count, Block::new());
+    Ok(blocks)
+}
+
 /// Hashes `password` with Argon2id v0x13, `params` and a fresh 16-byte salt from the OS.
-pub(crate) fn hash(params: &Params, password: &str) -> Result<PasswordHash, HashError> {
-    let salt = SaltString::generate(&mut OsRng);
-    let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|error| HashError::Failed(format!("Argon2 could not hash: {error}")))?
-        .to_string();
+pub(crate) fn hash(
+    params: &Params,
+    password: &str,
+    memory: &mut Memory,
+) -> Result<PasswordHash, HashError> {
+    hash_with_salt(params, password, &SaltString::generate(&mut OsRng), memory)
+}
+
+/// Hashes `password` with Argon2id v0x13, `params` and `salt` into a standard PHC string, the
+/// same that `argon2::PasswordHasher::hash_password` writes.
+fn hash_with_salt(
+    params: &Params,
+    password: &str,
+    salt: &SaltString,
+    memory: &mut Memory,
+) -> Result<PasswordHash, HashError> {
+    let failed =
+        |error: password_hash::Error| HashError::Failed(format!("Argon2 could not hash: {error}"));
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let output_len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
+    let output = compute(
+        &argon2,
+        password,
+        salt.as_salt(),
+        output_len,
+        memory,
+        failed,
+    )?;
+    let phc = password_hash::PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(failed)?,
+        salt: Some(salt.as_salt()),
+        hash: Some(output),
+    }
+    .to_string();
     PasswordHash::from_phc(phc)
         .map_err(|error| HashError::Failed(format!("Argon2 produced a bad PHC string: {error}")))
+}
+
+/// `argon2` of `password` and `salt` into an output of `output_len` bytes, computed in `memory`;
+/// Argon2's refusals are reported through `failed`.
+fn compute(
+    argon2: &Argon2<'_>,
+    password: &str,
+    salt: Salt<'_>,
+    output_len: usize,
+    memory: &mut Memory,
+    failed: impl Fn(password_hash::Error) -> HashError,
+) -> Result<Output, HashError> {
+    let mut salt_bytes = [0_u8; Salt::MAX_LENGTH];
+    let salt = salt.decode_b64(&mut salt_bytes).map_err(&failed)?;
+    memory
+        .with_blocks(argon2.params().block_count(), |blocks| {
+            Output::init_with(output_len, |out| {
+                argon2
+                    .hash_password_into_with_memory(password.as_bytes(), salt, out, blocks)
+                    .map_err(password_hash::Error::from)
+            })
+        })?
+        .map_err(failed)
 }
 
 /// Checks `password` against `stored`, using the algorithm, version and costs written in it.
 ///
 /// A match is `stale` when `stored` is weaker than `configured`: not Argon2id, not version
-/// 0x13, any of `m`, `t`, `p` lower, or a shorter output.
+/// 0x13, any of `m`, `t`, `p` lower, or a shorter output. A stored hash that needs more memory
+/// than `memory` allows (the configured `m`, or [`MAX_STORED_MEMORY_KIB`] if larger) fails.
 pub(crate) fn verify(
     configured: &Params,
     password: &str,
     stored: &PasswordHash,
+    memory: &mut Memory,
 ) -> Result<Verification, HashError> {
     let parsed = password_hash::PasswordHash::new(stored.as_str())
         .map_err(|error| unusable("does not parse", &error))?;
@@ -41,16 +184,25 @@ pub(crate) fn verify(
         .map_err(|error| unusable("has an unknown Argon2 version", &error))?;
     let params =
         Params::try_from(&parsed).map_err(|error| unusable("has invalid parameters", &error))?;
+    // What Argon2 would use: `m` rounded down to whole blocks per lane and slice.
+    if params.block_count() > memory.limit {
+        return Err(HashError::Failed(format!(
+            "the stored password hash needs {} KiB of memory, more than the {} KiB allowed",
+            params.block_count(),
+            memory.limit
+        )));
+    }
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
         return Err(HashError::Failed(
             "the stored password hash has no salt or no output".to_owned(),
         ));
     };
-    let computed = Argon2::new(algorithm, version, params.clone())
-        .hash_password(password.as_bytes(), salt)
-        .map_err(|error| unusable("cannot be recomputed", &error))?;
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let computed = compute(&argon2, password, salt, expected.len(), memory, |error| {
+        unusable("cannot be recomputed", &error)
+    })?;
     // `Output`'s equality is constant-time.
-    if computed.hash.as_ref() != Some(&expected) {
+    if computed != expected {
         return Ok(Verification::Mismatch);
     }
     let stale = algorithm != Algorithm::Argon2id
@@ -71,10 +223,26 @@ fn unusable(why: &str, error: &dyn std::fmt::Display) -> HashError {
 
 #[cfg(test)]
 mod tests {
+    use argon2::PasswordHasher as _;
+
     use super::*;
 
     fn params(m: u32, t: u32, p: u32) -> Params {
         Params::new(m, t, p, None).unwrap()
+    }
+
+    /// `hash` in a fresh memory for `params`.
+    fn hash(params: &Params, password: &str) -> Result<PasswordHash, HashError> {
+        super::hash(params, password, &mut Memory::new(params))
+    }
+
+    /// `verify` in a fresh memory for `configured`.
+    fn verify(
+        configured: &Params,
+        password: &str,
+        stored: &PasswordHash,
+    ) -> Result<Verification, HashError> {
+        super::verify(configured, password, stored, &mut Memory::new(configured))
     }
 
     fn phc(algorithm: Algorithm, version: Version, params: Params, password: &str) -> PasswordHash {
@@ -221,5 +389,94 @@ mod tests {
         };
         assert!(!message.contains("c2FsdHNhbHQ"), "{message}");
         assert!(!message.contains("aGFzaGhhc2hoYXNo"), "{message}");
+    }
+
+    #[test]
+    fn hashes_in_reused_memory_are_those_of_the_argon2_crate() {
+        let configured = params(2048, 2, 2);
+        let mut memory = Memory::new(&configured);
+        // Fill the memory with another password's blocks first.
+        super::hash(&configured, "something else", &mut memory).unwrap();
+        for costs in [
+            configured.clone(),
+            params(1024, 1, 1),
+            params(1024, 2, 4),
+            params(4096, 3, 1),
+            Params::new(2048, 2, 2, Some(64)).unwrap(),
+        ] {
+            let salt = SaltString::generate(&mut OsRng);
+            let ours = hash_with_salt(&costs, "hunter22", &salt, &mut memory).unwrap();
+            let reference = Argon2::new(Algorithm::Argon2id, Version::V0x13, costs.clone())
+                .hash_password(b"hunter22", &salt)
+                .unwrap()
+                .to_string();
+            assert_eq!(ours.as_str(), reference, "{costs:?}");
+            assert_eq!(memory.held_blocks(), configured.block_count(), "{costs:?}");
+        }
+    }
+
+    #[test]
+    fn memory_is_allocated_by_the_first_job_and_stays_the_configured_size() {
+        let configured = params(2048, 2, 1);
+        let mut memory = Memory::new(&configured);
+        assert_eq!(memory.held_blocks(), 0);
+        let weaker = phc(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            params(1024, 1, 1),
+            "hunter22",
+        );
+        let stronger = phc(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            params(8192, 3, 4),
+            "hunter22",
+        );
+        for _ in 0..3 {
+            for stored in [&weaker, &stronger] {
+                assert!(matches!(
+                    super::verify(&configured, "hunter22", stored, &mut memory),
+                    Ok(Verification::Match { .. })
+                ));
+                assert_eq!(
+                    super::verify(&configured, "hunter23", stored, &mut memory),
+                    Ok(Verification::Mismatch)
+                );
+                assert_eq!(memory.held_blocks(), 2048);
+                assert!(
+                    memory
+                        .blocks
+                        .iter()
+                        .all(|block| block.as_ref().iter().all(|word| *word == 0)),
+                    "the memory is zeroed after each job"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_stored_hash_needing_more_memory_than_allowed_fails_unallocated() {
+        let configured = params(1024, 1, 1);
+        let mut memory = Memory::new(&configured);
+        for m in [MAX_STORED_MEMORY_KIB + 4, u32::MAX] {
+            let stored = PasswordHash::from_phc(format!(
+                "$argon2id$v=19$m={m},t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo"
+            ))
+            .unwrap();
+            let result = super::verify(&configured, "hunter22", &stored, &mut memory);
+            assert!(
+                matches!(result, Err(HashError::Failed(_))),
+                "m={m}: {result:?}"
+            );
+            assert_eq!(memory.held_blocks(), 0, "m={m}");
+        }
+    }
+
+    #[test]
+    fn a_configured_memory_above_the_stored_limit_raises_the_limit() {
+        let configured = params(MAX_STORED_MEMORY_KIB * 2, 1, 1);
+        let memory = Memory::new(&configured);
+        assert_eq!(memory.limit, configured.block_count());
+        assert_eq!(memory.held_blocks(), 0);
     }
 }

@@ -12,7 +12,10 @@ use registrar_application::ports::{HashError, Verification};
 use registrar_domain::{Password, PasswordHash};
 use tokio::sync::oneshot;
 
-use crate::{metric_names, phc};
+use crate::{
+    metric_names,
+    phc::{self, Memory},
+};
 
 /// What the workers need to know, shared by all of them.
 pub(crate) struct WorkerConfig {
@@ -41,6 +44,10 @@ pub(crate) enum Work {
         hash: PasswordHash,
         reply: oneshot::Sender<Result<Verification, HashError>>,
     },
+    /// Tests only: reports how many Argon2 blocks the worker that takes it holds. Never expires
+    /// in the queue.
+    #[cfg(test)]
+    HeldBlocks { reply: oneshot::Sender<usize> },
     /// Tests only: occupies a worker until `release` is signalled (or dropped), after
     /// reporting its thread's name on `started`. Never expires in the queue.
     #[cfg(test)]
@@ -57,7 +64,7 @@ impl Work {
             Self::Hash { reply, .. } => reply.is_closed(),
             Self::Verify { reply, .. } => reply.is_closed(),
             #[cfg(test)]
-            Self::Gate { .. } => false,
+            Self::HeldBlocks { .. } | Self::Gate { .. } => false,
         }
     }
 
@@ -68,15 +75,17 @@ impl Work {
             Self::Hash { reply, .. } => drop(reply.send(Err(error))),
             Self::Verify { reply, .. } => drop(reply.send(Err(error))),
             #[cfg(test)]
-            Self::Gate { .. } => {}
+            Self::HeldBlocks { .. } | Self::Gate { .. } => {}
         }
     }
 
-    /// Does the work and answers.
-    fn run(self, config: &WorkerConfig) {
+    /// Does the work in the thread's `memory` and answers.
+    fn run(self, config: &WorkerConfig, memory: &mut Memory) {
         match self {
             Self::Hash { password, reply } => {
-                let result = timed("hash", || phc::hash(&config.params, password.expose()));
+                let result = timed("hash", || {
+                    phc::hash(&config.params, password.expose(), memory)
+                });
                 drop(reply.send(result));
             }
             Self::Verify {
@@ -85,10 +94,12 @@ impl Work {
                 reply,
             } => {
                 let result = timed("verify", || {
-                    phc::verify(&config.params, password.expose(), &hash)
+                    phc::verify(&config.params, password.expose(), &hash, memory)
                 });
                 drop(reply.send(result));
             }
+            #[cfg(test)]
+            Self::HeldBlocks { reply } => drop(reply.send(memory.held_blocks())),
             #[cfg(test)]
             Self::Gate { started, release } => {
                 drop(started.send(std::thread::current().name().map(str::to_owned)));
@@ -100,7 +111,7 @@ impl Work {
 }
 
 /// Runs `work`, recording its duration; a panic becomes [`HashError::Failed`] so the thread
-/// lives on.
+/// lives on (its memory may then hold anything, which the next job overwrites).
 fn timed<T>(op: &'static str, work: impl FnOnce() -> Result<T, HashError>) -> Result<T, HashError> {
     let started = Instant::now();
     let result = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
@@ -113,13 +124,15 @@ fn timed<T>(op: &'static str, work: impl FnOnce() -> Result<T, HashError>) -> Re
 }
 
 /// A worker thread's life: take jobs until every sender is gone, refusing those that waited
-/// longer than the queue timeout.
+/// longer than the queue timeout. The thread's Argon2 memory is allocated by its first job and
+/// reused by every later one.
 pub(crate) fn run(receiver: &Receiver<Job>, config: &WorkerConfig) {
+    let mut memory = Memory::new(&config.params);
     while let Ok(job) = receiver.recv() {
         metrics::gauge!(metric_names::QUEUE_DEPTH).decrement(1);
         let waited = job.enqueued_at.elapsed();
         #[cfg(test)]
-        let expires = !matches!(job.work, Work::Gate { .. });
+        let expires = !matches!(job.work, Work::Gate { .. } | Work::HeldBlocks { .. });
         #[cfg(not(test))]
         let expires = true;
         if expires && waited > config.queue_timeout {
@@ -139,7 +152,7 @@ pub(crate) fn run(receiver: &Receiver<Job>, config: &WorkerConfig) {
             continue;
         }
         metrics::histogram!(metric_names::QUEUE_WAIT_SECONDS).record(waited.as_secs_f64());
-        job.work.run(config);
+        job.work.run(config, &mut memory);
     }
     tracing::debug!("password hashing thread stopping: the hasher was dropped");
 }

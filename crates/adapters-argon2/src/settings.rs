@@ -5,7 +5,8 @@ use std::{num::NonZeroUsize, thread, time::Duration};
 
 use argon2::Params;
 
-/// Argon2id costs and pool limits. Worst-case hashing memory is `threads × memory_kib` KiB.
+/// Argon2id costs and pool limits. Hashing memory is `threads × memory_kib` KiB, held by each
+/// thread from its first job on (plus, only while it is checked, a stored hash's stronger `m`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Argon2Settings {
     /// Memory cost `m`, in KiB. Default 19456 (19 MiB).

@@ -8,6 +8,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use argon2::{
+    Algorithm, Argon2, Params, PasswordHasher as _, Version,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+
 use super::*;
 
 const RETRY_AFTER: Duration = Duration::from_millis(1500);
@@ -54,6 +59,23 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 fn password() -> Password {
     Password::new("correct horse battery staple")
+}
+
+/// The Argon2 blocks held by the worker that takes the probe (with one thread: the only one).
+async fn held_blocks(hasher: &Argon2Hasher) -> usize {
+    let (reply, held) = oneshot::channel();
+    hasher.submit(Work::HeldBlocks { reply }).unwrap();
+    held.await.unwrap()
+}
+
+/// A PHC string for `password` made by the argon2 crate itself, with costs `m`, `t`, `p`.
+fn stored_hash(m: u32, t: u32, p: u32, password: &str) -> PasswordHash {
+    let params = Params::new(m, t, p, None).unwrap();
+    let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+    PasswordHash::from_phc(phc).unwrap()
 }
 
 #[test]
@@ -131,6 +153,31 @@ async fn verify_is_refused_like_hash_when_the_queue_is_full() {
     );
     drop(gate.release);
     assert_eq!(queued.await.unwrap(), Ok(Verification::Mismatch));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_room_refuses_exactly_while_the_queue_is_full() {
+    let hasher = small(1, 1, Duration::from_mins(1));
+    let gate = gate(&hasher);
+    gate.started.await.unwrap();
+    // The worker is busy but the queue has room.
+    assert_eq!(hasher.check_room(), Ok(()));
+
+    let queued = tokio::spawn({
+        let hasher = hasher.clone();
+        async move { hasher.hash(password()).await }
+    });
+    wait_until("a hash is queued", || hasher.inner.sender.len() == 1).await;
+
+    assert_eq!(
+        hasher.check_room(),
+        Err(HashError::Overloaded {
+            retry_after: RETRY_AFTER
+        })
+    );
+    drop(gate.release);
+    queued.await.unwrap().unwrap();
+    assert_eq!(hasher.check_room(), Ok(()));
 }
 
 /// Holds the single worker, queues one hash, lets `hold` pass, then frees the worker.
@@ -247,4 +294,85 @@ fn debug_output_shows_settings_only() {
     let hasher = small(1, 1, Duration::from_secs(1));
     let debug = format!("{hasher:?}");
     assert!(debug.contains("memory_kib: 1024"), "{debug}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_holds_no_argon2_memory_until_its_first_job_then_one_configured_array() {
+    let hasher = small(1, 4, Duration::from_mins(1));
+    assert_eq!(held_blocks(&hasher).await, 0, "an idle pool holds nothing");
+
+    for _ in 0..5 {
+        let hash = hasher.hash(password()).await.unwrap();
+        assert_eq!(
+            hasher.verify(password(), hash).await,
+            Ok(Verification::Match { stale: false })
+        );
+    }
+    assert_eq!(held_blocks(&hasher).await, 1024);
+
+    // Stored hashes with other costs than configured (1024 KiB, t=1, p=1): weaker ones are
+    // checked in part of the thread's array, stronger ones in one freed after the job.
+    for (m, t, p, stale) in [
+        (256, 1, 1, true),
+        (1024, 1, 1, false),
+        (4096, 3, 2, false),
+        (2048, 1, 4, false),
+        (512, 2, 2, true),
+    ] {
+        let stored = stored_hash(m, t, p, "correct horse battery staple");
+        assert_eq!(
+            hasher.verify(password(), stored.clone()).await,
+            Ok(Verification::Match { stale }),
+            "m={m} t={t} p={p}"
+        );
+        assert_eq!(
+            hasher
+                .verify(Password::new("correct horse battery stable"), stored)
+                .await,
+            Ok(Verification::Mismatch),
+            "m={m} t={t} p={p}"
+        );
+        assert_eq!(held_blocks(&hasher).await, 1024, "m={m} t={t} p={p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_jobs_on_reused_memory_match_only_their_own_password() {
+    let hasher = small(2, 64, Duration::from_mins(1));
+    let passwords: Vec<String> = (0..24).map(|i| format!("password number {i}")).collect();
+    let stored = join_tasks(passwords.iter().map(|p| {
+        let hasher = hasher.clone();
+        let password = Password::new(p);
+        async move { hasher.hash(password).await.unwrap() }
+    }))
+    .await;
+    let verdicts = join_tasks(stored.iter().enumerate().flat_map(|(i, hash)| {
+        [i, (i + 1) % passwords.len()].map(|candidate| {
+            let hasher = hasher.clone();
+            let password = Password::new(&passwords[candidate]);
+            let hash = hash.clone();
+            async move { (i == candidate, hasher.verify(password, hash).await) }
+        })
+    }))
+    .await;
+    for (own, verdict) in verdicts {
+        let expected = if own {
+            Verification::Match { stale: false }
+        } else {
+            Verification::Mismatch
+        };
+        assert_eq!(verdict, Ok(expected));
+    }
+}
+
+/// Runs every future as its own task and collects the outputs in order.
+async fn join_tasks<T: Send + 'static>(
+    futures: impl IntoIterator<Item = impl Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        outputs.push(task.await.unwrap());
+    }
+    outputs
 }

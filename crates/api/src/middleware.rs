@@ -43,6 +43,27 @@ fn request_id(req: &ServiceRequest) -> HeaderValue {
         })
 }
 
+/// The method as a metrics label: the standard ones by name, any other as `OTHER`, so clients
+/// cannot mint label values (each would be a time series kept for good).
+fn method_label(method: &Method) -> String {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    if STANDARD.contains(method) {
+        method.to_string()
+    } else {
+        "OTHER".to_owned()
+    }
+}
+
 fn declares_oversize_body(req: &ServiceRequest) -> bool {
     declared_length(req.request()).is_some_and(|length| length > BODY_LIMIT)
 }
@@ -65,11 +86,11 @@ pub(crate) async fn observe(
         req.head_mut().method = Method::GET;
     }
     let request_id = request_id(&req);
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let span = tracing::info_span!(
         "http request",
-        %method,
+        method = %req.method(),
         path = %req.path(),
         request_id = %String::from_utf8_lossy(request_id.as_bytes()),
     );

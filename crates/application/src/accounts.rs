@@ -154,6 +154,10 @@ pub trait Accounts: Send + Sync + 'static {
 
     /// What new passwords must meet, for the inbound adapter to parse registrations with.
     fn password_policy(&self) -> &PasswordPolicy;
+
+    /// Refuses at once with [`Error::Overloaded`] while password hashing has no room, so the
+    /// inbound adapter can shed a registration before paying for its strength estimate.
+    fn check_capacity(&self) -> Result<(), Error>;
 }
 
 /// The account use cases over their ports.
@@ -404,6 +408,8 @@ where
         credentials: Credentials,
         client: ClientAddr,
     ) -> Result<Authenticated, Error> {
+        // Every outcome below costs a hash: without room for one, the lookups are wasted.
+        self.hasher.check_room()?;
         let Credentials { email, password } = credentials;
         let limits = self.settings.limits;
         let now = self.clock.now();
@@ -500,6 +506,10 @@ where
 
     fn password_policy(&self) -> &PasswordPolicy {
         &self.settings.passwords
+    }
+
+    fn check_capacity(&self) -> Result<(), Error> {
+        Ok(self.hasher.check_room()?)
     }
 }
 

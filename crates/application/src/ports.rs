@@ -10,6 +10,7 @@ use std::{
 };
 
 use registrar_domain::{Account, CodeDigits, CodeId, Email, Password, PasswordHash, UserId};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// The current time. Use cases read it once per step and pass it to the domain.
@@ -77,6 +78,13 @@ pub trait PasswordHasher: Send + Sync + 'static {
         password: Password,
         hash: PasswordHash,
     ) -> impl Future<Output = Result<Verification, HashError>> + Send;
+
+    /// Answers at once whether a job submitted now would find room, so a caller can shed a
+    /// request before doing costly work of its own. Advisory: the pool may fill in between.
+    ///
+    /// # Errors
+    /// [`HashError::Overloaded`] when [`Self::hash`] would refuse a job right now.
+    fn check_room(&self) -> Result<(), HashError>;
 }
 
 /// The activation email to send.
@@ -250,11 +258,18 @@ pub enum ThrottleKey {
 }
 
 impl ThrottleKey {
-    /// A stable text form, for storage.
+    /// A stable text form, for storage: short, printable, and free of addresses in clear.
     #[must_use]
     pub fn as_storage_key(&self) -> String {
         match self {
-            Self::LoginFailuresForAccount(email) => format!("login-failures:account:{email}"),
+            // A user name is whatever the client sent (NUL bytes, kilobytes): only its digest
+            // is fit for an index.
+            Self::LoginFailuresForAccount(name) => {
+                format!(
+                    "login-failures:account:{:x}",
+                    Sha256::digest(name.as_bytes())
+                )
+            }
             Self::LoginFailuresFromAddress(ip) => format!("login-failures:address:{ip}"),
             Self::RegistrationsFromAddress(ip) => format!("registrations:address:{ip}"),
         }

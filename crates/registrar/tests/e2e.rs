@@ -259,3 +259,21 @@ fn without_trusted_proxies_a_forged_forwarded_for_changes_nothing() {
     }
     assert_eq!(register_from(&server, 20, "198.51.100.99"), 429);
 }
+
+#[test]
+fn requests_with_invented_methods_share_one_metrics_label() {
+    let server = Server::start(&[]);
+
+    let (status, _, problem) = server.request("FROBNICATE", "/nope", None, None);
+    let metrics = server.get_text("/metrics");
+
+    assert_eq!(status, 404, "{problem}");
+    assert!(!metrics.contains("FROBNICATE"), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("registrar_http_requests_total{")
+                && line.contains(r#"method="OTHER""#)),
+        "{metrics}"
+    );
+}

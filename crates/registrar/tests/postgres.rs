@@ -14,10 +14,9 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
-    process::Command,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicU32, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     thread,
     time::{Duration, Instant},
@@ -25,79 +24,9 @@ use std::{
 
 use common::{
     PATIENCE, Server,
+    database::TestDatabase,
     smtp::{SmtpSink, code_in, reserve_port},
 };
-
-/// Numbers the databases one test binary creates.
-static NEXT_DATABASE: AtomicU32 = AtomicU32::new(0);
-
-/// A database created for one test and dropped when the test ends, however it ends.
-struct TestDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl TestDatabase {
-    fn create() -> Self {
-        let admin_url = std::env::var("REGISTRAR_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "registrar_e2e_{}_{}_{nanos}",
-            std::process::id(),
-            NEXT_DATABASE.fetch_add(1, Ordering::Relaxed)
-        );
-        psql(&admin_url, &format!("CREATE DATABASE {name}"));
-        Self { admin_url, name }
-    }
-
-    /// The database's URL, optionally through another host:port.
-    fn url(&self, via: Option<u16>) -> String {
-        let (base, _) = self.admin_url.rsplit_once('/').unwrap();
-        let base = match via {
-            Some(port) => {
-                let (scheme_user, _) = base.rsplit_once('@').unwrap();
-                format!("{scheme_user}@127.0.0.1:{port}")
-            }
-            None => base.to_owned(),
-        };
-        format!("{base}/{}", self.name)
-    }
-
-    fn query(&self, sql: &str) -> String {
-        psql(&self.url(None), sql)
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                self.admin_url.as_str(),
-                "-Atqc",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .output();
-    }
-}
-
-fn psql(url: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-Atqc", sql])
-        .output()
-        .unwrap_or_else(|e| panic!("psql is needed for the PostgreSQL tests: {e}"));
-    assert!(
-        output.status.success(),
-        "PostgreSQL is needed for these tests and `{sql}` failed at {url}: {}\n\
-         Start it (e.g. `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`) \
-         or set REGISTRAR_TEST_DATABASE_URL.",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
 
 /// A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones refused)
 /// and restore.
@@ -162,13 +91,6 @@ fn pipe(mut from: TcpStream, mut to: TcpStream) {
         }
         let _ = to.shutdown(Shutdown::Both);
     });
-}
-
-fn postgres_port(url: &str) -> u16 {
-    url.rsplit_once('@')
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|host_port| host_port.rsplit_once(':'))
-        .map_or(5432, |(_, port)| port.parse().unwrap())
 }
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -261,7 +183,7 @@ fn registration_activation_and_me_work_on_postgres() {
 #[test]
 fn the_database_going_away_gives_503_quickly_and_the_service_recovers_by_itself() {
     let database = TestDatabase::create();
-    let proxy = Proxy::start(postgres_port(&database.admin_url));
+    let proxy = Proxy::start(database.port());
     let url = database.url(Some(proxy.port));
     let server = Server::start(&[
         ("DATABASE_URL", url.as_str()),

@@ -18,7 +18,7 @@ const ME: &str = "/v1/users/me";
     operation_id = "register",
     tags(Users),
     summary = "Register an account",
-    description = "Creates a pending account and queues an email with a 4-digit activation code. A pending account whose code has expired or died is taken over by the new registration (same id, new password, new code); new-code limits apply to takeovers too (429).",
+    description = "Creates a pending account and queues an email with a 4-digit activation code. A pending account whose code has expired or died is taken over by the new registration (same id, new password, new code); new-code limits apply to takeovers too (429). While the password-hashing pool is full, the request is refused at once with 503 `overloaded` and `Retry-After`, before its body is validated.",
     consumes = "application/json",
     produces = "application/json"
 )]
@@ -27,6 +27,9 @@ pub(crate) async fn register<A: Accounts>(
     client: ClientIp,
     body: JsonBody<RegisterUserBody>,
 ) -> Result<Created<UserBody>, ApiError> {
+    // Under overload, turn the request away before the strength estimate: it costs about as
+    // much CPU as the refusal itself and would starve the hashing threads.
+    accounts.check_capacity()?;
     let registration = body
         .into_inner()?
         .try_into_domain(accounts.password_policy())?;

@@ -633,6 +633,10 @@ impl Accounts for Sabotaged {
     fn password_policy(&self) -> &PasswordPolicy {
         &self.0
     }
+
+    fn check_capacity(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 #[actix_web::test]

@@ -149,6 +149,25 @@ async fn an_overloaded_hasher_makes_registration_answer_503_overloaded_at_once()
 }
 
 #[actix_web::test]
+async fn an_overloaded_hasher_refuses_registration_before_the_body_is_validated() {
+    // Arrange
+    let app = TestApp::spawn().await;
+    app.hasher.set_overloaded(true);
+
+    // Act: a password that validation would refuse with 422
+    let reply = app
+        .send(json_post(
+            "/v1/users",
+            &serde_json::json!({ "email": EMAIL, "password": "password" }),
+        ))
+        .await;
+
+    // Assert
+    reply.problem(503, "overloaded");
+    reply.retry_after();
+}
+
+#[actix_web::test]
 async fn an_overloaded_hasher_makes_basic_auth_answer_503_overloaded() {
     // Arrange
     let app = TestApp::spawn().await;

@@ -119,6 +119,12 @@ impl FakeHasher {
 
     fn admit(&self) -> Result<(), HashError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        self.check_room()
+    }
+}
+
+impl PasswordHasher for FakeHasher {
+    fn check_room(&self) -> Result<(), HashError> {
         if self.overloaded.load(Ordering::Relaxed) {
             Err(HashError::Overloaded {
                 retry_after: Duration::from_secs(1),
@@ -127,9 +133,7 @@ impl FakeHasher {
             Ok(())
         }
     }
-}
 
-impl PasswordHasher for FakeHasher {
     async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
         self.admit()?;
         let generation = self.generation.load(Ordering::Relaxed);

@@ -42,6 +42,7 @@ macro_rules! store_contract_tests {
             claims_take_the_oldest_due_mail_first_up_to_the_limit,
             throttles_count_to_the_limit_and_reset_after_the_window,
             throttle_keys_are_independent,
+            a_throttle_key_may_be_any_user_name,
             ping_answers,
         );
     };
@@ -635,6 +636,28 @@ pub async fn throttle_keys_are_independent(store: impl Store) {
             .is_some()
     );
     assert_eq!(store.throttled_until(&b, limit, t0()).await.unwrap(), None);
+}
+
+/// Basic-auth user names are counted as sent, so a key can hold any text: NUL bytes,
+/// kilobytes of it. Each still counts on its own.
+pub async fn a_throttle_key_may_be_any_user_name(store: impl Store) {
+    let limit = Limit {
+        max: 1,
+        window: 60 * SECOND,
+    };
+    let long: String = (0..8 * 1024u32)
+        .map(|i| char::from_u32(0x4e00 + (i * 7919) % 0x5000).unwrap_or('x'))
+        .collect();
+    for name in ["nul\0byte@example.com", "\0", long.as_str()] {
+        let key = ThrottleKey::LoginFailuresForAccount(name.to_owned());
+        assert_eq!(store.throttle_hit(&key, limit, t0()).await.unwrap(), None);
+        assert_eq!(
+            store.throttled_until(&key, limit, t0()).await.unwrap(),
+            Some(t0() + 60 * SECOND),
+            "{:?}",
+            name.get(..20)
+        );
+    }
 }
 
 /// A healthy store answers a ping.

@@ -175,3 +175,19 @@ async fn a_login_with_a_stale_hash_succeeds_and_replaces_the_stored_hash_once() 
     assert_eq!(second_cost, 1, "a current hash is only checked");
     assert_eq!(app.stored_hash("ada@example.com").await, rehashed);
 }
+
+#[tokio::test]
+async fn a_full_hashing_pool_refuses_authentication_before_the_store_is_asked() {
+    let app = App::new();
+    app.register("ada@example.com", PASSWORD).await.unwrap();
+    app.hasher.set_overloaded(true);
+    // Any store access would now fail as Unavailable: an Overloaded answer proves none happened.
+    app.store.simulate_outage(true);
+
+    let result = app.login("ada@example.com", PASSWORD).await;
+
+    assert!(
+        matches!(result, Err(Error::Overloaded { retry_after }) if retry_after == SECOND),
+        "{result:?}"
+    );
+}

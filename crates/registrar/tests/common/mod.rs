@@ -22,6 +22,7 @@ use std::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::Value;
 
+pub(crate) mod database;
 pub(crate) mod smtp;
 
 /// How long to wait for the server to say something; generous for a loaded CI machine.
@@ -104,6 +105,21 @@ impl Server {
     }
 
     /// [`Self::request`] with extra header lines (`"Name: value"`).
+    /// The body of a GET of `path`, as text.
+    pub(crate) fn get_text(&self, path: &str) -> String {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap()
+    }
+
     pub(crate) fn request_with(
         &self,
         method: &str,
