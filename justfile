@@ -29,7 +29,7 @@ deny:
     cargo deny check bans licenses sources
 
 # Everything CI runs.
-ci: fmt-check lint deny test
+ci: fmt-check lint deny test (fuzz "10")
 
 # Benchmark: 201 → SMTP acceptance of the activation email over 1,000 registrations (needs PostgreSQL).
 bench-mail:

@@ -157,7 +157,7 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|error| {
         use serde_json::error::Category;
         ApiError::Malformed(match error.classify() {
-            Category::Data => format!("the body has a value of the wrong type: {error}"),
+            Category::Data => format!("the body does not fit the schema: {error}"),
             Category::Eof if body.iter().all(u8::is_ascii_whitespace) => {
                 "the request body is empty; a JSON object is required".into()
             }

@@ -56,7 +56,7 @@ const PROBLEM_TYPES: &[(u16, &str)] = &[
 /// own error chains.
 ///
 /// Not listed, on purpose: `serde_json`'s description of a wrong JSON type, which the 400
-/// `malformed-request` detail quotes ("the body has a value of the wrong type: invalid type:
+/// `malformed-request` detail quotes ("the body does not fit the schema: invalid type:
 /// integer `1`, expected a string at line 1 column 10"). It names the client's own mistake in
 /// JSON terms, the same words a hand-written message would use, and says nothing about the
 /// server; the contract asks `detail` to explain the problem. What would make it internal text

@@ -560,6 +560,27 @@ async fn wrong_json_types_return_400_malformed_request() {
 }
 
 #[actix_web::test]
+async fn a_member_given_twice_is_a_malformed_request_that_says_so() {
+    // Arrange: which of the two values would count is anybody's guess, so neither does
+    let app = TestApp::spawn().await;
+    let body =
+        format!(r#"{{"email":"{EMAIL}","password":"{PASSWORD}","email":"other@example.com"}}"#);
+    let request = TestRequest::post()
+        .uri("/v1/users")
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .set_payload(body);
+
+    // Act
+    let reply = app.send(request).await;
+
+    // Assert
+    let problem = reply.problem(400, "malformed-request");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("duplicate field `email`"), "{detail}");
+    assert!(!detail.contains("wrong type"), "{detail}");
+}
+
+#[actix_web::test]
 async fn a_json_array_instead_of_an_object_is_a_malformed_request() {
     // Arrange: serde would read a struct from a sequence of its fields, in order
     let app = TestApp::spawn().await;
