@@ -111,7 +111,7 @@ impl Work {
 }
 
 /// Runs `work`, recording its duration; a panic becomes [`HashError::Failed`] so the thread
-/// lives on (its memory may then hold anything, which the next job overwrites).
+/// lives on (its Argon2 memory is wiped as the panic unwinds).
 fn timed<T>(op: &'static str, work: impl FnOnce() -> Result<T, HashError>) -> Result<T, HashError> {
     let started = Instant::now();
     let result = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {

@@ -28,11 +28,13 @@ use common::{
     smtp::{SmtpSink, code_in, reserve_port},
 };
 
-/// A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones refused)
-/// and restore.
+/// A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones refused),
+/// black-hole (connections stay open and new ones are accepted, but nothing gets through either
+/// way, as in a network partition) and restore.
 struct Proxy {
     port: u16,
     cut: Arc<AtomicBool>,
+    black_hole: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
@@ -41,13 +43,20 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
+        let black_hole = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
         let (cut_flag, open_list) = (Arc::clone(&cut), Arc::clone(&open));
+        let swallow = Arc::clone(&black_hole);
         thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 if cut_flag.load(Ordering::SeqCst) {
                     let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                if swallow.load(Ordering::SeqCst) {
+                    // Accepted, and then never answered.
+                    open_list.lock().unwrap().push(client);
                     continue;
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
@@ -57,11 +66,25 @@ impl Proxy {
                 list.push(client.try_clone().unwrap());
                 list.push(server.try_clone().unwrap());
                 drop(list);
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    Arc::clone(&swallow),
+                );
+                pipe(server, client, Arc::clone(&swallow));
             }
         });
-        Self { port, cut, open }
+        Self {
+            port,
+            cut,
+            black_hole,
+            open,
+        }
+    }
+
+    /// From now on nothing gets through, and nothing is refused either.
+    fn black_hole(&self) {
+        self.black_hole.store(true, Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -71,17 +94,26 @@ impl Proxy {
         }
     }
 
+    /// Lets connections through again. Connections from a black-holed spell are dropped: what
+    /// they lost cannot be replayed, as when a partition outlasts TCP.
     fn restore(&self) {
+        if self.black_hole.swap(false, Ordering::SeqCst) {
+            for stream in self.open.lock().unwrap().drain(..) {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        }
         self.cut.store(false, Ordering::SeqCst);
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` until either closes; while `swallow` is set, bytes are dropped.
+fn pipe(mut from: TcpStream, mut to: TcpStream, swallow: Arc<AtomicBool>) {
     thread::spawn(move || {
         let mut buffer = [0u8; 16 * 1024];
         loop {
             match from.read(&mut buffer) {
                 Ok(0) | Err(_) => break,
+                Ok(_) if swallow.load(Ordering::SeqCst) => {}
                 Ok(n) => {
                     if to.write_all(&buffer[..n]).is_err() {
                         break;
@@ -244,6 +276,55 @@ fn the_database_going_away_gives_503_quickly_and_the_service_recovers_by_itself(
         if status == 200 {
             break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after the database came back"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(register(&server, "after@example.com").0, 201);
+}
+
+#[test]
+fn a_database_that_stops_answering_gives_503_within_5_s_with_the_default_timeouts() {
+    let database = TestDatabase::create();
+    let proxy = Proxy::start(database.port());
+    let url = database.url(Some(proxy.port));
+    let server = Server::start(&[("DATABASE_URL", url.as_str())]);
+    assert_eq!(register(&server, "before@example.com").0, 201);
+
+    // Pooled connections stay open but go silent; new ones connect and are never answered.
+    proxy.black_hole();
+    for (method, path, auth, body) in [
+        ("GET", "/readyz", None, None),
+        (
+            "POST",
+            "/v1/users",
+            None,
+            Some(r#"{"email":"during@example.com","password":"correct horse battery staple"}"#),
+        ),
+        (
+            "GET",
+            "/v1/users/me",
+            Some(("before@example.com", PASSWORD)),
+            None,
+        ),
+    ] {
+        let started = Instant::now();
+        let (status, head, problem) = server.request(method, path, auth, body);
+        let took = started.elapsed();
+        assert_eq!(status, 503, "{method} {path}: {problem}");
+        assert_eq!(problem["type"], "/problems/unavailable");
+        assert!(head.contains("retry-after: "), "{head}");
+        assert!(
+            took < Duration::from_secs(5),
+            "{method} {path} took {took:?}"
+        );
+    }
+
+    proxy.restore();
+    let deadline = Instant::now() + PATIENCE;
+    while server.request("GET", "/readyz", None, None).0 != 200 {
         assert!(
             Instant::now() < deadline,
             "not ready again after the database came back"
