@@ -13,8 +13,8 @@ use std::{
 };
 
 use registrar_application::ports::{
-    AccountChange, ClaimedMail, Limit, MailOutcome, SaveError, Store, StoreError, ThrottleKey,
-    Versioned,
+    AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, SaveError, Store, StoreError,
+    ThrottleKey, Versioned,
 };
 use registrar_domain::{
     Account, ActivationCode, CodeDeath, CodeDigits, CodeId, CodePolicy, CodeState, Email, User,
@@ -350,10 +350,6 @@ impl Store for MemoryStore {
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
         let mut state = self.lock()?;
-        // Forget windows that are over, so the map does not grow without bound.
-        if state.throttles.len() > 10_000 {
-            state.throttles.retain(|_, (end, _)| *end > now);
-        }
         let entry = state
             .throttles
             .entry(key.as_storage_key())
@@ -367,6 +363,24 @@ impl Store for MemoryStore {
         }
         entry.1 += 1;
         Ok(None)
+    }
+
+    async fn prune(
+        &self,
+        now: SystemTime,
+        mail_queued_before: SystemTime,
+    ) -> Result<Pruned, StoreError> {
+        let mut state = self.lock()?;
+        let (mail, throttles) = (state.outbox.len(), state.throttles.len());
+        state
+            .outbox
+            .retain(|row| row.status == MailStatus::Pending || row.queued_at >= mail_queued_before);
+        state.throttles.retain(|_, (end, _)| *end > now);
+        let gone = |before: usize, after: usize| u64::try_from(before - after).unwrap_or(u64::MAX);
+        Ok(Pruned {
+            mail: gone(mail, state.outbox.len()),
+            throttles: gone(throttles, state.throttles.len()),
+        })
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # The schema (`migrations/V1__initial.sql`, `V2__pending_mail_by_user.sql`)
+//! # The schema (`migrations/V1__initial.sql`, `V2__pending_mail_by_user.sql`, `V4__prune_settled_mail.sql`)
 //! - `users`: the primary key `users_pkey` and the unique `users_email_key` on `email_key`,
 //!   the address in ASCII lower case ([`Email::key`](registrar_domain::Email::key)); a check
 //!   ties the key to the address, so they cannot disagree. A new account that hits either
@@ -34,7 +34,9 @@
 //!   index `(queued_at, id) WHERE status = 'pending'` serves the claim (oldest due first) and
 //!   the pending count, and holds only the backlog; the partial index `(user_id) WHERE status
 //!   = 'pending'` (V2) serves a save's cancellation of the account's mail whose code died, so
-//!   a save never scans the backlog, which grows while the mail server is down.
+//!   a save never scans the backlog, which grows while the mail server is down; the partial
+//!   index `(queued_at) WHERE status <> 'pending'` (V4) lets pruning find settled messages
+//!   without scanning the table.
 //! - `throttles`: `key` → `window_end`, `hits`. `hits` counts refused events too, so one
 //!   `INSERT … ON CONFLICT DO UPDATE … RETURNING` can tell whether *this* event was over the
 //!   limit (see `sql::THROTTLE_HIT`); what the port reports is exactly the memory store's.
@@ -42,7 +44,8 @@
 //!
 //! Foreign-key columns of the outbox are not indexed beyond that (only pending rows by user):
 //! nothing deletes users or codes today.
-//! Nothing prunes settled outbox rows or throttle rows whose window is over yet.
+//! `prune` deletes settled outbox rows past the retention and throttle rows whose window is
+//! over, in batches of 1,000 rows per statement so that no statement holds many row locks.
 //! Times are `timestamptz`; PostgreSQL keeps microseconds, so times read back are truncated to
 //! the microsecond.
 //!

@@ -245,6 +245,23 @@ pub(crate) const THROTTLE_HIT: &str = "
         hits = CASE WHEN t.window_end <= $2 THEN 1 ELSE t.hits + 1 END
     RETURNING window_end, hits";
 
+/// Deletes up to `$2` settled messages queued before `$1` (`PRUNE_BATCH`), so one statement
+/// never holds many row locks; the pruner repeats it until a batch comes back short.
+pub(crate) const PRUNE_MAIL: &str = "
+    DELETE FROM email_outbox WHERE id IN (
+        SELECT id FROM email_outbox WHERE status <> 'pending' AND queued_at < $1 LIMIT $2
+    )";
+
+/// Deletes up to `$2` throttle windows that ended by `$1`. A window that a concurrent hit
+/// reopens is re-checked by the DELETE and kept.
+pub(crate) const PRUNE_THROTTLES: &str = "
+    DELETE FROM throttles WHERE key IN (
+        SELECT key FROM throttles WHERE window_end <= $1 LIMIT $2
+    )";
+
+/// Rows one prune statement deletes at most.
+pub(crate) const PRUNE_BATCH: i64 = 1000;
+
 /// Whether the database answers.
 pub(crate) const PING: &str = "SELECT 1";
 

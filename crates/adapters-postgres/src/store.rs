@@ -15,8 +15,8 @@ use std::{
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::future::{join, try_join};
 use registrar_application::ports::{
-    AccountChange, ClaimedMail, Limit, MailOutcome, SaveError, Store, StoreError, ThrottleKey,
-    Versioned,
+    AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, SaveError, Store, StoreError,
+    ThrottleKey, Versioned,
 };
 use registrar_domain::{ActivationCode, CodePolicy, Email, UserId, UserStatus};
 use tokio::{
@@ -267,6 +267,31 @@ impl PgStore {
         })
         .await;
         self.settle(connection, outcome)
+    }
+
+    /// Runs `statement` (one of the `PRUNE_*`) in batches until one comes back short.
+    async fn prune_rows(
+        &self,
+        statement: &'static str,
+        before: SystemTime,
+    ) -> Result<u64, Failure> {
+        let mut deleted = 0;
+        loop {
+            let deadline = self.deadline();
+            let connection = self.connection(deadline).await?;
+            let outcome = timeout_at(deadline, async {
+                let statement = connection.prepare_cached(statement).await?;
+                Ok(connection
+                    .execute(&statement, &[&before, &sql::PRUNE_BATCH])
+                    .await?)
+            })
+            .await;
+            let batch = self.settle(connection, outcome)?;
+            deleted += batch;
+            if batch < sql::PRUNE_BATCH.unsigned_abs() {
+                return Ok(deleted);
+            }
+        }
     }
 
     async fn closed_until(
@@ -557,6 +582,23 @@ impl Store for PgStore {
         self.hit(key, limit, now)
             .await
             .map_err(|f| f.into_store_error("count throttle hit"))
+    }
+
+    #[tracing::instrument(name = "store: prune", skip_all)]
+    async fn prune(
+        &self,
+        now: SystemTime,
+        mail_queued_before: SystemTime,
+    ) -> Result<Pruned, StoreError> {
+        let mail = self
+            .prune_rows(sql::PRUNE_MAIL, mail_queued_before)
+            .await
+            .map_err(|f| f.into_store_error("prune mail"))?;
+        let throttles = self
+            .prune_rows(sql::PRUNE_THROTTLES, now)
+            .await
+            .map_err(|f| f.into_store_error("prune throttles"))?;
+        Ok(Pruned { mail, throttles })
     }
 
     #[tracing::instrument(name = "store: ping", skip_all)]

@@ -2,13 +2,14 @@
 //! the code becomes usable when the mail server accepts its email; transient failures are
 //! retried with exponential backoff and jitter, per message, up to a bound.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use registrar_domain::CodePolicy;
 
 use crate::ports::{
-    ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Store, StoreError,
+    ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Pruned, Store,
+    StoreError,
 };
 
 /// How the dispatcher retries.
@@ -26,6 +27,8 @@ pub struct DeliveryPolicy {
     pub max_backoff: Duration,
     /// Give up on a message this long after it was queued, whatever its tries.
     pub max_age: Duration,
+    /// Keep a settled message this long after it was queued, for inspection; then prune it.
+    pub retention: Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -37,6 +40,7 @@ impl Default for DeliveryPolicy {
             base_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_mins(5),
             max_age: Duration::from_hours(1),
+            retention: Duration::from_hours(7 * 24),
         }
     }
 }
@@ -135,6 +139,16 @@ where
     /// Messages waiting to be sent.
     pub async fn depth(&self) -> Result<u64, StoreError> {
         self.store.outbox_depth().await
+    }
+
+    /// Deletes settled messages older than the retention and throttle windows that are over,
+    /// so neither table grows without bound.
+    pub async fn prune(&self) -> Result<Pruned, StoreError> {
+        let now = self.clock.now();
+        let mail_queued_before = now
+            .checked_sub(self.policy.retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.store.prune(now, mail_queued_before).await
     }
 
     #[tracing::instrument(name = "deliver activation email", skip_all, fields(user_id = %mail.user_id, attempt = mail.attempts))]

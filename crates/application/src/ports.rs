@@ -355,6 +355,24 @@ pub trait Store: Send + Sync + 'static {
         now: SystemTime,
     ) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
 
+    /// Deletes what no rule reads any more: settled (sent, failed or cancelled) messages queued
+    /// before `mail_queued_before`, and throttle windows that ended by `now`. Safe to run
+    /// concurrently with everything else, and on several replicas at once.
+    fn prune(
+        &self,
+        now: SystemTime,
+        mail_queued_before: SystemTime,
+    ) -> impl Future<Output = Result<Pruned, StoreError>> + Send;
+
     /// Checks that the store answers.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What one [`Store::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Settled outbox messages.
+    pub mail: u64,
+    /// Ended throttle windows.
+    pub throttles: u64,
 }

@@ -231,6 +231,9 @@ pub struct ServeArgs {
     /// Give up on an email this long after it was queued.
     #[arg(long, env = "REGISTRAR_MAIL_MAX_AGE", default_value = "1h")]
     pub mail_max_age: humantime::Duration,
+    /// Keep a sent, failed or cancelled email's outbox row this long after it was queued.
+    #[arg(long, env = "REGISTRAR_MAIL_RETENTION", default_value = "7d")]
+    pub mail_retention: humantime::Duration,
     /// How long a dispatcher's claim on an email lasts before another may take it.
     #[arg(long, env = "REGISTRAR_MAIL_LEASE", default_value = "30s")]
     pub mail_lease: humantime::Duration,
@@ -338,6 +341,7 @@ impl ServeArgs {
             lease: self.mail_lease.into(),
             max_attempts: self.mail_max_attempts,
             max_age: self.mail_max_age.into(),
+            retention: self.mail_retention.into(),
             ..DeliveryPolicy::default()
         };
         if self.database_pool_size == 0 {

@@ -70,6 +70,10 @@ pub fn init_metrics() -> anyhow::Result<PrometheusHandle> {
         "registrar_email_attempts_failed_total",
         "Failed delivery tries that will be retried"
     );
+    metrics::describe_counter!(
+        "registrar_pruned_total",
+        "Rows pruned from the store, by what: settled mail, throttle windows that are over"
+    );
     metrics::describe_gauge!(
         "registrar_hash_queue_depth",
         "Password hashing jobs waiting for a thread"

@@ -14,6 +14,7 @@ mod common;
 use std::{
     io::{Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
+    process::Command,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -332,6 +333,31 @@ fn a_database_that_stops_answering_gives_503_within_5_s_with_the_default_timeout
         thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(register(&server, "after@example.com").0, 201);
+}
+
+#[test]
+fn the_server_prunes_throttle_windows_that_are_over_at_start_up() {
+    let database = TestDatabase::create();
+    let url = database.url(None);
+    let migrate = Command::new(env!("CARGO_BIN_EXE_registrar"))
+        .arg("migrate")
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(migrate.status.success(), "{migrate:?}");
+    database.query(
+        "INSERT INTO throttles (key, window_end, hits) VALUES \
+         ('ended', now() - interval '1 minute', 5), ('open', now() + interval '1 hour', 1)",
+    );
+
+    let mut server = Server::start(&[("DATABASE_URL", url.as_str())]);
+
+    let event = server.wait_for(|event| {
+        event["message"] == "pruned settled mail and throttle windows that are over"
+    });
+    assert_eq!(event["throttles"], 1, "{event}");
+    assert_eq!(database.query("SELECT key FROM throttles"), "open");
 }
 
 #[test]

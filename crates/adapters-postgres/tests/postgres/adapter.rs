@@ -5,7 +5,7 @@
 use std::{
     collections::HashSet,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use registrar_adapters_postgres::PgStore;
@@ -332,4 +332,36 @@ fn migration_files() -> i64 {
         })
         .count();
     i64::try_from(count).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_deletes_in_batches_until_nothing_is_left() {
+    let database = TestDatabase::migrated().await;
+    let store = PgStore::new(&database.settings()).unwrap();
+    // 2,500 windows that ended, over two and a half batches, and one still open.
+    database
+        .connect()
+        .await
+        .batch_execute(
+            "INSERT INTO throttles (key, window_end, hits) \
+             SELECT 'ended:' || i, now() - interval '1 hour', 3 FROM generate_series(1, 2500) AS i; \
+             INSERT INTO throttles (key, window_end, hits) \
+             VALUES ('open', now() + interval '1 hour', 1)",
+        )
+        .await
+        .unwrap();
+
+    let pruned = store.prune(SystemTime::now(), t0()).await.unwrap();
+
+    assert_eq!(pruned.throttles, 2500);
+    let left: Vec<String> = database
+        .connect()
+        .await
+        .query("SELECT key FROM throttles", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(left, ["open"]);
 }

@@ -13,8 +13,8 @@ use std::{
 use registrar_adapters_postgres::{PgSettings, PgStore};
 use registrar_application::{
     ports::{
-        AccountChange, ClaimedMail, Limit, MailOutcome, QueuedMail, SaveError, Store, StoreError,
-        ThrottleKey, Versioned,
+        AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, QueuedMail, SaveError, Store,
+        StoreError, ThrottleKey, Versioned,
     },
     testing::t0,
 };
@@ -292,6 +292,14 @@ impl Store for TestStore {
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
         self.store.throttle_hit(key, limit, now).await
+    }
+
+    async fn prune(
+        &self,
+        now: SystemTime,
+        mail_queued_before: SystemTime,
+    ) -> Result<Pruned, StoreError> {
+        self.store.prune(now, mail_queued_before).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::t0;
 use crate::ports::{
-    AccountChange, Limit, MailOutcome, QueuedMail, SaveError, Store, ThrottleKey, Versioned,
+    AccountChange, Limit, MailOutcome, Pruned, QueuedMail, SaveError, Store, ThrottleKey, Versioned,
 };
 
 /// Generates one `#[tokio::test]` per contract case, each on a store from `$make`.
@@ -43,6 +43,7 @@ macro_rules! store_contract_tests {
             throttles_count_to_the_limit_and_reset_after_the_window,
             throttle_keys_are_independent,
             a_throttle_key_may_be_any_user_name,
+            pruning_deletes_settled_mail_before_the_cutoff_and_throttle_windows_that_are_over,
             ping_answers,
         );
     };
@@ -658,6 +659,72 @@ pub async fn a_throttle_key_may_be_any_user_name(store: impl Store) {
             name.get(..20)
         );
     }
+}
+
+/// Pruning deletes settled mail queued before the cutoff and throttle windows that ended by
+/// `now`; pending mail, newer settled mail and open windows stay, and a second prune finds
+/// nothing.
+pub async fn pruning_deletes_settled_mail_before_the_cutoff_and_throttle_windows_that_are_over(
+    store: impl Store,
+) {
+    register(&store, 10, "ada@example.com", "0421").await;
+    register(&store, 20, "bob@example.com", "1234").await;
+    register(&store, 30, "cy@example.com", "5678").await;
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let sent = MailOutcome::Sent {
+        accepted_at: t0() + SECOND,
+    };
+    assert!(store.finish_mail(&claimed[0], sent).await.unwrap());
+    let failed = MailOutcome::Failed {
+        error: "550 no such user".into(),
+    };
+    assert!(store.finish_mail(&claimed[1], failed).await.unwrap());
+    let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let (short, long) = (
+        ThrottleKey::RegistrationsFromAddress(ip),
+        ThrottleKey::LoginFailuresFromAddress(ip),
+    );
+    let short_limit = Limit {
+        max: 1,
+        window: 60 * SECOND,
+    };
+    let long_limit = Limit {
+        max: 1,
+        window: 600 * SECOND,
+    };
+    store.throttle_hit(&short, short_limit, t0()).await.unwrap();
+    store.throttle_hit(&long, long_limit, t0()).await.unwrap();
+    let now = t0() + 120 * SECOND;
+
+    // Mail queued at the cutoff is not before it.
+    let at_the_cutoff = store.prune(now, t0()).await.unwrap();
+    let past_the_cutoff = store.prune(now, t0() + SECOND).await.unwrap();
+    let again = store.prune(now, t0() + SECOND).await.unwrap();
+
+    assert_eq!(
+        at_the_cutoff,
+        Pruned {
+            mail: 0,
+            throttles: 1
+        }
+    );
+    assert_eq!(
+        past_the_cutoff,
+        Pruned {
+            mail: 2,
+            throttles: 0
+        }
+    );
+    assert_eq!(again, Pruned::default());
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
+    let pending = store.claim_mail(now, 30 * SECOND, 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].to.as_str(), "cy@example.com");
+    assert_eq!(
+        store.throttled_until(&long, long_limit, now).await.unwrap(),
+        Some(t0() + 600 * SECOND)
+    );
 }
 
 /// A healthy store answers a ping.

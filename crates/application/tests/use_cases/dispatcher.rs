@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use registrar_application::{
     DeliveryPolicy, DeliveryReport, Error,
-    ports::{ActivationEmail, Entropy, MailError, Store},
+    ports::{ActivationEmail, Entropy, MailError, Pruned, Store},
 };
 use registrar_domain::Email;
 
@@ -341,4 +341,33 @@ async fn a_mailer_hears_of_a_delivery_only_once_the_code_is_usable() {
 
     assert_eq!(report.sent, 1);
     assert_eq!(*seen.lock().unwrap(), [true]);
+}
+
+#[tokio::test]
+async fn pruning_keeps_sent_mail_for_the_retention_then_deletes_it_with_ended_throttles() {
+    let app = App::new();
+    app.register("ada@example.com", PASSWORD).await.unwrap();
+    app.deliver().await;
+    let retention = DeliveryPolicy::default().retention;
+
+    app.advance(retention);
+    let within = app.dispatcher.prune().await.unwrap();
+    app.advance(Duration::from_secs(1));
+    let after = app.dispatcher.prune().await.unwrap();
+
+    // The registration's throttle window (10 minutes) was over long before.
+    assert_eq!(
+        within,
+        Pruned {
+            mail: 0,
+            throttles: 1
+        }
+    );
+    assert_eq!(
+        after,
+        Pruned {
+            mail: 1,
+            throttles: 0
+        }
+    );
 }
