@@ -17,8 +17,8 @@
 //! Verifying uses the algorithm, version and costs written in the stored hash, and reports the
 //! match as `stale` when they are weaker than configured, so callers can re-hash. A stored hash
 //! that needs more memory than configured is checked in an array allocated for that job alone,
-//! up to 256 MiB (or `memory_kib` if larger); one that needs more is refused as
-//! [`HashError::Failed`].
+//! up to 256 MiB (or `memory_kib` if larger); one that needs more, or more than 64 passes (or
+//! `iterations` if larger), is refused as [`HashError::Failed`] without being computed.
 //!
 //! Metrics (via the `metrics` facade): the gauge [`metric_names::QUEUE_DEPTH`], the counter
 //! [`metric_names::REJECTED_TOTAL`] (label `reason`: `queue_full` or `queue_timeout`), and the

@@ -13,6 +13,10 @@ use registrar_domain::PasswordHash;
 /// `m`: 256 MiB. A larger stored cost is refused rather than allocated.
 pub(crate) const MAX_STORED_MEMORY_KIB: u32 = 256 * 1024;
 
+/// The most passes a stored hash may ask for when it asks for more than the configured `t`: a
+/// larger one would hold a hashing thread for minutes, and is refused rather than computed.
+pub(crate) const MAX_STORED_ITERATIONS: u32 = 64;
+
 /// One hashing thread's Argon2 working memory: a block array of the configured size, allocated
 /// on the thread's first job and reused by every later one, so that a thread holds one array
 /// rather than leaving one freed array per job to the allocator.
@@ -165,7 +169,8 @@ fn compute(
 ///
 /// A match is `stale` when `stored` is weaker than `configured`: not Argon2id, not version
 /// 0x13, any of `m`, `t`, `p` lower, or a shorter output. A stored hash that needs more memory
-/// than `memory` allows (the configured `m`, or [`MAX_STORED_MEMORY_KIB`] if larger) fails.
+/// than `memory` allows (the configured `m`, or [`MAX_STORED_MEMORY_KIB`] if larger), or more
+/// passes than the configured `t` or [`MAX_STORED_ITERATIONS`], fails uncomputed.
 pub(crate) fn verify(
     configured: &Params,
     password: &str,
@@ -190,6 +195,13 @@ pub(crate) fn verify(
             "the stored password hash needs {} KiB of memory, more than the {} KiB allowed",
             params.block_count(),
             memory.limit
+        )));
+    }
+    if params.t_cost() > MAX_STORED_ITERATIONS.max(configured.t_cost()) {
+        return Err(HashError::Failed(format!(
+            "the stored password hash needs {} passes, more than the {} allowed",
+            params.t_cost(),
+            MAX_STORED_ITERATIONS.max(configured.t_cost())
         )));
     }
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
@@ -452,6 +464,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_stored_hash_asking_for_more_passes_than_allowed_fails_uncomputed() {
+        let configured = params(1024, 2, 1);
+        let mut memory = Memory::new(&configured);
+        let stored = |t: u32| {
+            PasswordHash::from_phc(format!(
+                "$argon2id$v=19$m=1024,t={t},p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNo"
+            ))
+            .unwrap()
+        };
+
+        // u32::MAX passes would take years: an answer at all shows it was not computed.
+        let too_many = super::verify(&configured, "hunter22", &stored(u32::MAX), &mut memory);
+        let most = super::verify(
+            &configured,
+            "hunter22",
+            &stored(MAX_STORED_ITERATIONS),
+            &mut memory,
+        );
+
+        assert!(
+            matches!(too_many, Err(HashError::Failed(_))),
+            "{too_many:?}"
+        );
+        assert_eq!(most, Ok(Verification::Mismatch));
     }
 
     #[test]
