@@ -7,28 +7,34 @@
 use deadpool_postgres::Connect;
 use futures_util::future::BoxFuture;
 use tokio::{runtime::Handle, task::JoinHandle};
-use tokio_postgres::{Client, Config, Error, NoTls};
+use tokio_postgres::{Client, Config, Error};
 
-/// Opens connections on one runtime, whatever runtime asks for them.
-pub(crate) struct OnRuntime(pub(crate) Handle);
+use crate::tls::Tls;
+
+/// Opens connections on one runtime, whatever runtime asks for them, with the store's TLS.
+pub(crate) struct OnRuntime {
+    pub(crate) runtime: Handle,
+    pub(crate) tls: Tls,
+}
 
 impl Connect for OnRuntime {
     fn connect(&self, config: &Config) -> BoxFuture<'_, Result<(Client, JoinHandle<()>), Error>> {
         let config = config.clone();
-        let runtime = self.0.clone();
+        let runtime = self.runtime.clone();
+        let tls = self.tls.clone();
         Box::pin(async move {
-            match runtime.spawn(open(config.clone())).await {
+            match runtime.spawn(open(config.clone(), tls.clone())).await {
                 Ok(opened) => opened,
                 // That runtime is shutting down: open one here, as deadpool itself would.
-                Err(_) => open(config).await,
+                Err(_) => open(config, tls).await,
             }
         })
     }
 }
 
 /// Opens a connection and runs its I/O task on the current runtime.
-async fn open(config: Config) -> Result<(Client, JoinHandle<()>), Error> {
-    let (client, connection) = config.connect(NoTls).await?;
+async fn open(config: Config, tls: Tls) -> Result<(Client, JoinHandle<()>), Error> {
+    let (client, connection) = config.connect(tls).await?;
     let task = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "database connection ended");

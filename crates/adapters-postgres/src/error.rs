@@ -83,7 +83,7 @@ impl Failure {
 /// Whether the error means the database cannot be reached now, or is going away, or was too
 /// slow: connection refused/reset/closed, class 08 (connection exception), 57P01–57P03 (admin
 /// or crash shutdown, cannot connect now), 53300 (too many connections) and 57014 (statement
-/// timeout).
+/// timeout). A TLS refusal (untrusted certificate, server without TLS under `require`) is not.
 pub(crate) fn is_unavailable(error: &tokio_postgres::Error) -> bool {
     if error.is_closed() {
         return true;
@@ -99,8 +99,19 @@ pub(crate) fn is_unavailable(error: &tokio_postgres::Error) -> bool {
             ]
             .contains(code);
     }
-    // No server error: the socket failed (refused, reset, timed out, closed mid-message).
+    // No server error: the socket failed (refused, reset, timed out, closed mid-message). Not
+    // when TLS refused the server's certificate, which reaches us as an I/O error too: that is
+    // the settings or the server's certificate, and waiting does not mend it.
     std::error::Error::source(error).is_some_and(<dyn std::error::Error>::is::<std::io::Error>)
+        && !matches!(tls_error(error), Some(rustls::Error::InvalidCertificate(_)))
+}
+
+/// The rustls error under a failed TLS handshake (tokio-rustls wraps it in an I/O error).
+fn tls_error(error: &tokio_postgres::Error) -> Option<&rustls::Error> {
+    std::error::Error::source(error)?
+        .downcast_ref::<std::io::Error>()?
+        .get_ref()?
+        .downcast_ref::<rustls::Error>()
 }
 
 /// A unique violation on the users' primary key or email key: someone has the account.
@@ -116,9 +127,12 @@ fn db_error(op: &str, error: &tokio_postgres::Error) -> StoreError {
     let message = match error.as_db_error() {
         // The primary message only: no statement text, no DETAIL with row values.
         Some(db) => format!("{op}: {} {}", db.code().code(), db.message()),
-        None => match std::error::Error::source(error) {
-            Some(cause) => format!("{op}: {error}: {cause}"),
-            None => format!("{op}: {error}"),
+        None => match (tls_error(error), std::error::Error::source(error)) {
+            (Some(tls @ rustls::Error::InvalidCertificate(_)), _) => {
+                format!("{op}: the database's TLS certificate was refused: {tls}")
+            }
+            (_, Some(cause)) => format!("{op}: {error}: {cause}"),
+            (_, None) => format!("{op}: {error}"),
         },
     };
     if is_unavailable(error) {

@@ -1,6 +1,6 @@
 //! Registrar's production store: the application's [`Store`] port on PostgreSQL, with
-//! tokio-postgres, a deadpool connection pool and refinery migrations from the top-level
-//! `migrations/` folder. It behaves exactly like the in-memory store: both run the store
+//! tokio-postgres (over rustls when the URL asks for TLS), a deadpool connection pool and
+//! refinery migrations from the top-level `migrations/` folder. It behaves exactly like the in-memory store: both run the store
 //! contract suite of `registrar-application`.
 //!
 //! ```no_run
@@ -49,6 +49,32 @@
 //! Times are `timestamptz`; PostgreSQL keeps microseconds, so times read back are truncated to
 //! the microsecond.
 //!
+//! # TLS
+//! Configured entirely by libpq's parameters in the URL, so that the URL a provider gives
+//! works as pasted (`?sslmode=verify-full&sslrootcert=/etc/registrar/db-ca.pem`), over rustls
+//! (ring) for every connection: the pool's, the migrations' and the notification listener's.
+//!
+//! | `sslmode` | TLS | the server's certificate |
+//! |---|---|---|
+//! | `disable` | never | — |
+//! | `prefer` (when absent) | if the server accepts it, else plain | not checked (*) |
+//! | `require` | always | not checked (*) |
+//! | `verify-ca` | always | must chain to a trusted root; any host name |
+//! | `verify-full` | always | must chain to a trusted root and name the host connected to |
+//!
+//! `require` is libpq's: encryption against eavesdroppers, but anyone on the path can present
+//! a certificate. With SCRAM passwords, adding `channel_binding=require` binds the login to
+//! the TLS session, so a machine in the middle cannot complete it (without it, that machine
+//! could ask for the password in clear). (*) As in libpq, when `sslrootcert` names a file,
+//! `prefer` and `require` check the chain too.
+//! `sslrootcert` is a PEM file of trusted roots; without it the `verify-*` modes trust the
+//! operating system's store; `sslrootcert=system` means that store and implies (and
+//! requires) `verify-full`, as in libpq 16. With `verify-full` the host name checked is the
+//! URL's host; `hostaddr=` can say where to connect instead. An unknown `sslmode`, an empty or
+//! unreadable root file, and client certificates (`sslcert`, `sslkey`: not supported) are
+//! [`SetupError::Settings`] at start-up. Unlike libpq, `~/.postgresql/` is never read, and
+//! `prefer` does not retry in plain text after a failed handshake.
+//!
 //! # Round trips per operation
 //! Statements are prepared once per connection and cached.
 //! - `account_by_email` / `account_by_id`: one query (user, current code via a lateral join,
@@ -76,7 +102,9 @@
 //! and so are the idle ones (after a restart or failover they are dead too); the pool opens
 //! fresh connections by itself when the database is back.
 //! Everything else is [`StoreError::Internal`], with a short message: the operation, the
-//! SQLSTATE and the server's primary message, never SQL text or the server's DETAIL.
+//! SQLSTATE and the server's primary message, never SQL text or the server's DETAIL. That
+//! includes TLS refusals (a certificate that `sslmode`/`sslrootcert` do not accept, a server
+//! without TLS under `require`): they need the settings or the certificate fixed, not time.
 //! Note: tokio-postgres logs statements *with their parameters* at `debug` level through the
 //! `log` crate; keep `tokio_postgres` at `info` or above in production log filters.
 //!
@@ -100,6 +128,7 @@ mod rows;
 mod settings;
 mod sql;
 mod store;
+mod tls;
 
 pub use error::SetupError;
 pub use settings::PgSettings;

@@ -4,23 +4,22 @@
 
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
-
-use crate::{SetupError, sql::MIGRATION_LOCK};
+use crate::{SetupError, sql::MIGRATION_LOCK, tls::Tls};
 
 mod embedded {
     //! The migrations, embedded by refinery's macro (`build.rs` rebuilds when one is added).
     refinery::embed_migrations!("../../migrations");
 }
 
-/// Connects with `config` (bounded by `connect_timeout`), takes the migration lock, applies
-/// what is missing in one transaction, and closes the connection (which releases the lock in
-/// any case).
+/// Connects with `config` and the store's `tls` (bounded by `connect_timeout`), takes the
+/// migration lock, applies what is missing in one transaction, and closes the connection
+/// (which releases the lock in any case).
 pub(crate) async fn run(
     config: &tokio_postgres::Config,
+    tls: Tls,
     connect_timeout: Duration,
 ) -> Result<(), SetupError> {
-    let connect = tokio::time::timeout(connect_timeout, config.connect(NoTls));
+    let connect = tokio::time::timeout(connect_timeout, config.connect(tls));
     let (mut client, connection) = match connect.await {
         Ok(Ok(connected)) => connected,
         Ok(Err(error)) => return Err(SetupError::Connect(Box::new(error))),

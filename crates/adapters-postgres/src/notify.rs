@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{StreamExt, stream};
 use registrar_application::DispatchSignal;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::PgStore;
 
@@ -20,7 +20,8 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 impl PgStore {
     /// Pokes `signal` whenever any replica queues mail, and once after every (re)connection,
     /// since notifications sent while disconnected are lost. Runs until the future is dropped,
-    /// on a connection of its own (outside the pool), reconnecting when it fails.
+    /// on a connection of its own (outside the pool, with the pool's TLS settings), reconnecting
+    /// when it fails.
     pub async fn forward_mail_notifications(&self, signal: DispatchSignal) {
         loop {
             match self.listen(&signal).await {
@@ -32,7 +33,8 @@ impl PgStore {
     }
 
     async fn listen(&self, signal: &DispatchSignal) -> Result<(), tokio_postgres::Error> {
-        let (client, mut connection) = self.config().connect(NoTls).await?;
+        // The pool's configuration and TLS: the same server, checked the same way.
+        let (client, mut connection) = self.config().connect(self.tls().clone()).await?;
         // The connection makes progress only while it is polled, so it is driven alongside LISTEN.
         let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
         let statement = format!("LISTEN {CHANNEL}");

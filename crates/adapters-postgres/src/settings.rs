@@ -3,7 +3,10 @@
 
 use std::{fmt, str::FromStr, time::Duration};
 
-use crate::SetupError;
+use crate::{
+    SetupError,
+    tls::{self, Tls},
+};
 
 /// How to reach PostgreSQL and how long to wait for it.
 ///
@@ -23,7 +26,12 @@ use crate::SetupError;
 #[derive(Clone, PartialEq, Eq)]
 pub struct PgSettings {
     /// A libpq-style URL (`postgres://user:password@host:port/dbname?options`) or key=value
-    /// string, as `tokio_postgres::Config` parses it. Only plain TCP (no TLS) for now.
+    /// string, as `tokio_postgres::Config` parses it, plus libpq's TLS parameters: `sslmode`
+    /// (`disable`, `prefer` when absent, `require`, `verify-ca`, `verify-full`) and
+    /// `sslrootcert` (a PEM file of trusted roots, or `system`). As in libpq, `prefer` and
+    /// `require` encrypt but do not check the server's certificate (unless `sslrootcert` names
+    /// a file); the `verify-*` modes check it against `sslrootcert` or the operating system's
+    /// trust store, and `verify-full` the host name too. The crate documentation has the details.
     pub url: String,
     /// Most connections the pool keeps open. Default: [`Self::DEFAULT_POOL_SIZE`].
     pub pool_size: usize,
@@ -42,11 +50,11 @@ impl PgSettings {
     /// Default for [`pool_size`](Self::pool_size).
     pub const DEFAULT_POOL_SIZE: usize = 16;
     /// Default for [`connect_timeout`](Self::connect_timeout).
-    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
     /// Default for [`pool_wait_timeout`](Self::pool_wait_timeout).
-    pub const DEFAULT_POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(3);
+    pub const DEFAULT_POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
     /// Default for [`statement_timeout`](Self::statement_timeout).
-    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(4);
 
     /// Settings for the database at `url`, with the default pool size and timeouts.
     #[must_use]
@@ -60,9 +68,11 @@ impl PgSettings {
         }
     }
 
-    /// The connection configuration for the pool's sessions: the URL plus the timeouts, the
-    /// server-side statement timeout and an application name.
-    pub(crate) fn pg_config(&self) -> Result<tokio_postgres::Config, SetupError> {
+    /// The connection configuration for the pool's sessions (the URL plus the timeouts, the
+    /// server-side statement timeout and an application name) and the TLS connector that every
+    /// connection of the store uses. Reads `sslrootcert` (or the OS trust store) now, so that a
+    /// bad one stops the service at start-up.
+    pub(crate) fn pg_config(&self) -> Result<(tokio_postgres::Config, Tls), SetupError> {
         if self.pool_size == 0 {
             return Err(SetupError::Settings(
                 "the pool size must be at least 1".into(),
@@ -79,10 +89,14 @@ impl PgSettings {
                 )));
             }
         }
-        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+        // tokio-postgres refuses libpq's `sslrootcert` and the `verify-*` modes: they are taken
+        // out here and turned into its `sslmode` plus the connector's certificate check.
+        let (url, tls) = tls::split(&self.url)?;
+        let mut config = tokio_postgres::Config::from_str(&url).map_err(|e| {
             // The parser's message names the bad part but never repeats the password.
             SetupError::Settings(format!("the database URL does not parse: {e}"))
         })?;
+        config.ssl_mode(tls.mode.wire());
         if config.get_hosts().is_empty() {
             return Err(SetupError::Settings(
                 "the database URL names no host".into(),
@@ -104,7 +118,7 @@ impl PgSettings {
         if config.get_application_name().is_none() {
             config.application_name("registrar");
         }
-        Ok(config)
+        Ok((config, tls.connector()?))
     }
 }
 
@@ -173,7 +187,7 @@ mod tests {
     fn the_session_gets_the_statement_timeout_and_keeps_given_options() {
         let mut settings = PgSettings::new("postgres://u@h/db?options=-c%20search_path%3Dapp");
         settings.statement_timeout = Duration::from_millis(1500);
-        let config = settings.pg_config().unwrap();
+        let (config, _) = settings.pg_config().unwrap();
         assert_eq!(
             config.get_options(),
             Some(
@@ -186,6 +200,32 @@ mod tests {
             Some(&settings.connect_timeout)
         );
         assert_eq!(config.get_application_name(), Some("registrar"));
+    }
+
+    #[test]
+    fn libpq_tls_parameters_become_tokio_postgres_ssl_modes() {
+        use tokio_postgres::config::SslMode;
+        let root = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/postgres/unrelated-ca.pem"
+        );
+        for (params, wire) in [
+            (String::new(), SslMode::Prefer),
+            ("?sslmode=disable".to_owned(), SslMode::Disable),
+            ("?sslmode=require".to_owned(), SslMode::Require),
+            (
+                format!("?sslmode=verify-ca&sslrootcert={root}&application_name=x"),
+                SslMode::Require,
+            ),
+            (
+                format!("?sslrootcert={root}&sslmode=verify-full"),
+                SslMode::Require,
+            ),
+        ] {
+            let settings = PgSettings::new(format!("postgres://u@h/db{params}"));
+            let (config, _) = settings.pg_config().unwrap();
+            assert_eq!(config.get_ssl_mode(), wire, "{params}");
+        }
     }
 
     #[test]

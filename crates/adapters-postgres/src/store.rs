@@ -23,7 +23,7 @@ use tokio::{
     runtime::Handle,
     time::{Instant, error::Elapsed, timeout_at},
 };
-use tokio_postgres::{NoTls, types::ToSql};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::{
@@ -32,6 +32,7 @@ use crate::{
     error::Failure,
     rows::{self, state_text, to_int},
     sql,
+    tls::Tls,
 };
 
 /// The PostgreSQL store. Cheap to clone: clones share one pool.
@@ -43,8 +44,10 @@ pub struct PgStore {
 
 struct Inner {
     settings: PgSettings,
-    /// The sessions' configuration, for the migration connection.
+    /// The sessions' configuration, for the connections outside the pool.
     config: tokio_postgres::Config,
+    /// Their TLS connector, the pool's.
+    tls: Tls,
 }
 
 impl fmt::Debug for PgStore {
@@ -62,19 +65,26 @@ impl PgStore {
     /// its connections are opened and run on that runtime, whichever runtime uses them.
     ///
     /// # Errors
-    /// [`SetupError::Settings`] when the URL does not parse or a setting is out of range.
+    /// [`SetupError::Settings`] when the URL does not parse, a setting is out of range, or its
+    /// TLS parameters are unknown or inconsistent, or name a root file that cannot be read or
+    /// holds no certificate.
     pub fn new(settings: &PgSettings) -> Result<Self, SetupError> {
-        let config = settings.pg_config()?;
+        let (config, tls) = settings.pg_config()?;
         let manager_config = ManagerConfig {
             // No test query per checkout: a closed connection is noticed by `is_closed`,
             // and one that fails or stalls is thrown away by the operation that saw it.
             recycling_method: RecyclingMethod::Fast,
         };
         let manager = match Handle::try_current() {
-            Ok(runtime) => {
-                Manager::from_connect(config.clone(), OnRuntime(runtime), manager_config)
-            }
-            Err(_) => Manager::from_config(config.clone(), NoTls, manager_config),
+            Ok(runtime) => Manager::from_connect(
+                config.clone(),
+                OnRuntime {
+                    runtime,
+                    tls: tls.clone(),
+                },
+                manager_config,
+            ),
+            Err(_) => Manager::from_config(config.clone(), tls.clone(), manager_config),
         };
         let pool = Pool::builder(manager)
             .max_size(settings.pool_size)
@@ -91,6 +101,7 @@ impl PgStore {
             inner: Arc::new(Inner {
                 settings: settings.clone(),
                 config,
+                tls,
             }),
         })
     }
@@ -98,6 +109,11 @@ impl PgStore {
     /// The sessions' configuration, for connections outside the pool.
     pub(crate) fn config(&self) -> &tokio_postgres::Config {
         &self.inner.config
+    }
+
+    /// The TLS connector, for connections outside the pool.
+    pub(crate) fn tls(&self) -> &Tls {
+        &self.inner.tls
     }
 
     /// The settings the store was built from.
@@ -120,7 +136,12 @@ impl PgStore {
     /// from the embedded one.
     #[tracing::instrument(name = "migrate database", skip_all)]
     pub async fn migrate(&self) -> Result<(), SetupError> {
-        crate::migrate::run(&self.inner.config, self.inner.settings.connect_timeout).await
+        crate::migrate::run(
+            &self.inner.config,
+            self.inner.tls.clone(),
+            self.inner.settings.connect_timeout,
+        )
+        .await
     }
 
     /// A connection from the pool, by `deadline`.

@@ -129,7 +129,7 @@ pub struct ServeArgs {
     #[arg(
         long,
         env = "REGISTRAR_DATABASE_STATEMENT_TIMEOUT",
-        default_value = "5s"
+        default_value = "4s"
     )]
     pub database_statement_timeout: humantime::Duration,
     /// How long start-up keeps trying while the database is not reachable yet.

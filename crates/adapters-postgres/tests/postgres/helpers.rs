@@ -6,6 +6,8 @@
 //! sharing a server never drop each other's live databases.
 
 use std::{
+    net::{SocketAddr, ToSocketAddrs},
+    str::FromStr,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, SystemTime},
 };
@@ -21,7 +23,7 @@ use registrar_application::{
 use registrar_domain::{
     Account, CodeDigits, CodeId, CodeSecret, Email, NewCode, PasswordHash, UserId,
 };
-use tokio_postgres::NoTls;
+use tokio_postgres::{NoTls, config::Host};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 const PREFIX: &str = "registrar_test_";
@@ -46,13 +48,39 @@ pub(crate) fn with_database(url: &str, database: &str) -> String {
 
 /// `url` with its host and port replaced by `127.0.0.1:port` (to go through a proxy).
 pub(crate) fn with_port(url: &str, port: u16) -> String {
+    with_host(url, "127.0.0.1", port)
+}
+
+/// `url` with its host and port replaced by `host:port`.
+pub(crate) fn with_host(url: &str, host: &str, port: u16) -> String {
     let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     let userinfo = authority
         .rsplit_once('@')
         .map_or(String::new(), |(user, _)| format!("{user}@"));
-    format!("{scheme}://{userinfo}127.0.0.1:{port}{tail}")
+    format!("{scheme}://{userinfo}{host}:{port}{tail}")
+}
+
+/// `url` with `params` (`key=value&…`) added to its query; for the TLS parameters, a later
+/// value wins over one the URL already has.
+pub(crate) fn with_params(url: &str, params: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{params}")
+}
+
+/// The PostgreSQL server's TCP address, from the test URL.
+pub(crate) fn server_address() -> SocketAddr {
+    let config = tokio_postgres::Config::from_str(&server_url()).unwrap();
+    let Some(Host::Tcp(host)) = config.get_hosts().first() else {
+        panic!("these tests need a TCP host in REGISTRAR_TEST_DATABASE_URL");
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    (host.as_str(), port)
+        .to_socket_addrs()
+        .unwrap()
+        .next()
+        .unwrap()
 }
 
 /// A connection to the server's maintenance database; fails the test with instructions when

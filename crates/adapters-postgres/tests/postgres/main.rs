@@ -18,3 +18,4 @@ mod helpers;
 mod notify;
 mod outage;
 mod proxy;
+mod tls;

@@ -4,8 +4,6 @@
 //! again without being rebuilt.
 
 use std::{
-    net::{SocketAddr, ToSocketAddrs},
-    str::FromStr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -16,29 +14,14 @@ use registrar_application::{
     testing::t0,
 };
 use registrar_domain::Email;
-use tokio_postgres::config::Host;
 
 use crate::{
-    helpers::{TestDatabase, register, server_url, with_port},
+    helpers::{TestDatabase, register, server_address, with_port},
     proxy::Proxy,
 };
 
 /// Generous against a loaded CI machine; the settings below aim at about 2 s.
 const BOUND: Duration = Duration::from_secs(10);
-
-/// The PostgreSQL server's TCP address, from the test URL.
-fn server_address() -> SocketAddr {
-    let config = tokio_postgres::Config::from_str(&server_url()).unwrap();
-    let Some(Host::Tcp(host)) = config.get_hosts().first() else {
-        panic!("the outage tests need a TCP host in REGISTRAR_TEST_DATABASE_URL");
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    (host.as_str(), port)
-        .to_socket_addrs()
-        .unwrap()
-        .next()
-        .unwrap()
-}
 
 /// A migrated database, a proxy in front of the server, and a store with small timeouts that
 /// reaches the database through the proxy.
