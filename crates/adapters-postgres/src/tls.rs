@@ -6,8 +6,9 @@
 //! tokio-postgres with the mode it understands (the `verify-*` modes are its `require`: TLS or
 //! no connection), and the certificate check lives in the rustls connector that
 //! [`TlsParams::connector`] builds: rustls' own `WebPkiServerVerifier` for `verify-full`,
-//! [`TrustedChainAnyName`] for `verify-ca` (and `prefer`/`require` with a root file, libpq's
-//! "if a root CA file exists" rule), [`AnyCertificate`] for `prefer`/`require` otherwise.
+//! [`AnyName`] with the roots for `verify-ca` (and `prefer`/`require` with a root file,
+//! libpq's "if a root CA file exists" rule), [`AnyName`] without roots for `prefer`/`require`
+//! otherwise.
 //! `tokio-postgres-rustls` supplies the stream and SCRAM channel binding.
 //!
 //! Where this differs from libpq: without `sslrootcert`, the `verify-*` modes trust the
@@ -329,15 +330,12 @@ impl TlsParams {
         };
         let mut config = match (self.mode, roots) {
             (SslMode::VerifyFull, Some(roots)) => builder.with_root_certificates(roots),
-            (_, Some(roots)) => builder
+            (_, roots) => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(TrustedChainAnyName {
-                    roots: Arc::new(roots),
+                .with_custom_certificate_verifier(Arc::new(AnyName {
+                    roots: roots.map(Arc::new),
                     algorithms,
                 })),
-            (_, None) => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCertificate { algorithms })),
         }
         .with_no_client_auth();
         // PostgreSQL 17 insists on this ALPN name with `sslnegotiation=direct`; older servers
@@ -408,63 +406,25 @@ fn system_roots() -> Result<RootCertStore, SetupError> {
     Ok(roots)
 }
 
-/// `sslmode=require` and `prefer` as libpq means them: encryption against eavesdroppers, with
-/// no check of who answers. It exists because managed databases often present certificates
-/// that no root at hand vouches for, and libpq accepts them in these modes; operators who want
-/// more say `verify-ca` or `verify-full`. The handshake signatures are still verified with the
-/// provider's algorithms, so the peer must hold the key of the certificate it showed: SCRAM
-/// channel binding (`channel_binding=require` in the URL) builds on that certificate, and
-/// then the server refuses a login relayed through a machine in the middle.
+/// Every mode below `verify-full`: the certificate's host name is never checked (libpq's
+/// `verify-ca` allows servers reached by an address their certificate does not list), and its
+/// chain is checked only against `roots`, when there are any (`verify-ca`, and `prefer` or
+/// `require` with a root file, libpq's "if a root CA file exists" rule).
+///
+/// Without roots this is `sslmode=require` and `prefer` as libpq means them: encryption against
+/// eavesdroppers, with no check of who answers. It exists because managed databases often
+/// present certificates that no root at hand vouches for, and libpq accepts them in these
+/// modes; operators who want more say `verify-ca` or `verify-full`. The handshake signatures
+/// are verified either way, so the peer must hold the key of the certificate it showed: SCRAM
+/// channel binding (`channel_binding=require` in the URL) builds on that certificate, and then
+/// the server refuses a login relayed through a machine in the middle.
 #[derive(Debug)]
-struct AnyCertificate {
+struct AnyName {
+    roots: Option<Arc<RootCertStore>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// `verify-ca` (and `prefer`/`require` with a root file): the certificate must chain to one of
-/// `roots` and be valid now, but may name any host, as libpq's `verify-ca` allows (servers
-/// reached by an address their certificate does not list).
-#[derive(Debug)]
-struct TrustedChainAnyName {
-    roots: Arc<RootCertStore>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for TrustedChainAnyName {
+impl ServerCertVerifier for AnyName {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -473,14 +433,16 @@ impl ServerCertVerifier for TrustedChainAnyName {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.algorithms.all,
-        )?;
+        if let Some(roots) = &self.roots {
+            let cert = ParsedCertificate::try_from(end_entity)?;
+            verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
