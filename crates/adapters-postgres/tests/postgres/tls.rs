@@ -98,6 +98,14 @@ fn settings_with(database: &TestDatabase, params: &str) -> PgSettings {
     PgSettings::new(with_params(database.url(), params))
 }
 
+/// Makes a round trip through a store with `settings`, then tells whether each of its sessions
+/// on `database` is encrypted.
+async fn sessions_after_a_round_trip(database: &TestDatabase, settings: &PgSettings) -> Vec<bool> {
+    let store = PgStore::new(settings).unwrap();
+    round_trip(&store).await;
+    store_sessions_encrypted(database).await
+}
+
 /// Whether each of the store's sessions on `database` is encrypted (`pg_stat_ssl.ssl`).
 async fn store_sessions_encrypted(database: &TestDatabase) -> Vec<bool> {
     maintenance()
@@ -150,11 +158,9 @@ async fn tls_refusal(store: &PgStore) -> String {
 async fn require_encrypts_the_stores_sessions_and_a_round_trip_works() {
     server_tls().await;
     let database = TestDatabase::migrated().await;
-    let store = PgStore::new(&settings_with(&database, "sslmode=require")).unwrap();
+    let sessions =
+        sessions_after_a_round_trip(&database, &settings_with(&database, "sslmode=require")).await;
 
-    round_trip(&store).await;
-
-    let sessions = store_sessions_encrypted(&database).await;
     assert!(
         !sessions.is_empty() && sessions.iter().all(|&ssl| ssl),
         "sessions (ssl per session): {sessions:?}"
@@ -165,11 +171,8 @@ async fn require_encrypts_the_stores_sessions_and_a_round_trip_works() {
 async fn without_sslmode_the_store_prefers_tls_as_libpq_does() {
     server_tls().await;
     let database = TestDatabase::migrated().await;
-    let store = PgStore::new(&database.settings()).unwrap();
+    let sessions = sessions_after_a_round_trip(&database, &database.settings()).await;
 
-    round_trip(&store).await;
-
-    let sessions = store_sessions_encrypted(&database).await;
     assert!(
         !sessions.is_empty() && sessions.iter().all(|&ssl| ssl),
         "sessions (ssl per session): {sessions:?}"
@@ -180,11 +183,9 @@ async fn without_sslmode_the_store_prefers_tls_as_libpq_does() {
 async fn disable_keeps_the_stores_sessions_unencrypted() {
     server_tls().await;
     let database = TestDatabase::migrated().await;
-    let store = PgStore::new(&settings_with(&database, "sslmode=disable")).unwrap();
+    let sessions =
+        sessions_after_a_round_trip(&database, &settings_with(&database, "sslmode=disable")).await;
 
-    round_trip(&store).await;
-
-    let sessions = store_sessions_encrypted(&database).await;
     assert!(
         !sessions.is_empty() && sessions.iter().all(|&ssl| !ssl),
         "sessions (ssl per session): {sessions:?}"
