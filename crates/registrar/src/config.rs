@@ -50,6 +50,9 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Apply database migrations from `DATABASE_URL` and exit.
     Migrate(MigrateArgs),
+    /// Ask the server on `REGISTRAR_LISTEN` whether it is ready: exit 0 when `/readyz`
+    /// answers 200 within 3 s, else 1 (for a container `HEALTHCHECK`).
+    Healthcheck(HealthcheckArgs),
 }
 
 /// Log output.
@@ -105,6 +108,15 @@ impl MigrateArgs {
     pub fn database(&self) -> PgSettings {
         PgSettings::new(self.database_url.clone())
     }
+}
+
+/// `registrar healthcheck`.
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Address the server binds, as given to `serve`; an unspecified address (0.0.0.0, [::])
+    /// is asked on loopback.
+    #[arg(long, env = "REGISTRAR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
 }
 
 /// `registrar serve`.
@@ -400,6 +412,12 @@ mod tests {
             Cli::try_parse_from(["registrar", "migrate", "--database-url", "postgres://x"])
                 .unwrap();
         assert!(matches!(migrate.command(), Command::Migrate(_)));
+        let healthcheck =
+            Cli::try_parse_from(["registrar", "healthcheck", "--listen", "0.0.0.0:9999"]).unwrap();
+        let Command::Healthcheck(healthcheck) = healthcheck.command() else {
+            panic!("expected healthcheck")
+        };
+        assert_eq!(healthcheck.listen.to_string(), "0.0.0.0:9999");
     }
 
     #[test]

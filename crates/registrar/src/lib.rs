@@ -3,5 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod healthcheck;
 pub mod startup;
 pub mod telemetry;

@@ -1,20 +1,39 @@
-//! `registrar serve` and `registrar migrate`: read the configuration, set up telemetry, run.
+//! `registrar serve`, `registrar migrate` and `registrar healthcheck`: read the configuration,
+//! set up telemetry, run.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use registrar::{
     config::{Cli, Command},
+    healthcheck,
     startup::{self, Application},
     telemetry,
 };
 use registrar_api::MetricsSource;
 use registrar_application::{OsEntropy, ports::Entropy};
 
-#[actix_web::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(error) = telemetry::init_logging(cli.log.log_format) {
+    let log_format = cli.log.log_format;
+    let command = cli.command();
+    if let Command::Healthcheck(args) = command {
+        // A probe: no runtime, no logger; one line on stderr says why it failed.
+        return match healthcheck::check(args.listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                #[allow(
+                    clippy::print_stderr,
+                    reason = "a probe's answer is its exit code and one line"
+                )]
+                {
+                    eprintln!("registrar healthcheck: {error:#}");
+                }
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Err(error) = telemetry::init_logging(log_format) {
         // No logger yet: stderr is the only place left to say why we stop.
         #[allow(clippy::print_stderr, reason = "the logger could not be installed")]
         {
@@ -22,7 +41,7 @@ async fn main() -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    match run(cli.command()).await {
+    match actix_web::rt::System::new().block_on(run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -58,5 +77,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             startup::connect(&args.database(), args.database_startup_timeout.into()).await?;
             Ok(())
         }
+        // `main` answers it before any runtime or logger exists; the same check here keeps
+        // the match whole without a panic.
+        Command::Healthcheck(args) => healthcheck::check(args.listen),
     }
 }
