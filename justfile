@@ -45,3 +45,7 @@ bench: bench-mail bench-overload
 # Fuzz every parser for SECONDS each (needs `cargo install --locked cargo-fuzz`).
 fuzz SECONDS="60":
     fuzz/run {{SECONDS}}
+
+# Deployment files without a cluster or Docker: render and validate the Kubernetes manifests, lint the Dockerfile and the compose file.
+deploy-check:
+    deploy/check
