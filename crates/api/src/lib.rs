@@ -15,6 +15,7 @@ mod middleware;
 mod openapi;
 mod proxies;
 mod reply;
+mod trace;
 
 use actix_web::{
     Error, ResponseError,
@@ -30,6 +31,7 @@ pub use error::{ApiError, BASIC_CHALLENGE, FieldError, PROBLEM_JSON};
 pub use extract::BODY_LIMIT;
 pub use middleware::REQUEST_ID;
 pub use proxies::{TrustedProxies, TrustedProxiesError};
+pub use trace::TRACE_ID_FIELD;
 
 use handlers::{ops, users};
 

@@ -1,5 +1,5 @@
 //! The middleware every request passes through: request id, one span and one log line per
-//! request, metrics, the early 413 for declared oversize bodies, and the safety net that turns
+//! request (joined to the caller's trace when it sends `traceparent`), metrics, the early 413 for declared oversize bodies, and the safety net that turns
 //! any error response not made by [`ApiError`] into problem+json.
 
 use std::time::Instant;
@@ -20,6 +20,7 @@ use crate::{
     ApiError,
     error::PROBLEM_JSON,
     extract::{BODY_LIMIT, declared_length},
+    trace::{self, TraceParent},
 };
 
 /// The request id header.
@@ -93,7 +94,10 @@ pub(crate) async fn observe(
         method = %req.method(),
         path = %req.path(),
         request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+        trace_id = tracing::field::Empty,
     );
+    let trace_id = trace::join(&span, TraceParent::from_headers(req.headers()));
+    span.record(trace::TRACE_ID_FIELD, tracing::field::display(trace_id));
     let started = Instant::now();
     // The request must not be cloned before routing (actix needs to own it uniquely), so an
     // error from the inner services is passed on as is; handlers never produce one, since
@@ -127,6 +131,45 @@ pub(crate) async fn observe(
         "method" => method, "route" => route
     )
     .record(elapsed.as_secs_f64());
-    tracing::info!(parent: &span, status, latency_ms = elapsed.as_secs_f64() * 1e3, "request completed");
+    tracing::info!(parent: &span, status, latency_ms = milliseconds(elapsed), "request completed");
     Ok(response)
+}
+
+/// `elapsed` in milliseconds to the microsecond, as a number that prints without float noise
+/// (`1.234`, not `1.2340000000000002`).
+fn milliseconds(elapsed: std::time::Duration) -> f64 {
+    // Exact: a whole number of microseconds below 2^53 divides to the nearest double of its
+    // decimal, which is what the shortest-round-trip formatting prints.
+    #[allow(
+        clippy::cast_precision_loss,
+        reason = "below 2^53 µs (285 years) the cast is exact"
+    )]
+    let micros = elapsed.as_micros() as f64;
+    micros / 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::milliseconds;
+
+    #[test]
+    fn latencies_print_without_float_noise() {
+        for (elapsed, printed) in [
+            (Duration::from_nanos(1_234_567), "1.234"),
+            (Duration::from_micros(169_004), "169.004"),
+            (Duration::from_micros(300), "0.3"),
+            (Duration::from_micros(4_100), "4.1"),
+            (Duration::from_secs(2), "2000"),
+            (Duration::ZERO, "0"),
+        ] {
+            assert_eq!(milliseconds(elapsed).to_string(), printed);
+        }
+        // Seconds scaled up, as the latency used to be computed, print noise.
+        assert_eq!(
+            (Duration::from_micros(4_100).as_secs_f64() * 1e3).to_string(),
+            "4.1000000000000005"
+        );
+    }
 }

@@ -33,21 +33,28 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(error) = telemetry::init_logging(log_format) {
-        // No logger yet: stderr is the only place left to say why we stop.
-        #[allow(clippy::print_stderr, reason = "the logger could not be installed")]
-        {
-            eprintln!("registrar: {error:#}");
+    // Before the runtime starts: the span exporter's blocking HTTP client must not be built
+    // inside it.
+    let telemetry = match telemetry::init(log_format) {
+        Ok(telemetry) => telemetry,
+        Err(error) => {
+            // No logger yet: stderr is the only place left to say why we stop.
+            #[allow(clippy::print_stderr, reason = "the logger could not be installed")]
+            {
+                eprintln!("registrar: {error:#}");
+            }
+            return ExitCode::FAILURE;
         }
-        return ExitCode::FAILURE;
-    }
-    match actix_web::rt::System::new().block_on(run(command)) {
+    };
+    let code = match actix_web::rt::System::new().block_on(run(command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
@@ -60,8 +67,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                      replicas need a shared one, and codes die on restart"
                 );
             }
-            let handle = telemetry::init_metrics()?;
-            let upkeep = handle.clone();
+            let metrics = std::sync::Arc::new(telemetry::init_metrics()?);
+            let upkeep = std::sync::Arc::clone(&metrics);
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
                 loop {
@@ -70,7 +77,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 }
             });
             let app =
-                Application::build(&settings, MetricsSource::new(move || handle.render())).await?;
+                Application::build(&settings, MetricsSource::new(move || metrics.render())).await?;
             app.run_until_stopped().await
         }
         Command::Migrate(args) => {

@@ -169,6 +169,11 @@ impl Server {
 }
 
 impl Server {
+    /// The process id of the server.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Asks the process to stop, as an orchestrator would, without waiting for it.
     pub(crate) fn send_sigterm(&self) {
         Command::new("kill")
