@@ -116,6 +116,15 @@ impl State {
             .find(|c| c.id() == code_id)
     }
 
+    /// Forgets the account with this id, its codes and its mail.
+    fn erase(&mut self, id: UserId) {
+        if let Some((user, _)) = self.users.remove(&id) {
+            self.by_email.remove(&user.email().key());
+        }
+        self.codes.remove(&id);
+        self.outbox.retain(|row| row.user_id != id);
+    }
+
     fn bump(&mut self, user_id: UserId) {
         if let Some((_, version)) = self.users.get_mut(&user_id) {
             *version += 1;
@@ -365,21 +374,49 @@ impl Store for MemoryStore {
         Ok(None)
     }
 
+    async fn delete_account(&self, id: UserId, expected_version: u64) -> Result<(), SaveError> {
+        let mut state = self.lock()?;
+        match state.users.get(&id) {
+            Some((_, version)) if *version == expected_version => {
+                state.erase(id);
+                Ok(())
+            }
+            _ => Err(SaveError::Conflict),
+        }
+    }
+
     async fn prune(
         &self,
         now: SystemTime,
         mail_queued_before: SystemTime,
+        pending_registered_before: SystemTime,
     ) -> Result<Pruned, StoreError> {
         let mut state = self.lock()?;
+        // In the PostgreSQL store's order: settled mail, throttles, then abandoned accounts
+        // (whose remaining mail goes with them, uncounted).
         let (mail, throttles) = (state.outbox.len(), state.throttles.len());
         state
             .outbox
             .retain(|row| row.status == MailStatus::Pending || row.queued_at >= mail_queued_before);
         state.throttles.retain(|_, (end, _)| *end > now);
+        let abandoned: Vec<UserId> = state
+            .users
+            .values()
+            .filter(|(user, _)| !user.is_active() && user.created_at() < pending_registered_before)
+            .map(|(user, _)| user.id())
+            .collect();
         let gone = |before: usize, after: usize| u64::try_from(before - after).unwrap_or(u64::MAX);
+        let (mail, throttles) = (
+            gone(mail, state.outbox.len()),
+            gone(throttles, state.throttles.len()),
+        );
+        for id in &abandoned {
+            state.erase(*id);
+        }
         Ok(Pruned {
-            mail: gone(mail, state.outbox.len()),
-            throttles: gone(throttles, state.throttles.len()),
+            mail,
+            throttles,
+            pending_accounts: u64::try_from(abandoned.len()).unwrap_or(u64::MAX),
         })
     }
 

@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! # The schema (`migrations/V1__initial.sql`, `V2__pending_mail_by_user.sql`, `V4__prune_settled_mail.sql`)
+//! # The schema (`migrations/V1__initial.sql` and the migrations after it)
 //! - `users`: the primary key `users_pkey` and the unique `users_email_key` on `email_key`,
 //!   the address in ASCII lower case ([`Email::key`](registrar_domain::Email::key)); a check
 //!   ties the key to the address, so they cannot disagree. A new account that hits either
@@ -32,20 +32,24 @@
 //!   the status, and the code is four digits); lease and claim are set together and only while
 //!   pending; `sent_at` exactly when sent. Foreign keys to the user and the code. The partial
 //!   index `(queued_at, id) WHERE status = 'pending'` serves the claim (oldest due first) and
-//!   the pending count, and holds only the backlog; the partial index `(user_id) WHERE status
-//!   = 'pending'` (V2) serves a save's cancellation of the account's mail whose code died, so
-//!   a save never scans the backlog, which grows while the mail server is down; the partial
+//!   the pending count, and holds only the backlog; the indexes `(user_id)` and `(code_id)`
+//!   (V5, replacing V2's pending-only `(user_id)`) serve a save's cancellation of the
+//!   account's mail whose code died, so a save never scans the backlog, which grows while the
+//!   mail server is down, and the cascades that erase an account's messages; the partial
 //!   index `(queued_at) WHERE status <> 'pending'` (V4) lets pruning find settled messages
-//!   without scanning the table.
+//!   without scanning the table, and `(created_at) WHERE activated_at IS NULL` on `users` (V5)
+//!   lets it find abandoned accounts.
 //! - `throttles`: `key` → `window_end`, `hits`. `hits` counts refused events too, so one
 //!   `INSERT … ON CONFLICT DO UPDATE … RETURNING` can tell whether *this* event was over the
 //!   limit (see `sql::THROTTLE_HIT`); what the port reports is exactly the memory store's.
 //!   Refused events therefore write the row (a HOT update).
 //!
-//! Foreign-key columns of the outbox are not indexed beyond that (only pending rows by user):
-//! nothing deletes users or codes today.
-//! `prune` deletes settled outbox rows past the retention and throttle rows whose window is
-//! over, in batches of 1,000 rows per statement so that no statement holds many row locks.
+//! Deleting an account (erasure, or the purge of abandoned ones) deletes the `users` row and
+//! lets `ON DELETE CASCADE` take its codes and messages, each found through an index.
+//! `prune` deletes settled outbox rows past the retention, throttle rows whose window is over
+//! and accounts left pending past theirs, in batches of 1,000 rows per statement so that no
+//! statement holds many row locks; pending accounts that a concurrent save holds are skipped
+//! (`FOR UPDATE SKIP LOCKED`) and looked at again by the next prune.
 //! Times are `timestamptz`; PostgreSQL keeps microseconds, so times read back are truncated to
 //! the microsecond.
 //!

@@ -99,8 +99,8 @@ pub(crate) const REGISTER: &str = concat!(
 /// than live. The save's own new mail is written by [`SAVE_CODE_AND_MAIL`], after this, and
 /// is not touched.
 ///
-/// The messages are locked `FOR UPDATE SKIP LOCKED` (index `email_outbox_pending_by_user`,
-/// `migrations/V2__pending_mail_by_user.sql`): one a dispatcher is settling at this very moment
+/// The messages are locked `FOR UPDATE SKIP LOCKED` (index `email_outbox_by_user`,
+/// `migrations/V5__erase_accounts.sql`): one a dispatcher is settling at this very moment
 /// is left to it rather than waited for. `finish_mail` locks message, then user, then code,
 /// and this statement holds the user: waiting for the message could deadlock. The dispatcher
 /// settles such a message itself, or claims it again later with `code_alive` false.
@@ -258,6 +258,20 @@ pub(crate) const PRUNE_THROTTLES: &str = "
     DELETE FROM throttles WHERE key IN (
         SELECT key FROM throttles WHERE window_end <= $1 LIMIT $2
     )";
+
+/// Deletes up to `$2` accounts still pending whose last registration or takeover (`created_at`)
+/// was before `$1`; their codes and messages go with them (`ON DELETE CASCADE`). Rows a
+/// concurrent save holds are skipped, not waited for: the save wins, and the next prune looks
+/// again. The outer condition re-checks each row once it is locked.
+pub(crate) const PRUNE_PENDING_ACCOUNTS: &str = "
+    DELETE FROM users WHERE id IN (
+        SELECT id FROM users WHERE activated_at IS NULL AND created_at < $1
+        ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) AND activated_at IS NULL AND created_at < $1";
+
+/// Erases the account `$1` at version `$2`, with its codes and messages (`ON DELETE CASCADE`).
+/// No row: the account is gone or changed since it was loaded.
+pub(crate) const DELETE_ACCOUNT: &str = "DELETE FROM users WHERE id = $1 AND version = $2";
 
 /// Rows one prune statement deletes at most.
 pub(crate) const PRUNE_BATCH: i64 = 1000;

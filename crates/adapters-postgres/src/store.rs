@@ -290,6 +290,25 @@ impl PgStore {
         self.settle(connection, outcome)
     }
 
+    async fn erase(&self, id: UserId, expected_version: u64) -> Result<(), Failure> {
+        let version = i64::try_from(expected_version)
+            .map_err(|_| Failure::Invalid("version out of range".into()))?;
+        let deadline = self.deadline();
+        let connection = self.connection(deadline).await?;
+        let outcome = timeout_at(deadline, async {
+            let statement = connection.prepare_cached(sql::DELETE_ACCOUNT).await?;
+            match connection
+                .execute(&statement, &[&id.as_uuid(), &version])
+                .await?
+            {
+                0 => Err(Failure::Conflict),
+                _ => Ok(()),
+            }
+        })
+        .await;
+        self.settle(connection, outcome)
+    }
+
     /// Runs `statement` (one of the `PRUNE_*`) in batches until one comes back short.
     async fn prune_rows(
         &self,
@@ -605,11 +624,19 @@ impl Store for PgStore {
             .map_err(|f| f.into_store_error("count throttle hit"))
     }
 
+    #[tracing::instrument(name = "store: delete account", skip_all)]
+    async fn delete_account(&self, id: UserId, expected_version: u64) -> Result<(), SaveError> {
+        self.erase(id, expected_version)
+            .await
+            .map_err(|f| f.into_save_error("delete account"))
+    }
+
     #[tracing::instrument(name = "store: prune", skip_all)]
     async fn prune(
         &self,
         now: SystemTime,
         mail_queued_before: SystemTime,
+        pending_registered_before: SystemTime,
     ) -> Result<Pruned, StoreError> {
         let mail = self
             .prune_rows(sql::PRUNE_MAIL, mail_queued_before)
@@ -619,7 +646,15 @@ impl Store for PgStore {
             .prune_rows(sql::PRUNE_THROTTLES, now)
             .await
             .map_err(|f| f.into_store_error("prune throttles"))?;
-        Ok(Pruned { mail, throttles })
+        let pending_accounts = self
+            .prune_rows(sql::PRUNE_PENDING_ACCOUNTS, pending_registered_before)
+            .await
+            .map_err(|f| f.into_store_error("prune pending accounts"))?;
+        Ok(Pruned {
+            mail,
+            throttles,
+            pending_accounts,
+        })
     }
 
     #[tracing::instrument(name = "store: ping", skip_all)]

@@ -91,11 +91,14 @@ pub fn app<A: Accounts>(
             "POST",
             web::post().to(users::register::<A>),
         ))
-        .service(documented(
-            "/v1/users/me",
-            "GET, HEAD",
-            web::get().to(users::me::<A>),
-        ))
+        .service(
+            documented(
+                "/v1/users/me",
+                "GET, HEAD, DELETE",
+                web::get().to(users::me::<A>),
+            )
+            .route(web::delete().to(users::delete_me::<A>)),
+        )
         .service(documented(
             "/v1/users/me/activation",
             "POST",

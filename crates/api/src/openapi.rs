@@ -39,6 +39,17 @@ const OPERATION_ERRORS: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "/v1/users/me",
+        "delete",
+        &[
+            "unauthorized",
+            "too-many-requests",
+            "overloaded",
+            "unavailable",
+            "internal",
+        ],
+    ),
+    (
         "/v1/users/me/activation",
         "post",
         &[

@@ -63,6 +63,31 @@ impl<T: Apiv2Schema> OperationModifier for Created<T> {
     }
 }
 
+/// 204 No Content: no body, and so no `Content-Type` (paperclip's own `NoContent` sets one).
+pub(crate) struct NoContent;
+
+impl Responder for NoContent {
+    type Body = BoxBody;
+
+    fn respond_to(self, _: &HttpRequest) -> HttpResponse {
+        HttpResponse::NoContent().finish()
+    }
+}
+
+impl Apiv2Schema for NoContent {}
+
+impl OperationModifier for NoContent {
+    fn update_response(op: &mut DefaultOperationRaw) {
+        op.responses.insert(
+            "204".into(),
+            Either::Right(Response {
+                description: Some("No Content".into()),
+                ..Response::default()
+            }),
+        );
+    }
+}
+
 /// 200 with Prometheus' text exposition format.
 pub(crate) struct PrometheusText(pub(crate) String);
 

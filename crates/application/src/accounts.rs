@@ -149,6 +149,13 @@ pub trait Accounts: Send + Sync + 'static {
         who: &Authenticated,
     ) -> impl Future<Output = Result<CodeIssued, Error>> + Send;
 
+    /// Erases the authenticated account, pending or active, with its codes and queued email.
+    ///
+    /// # Errors
+    /// [`Error::Unauthorized`] when the account was taken over since the credentials were
+    /// checked (they no longer name it); an account already gone is not an error.
+    fn delete(&self, who: &Authenticated) -> impl Future<Output = Result<(), Error>> + Send;
+
     /// Whether the store answers.
     fn ready(&self) -> impl Future<Output = Result<(), Error>> + Send;
 
@@ -263,7 +270,8 @@ where
     }
 
     async fn load(&self, id: UserId) -> Result<Versioned, Error> {
-        // The account was there when the caller authenticated; accounts are never deleted.
+        // The account was there when the caller authenticated; if it was erased since, the
+        // credentials no longer name an account.
         self.store
             .account_by_id(id, self.clock.now())
             .await?
@@ -498,6 +506,29 @@ where
             Ok((Ok(issued), Some(mail)))
         })
         .await
+    }
+
+    #[tracing::instrument(name = "delete account", skip_all, fields(user_id = %who.user.id()))]
+    async fn delete(&self, who: &Authenticated) -> Result<(), Error> {
+        let id = who.user.id();
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Some(Versioned { account, version }) =
+                self.store.account_by_id(id, self.clock.now()).await?
+            else {
+                return Ok(());
+            };
+            // A takeover keeps the id but starts a new registration: the caller proved the
+            // old one, which is gone.
+            if account.user().created_at() != who.user.created_at() {
+                return Err(Error::Unauthorized);
+            }
+            match self.store.delete_account(id, version).await {
+                Ok(()) => return Ok(()),
+                Err(SaveError::Conflict) => {}
+                Err(SaveError::Store(error)) => return Err(error.into()),
+            }
+        }
+        Err(conflicted())
     }
 
     async fn ready(&self) -> Result<(), Error> {

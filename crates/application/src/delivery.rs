@@ -29,6 +29,8 @@ pub struct DeliveryPolicy {
     pub max_age: Duration,
     /// Keep a settled message this long after it was queued, for inspection; then prune it.
     pub retention: Duration,
+    /// Erase an account still pending this long after its last registration or takeover.
+    pub pending_retention: Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -41,6 +43,7 @@ impl Default for DeliveryPolicy {
             max_backoff: Duration::from_mins(5),
             max_age: Duration::from_hours(1),
             retention: Duration::from_hours(7 * 24),
+            pending_retention: Duration::from_hours(7 * 24),
         }
     }
 }
@@ -141,14 +144,18 @@ where
         self.store.outbox_depth().await
     }
 
-    /// Deletes settled messages older than the retention and throttle windows that are over,
-    /// so neither table grows without bound.
+    /// Deletes settled messages older than the retention, throttle windows that are over and
+    /// accounts left pending past their retention, so no table grows without bound.
     pub async fn prune(&self) -> Result<Pruned, StoreError> {
         let now = self.clock.now();
-        let mail_queued_before = now
-            .checked_sub(self.policy.retention)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        self.store.prune(now, mail_queued_before).await
+        let before = |retention| now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+        self.store
+            .prune(
+                now,
+                before(self.policy.retention),
+                before(self.policy.pending_retention),
+            )
+            .await
     }
 
     #[tracing::instrument(name = "deliver activation email", skip_all, fields(user_id = %mail.user_id, attempt = mail.attempts))]

@@ -355,13 +355,31 @@ pub trait Store: Send + Sync + 'static {
         now: SystemTime,
     ) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
 
+    /// Erases the account with this id at `expected_version`, with every code and outbox
+    /// message it has (a message being sent just then may still be delivered, but its claim is
+    /// no longer current).
+    ///
+    /// # Errors
+    /// MUST return [`SaveError::Conflict`], erasing nothing, if the account is gone or its
+    /// stored version differs from `expected_version`.
+    fn delete_account(
+        &self,
+        id: UserId,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<(), SaveError>> + Send;
+
     /// Deletes what no rule reads any more: settled (sent, failed or cancelled) messages queued
-    /// before `mail_queued_before`, and throttle windows that ended by `now`. Safe to run
-    /// concurrently with everything else, and on several replicas at once.
+    /// before `mail_queued_before`, throttle windows that ended by `now`, and accounts still
+    /// pending whose last registration or takeover was before `pending_registered_before`
+    /// (with their codes and messages). Works in batches; safe to run concurrently with
+    /// everything else, and on several replicas at once: an account that a concurrent save is
+    /// writing is left for the next prune, and a save at a version loaded before the account
+    /// was erased conflicts.
     fn prune(
         &self,
         now: SystemTime,
         mail_queued_before: SystemTime,
+        pending_registered_before: SystemTime,
     ) -> impl Future<Output = Result<Pruned, StoreError>> + Send;
 
     /// Checks that the store answers.
@@ -375,4 +393,6 @@ pub struct Pruned {
     pub mail: u64,
     /// Ended throttle windows.
     pub throttles: u64,
+    /// Accounts never activated within the retention.
+    pub pending_accounts: u64,
 }

@@ -246,6 +246,13 @@ pub struct ServeArgs {
     /// Keep a sent, failed or cancelled email's outbox row this long after it was queued.
     #[arg(long, env = "REGISTRAR_MAIL_RETENTION", default_value = "7d")]
     pub mail_retention: humantime::Duration,
+    /// Erase an account still pending this long after its last registration or takeover.
+    #[arg(long, env = "REGISTRAR_PENDING_RETENTION", default_value = "7d")]
+    pub pending_retention: humantime::Duration,
+    /// How often settled email rows, ended throttle windows and expired pending accounts are
+    /// purged (also once at start-up).
+    #[arg(long, env = "REGISTRAR_PRUNE_INTERVAL", default_value = "1h")]
+    pub prune_interval: humantime::Duration,
     /// How long a dispatcher's claim on an email lasts before another may take it.
     #[arg(long, env = "REGISTRAR_MAIL_LEASE", default_value = "30s")]
     pub mail_lease: humantime::Duration,
@@ -283,6 +290,8 @@ pub struct Settings {
     pub delivery: DeliveryPolicy,
     /// Dispatcher poll interval.
     pub mail_poll: Duration,
+    /// How often the store is pruned.
+    pub prune_interval: Duration,
     /// HTTP workers.
     pub http_workers: usize,
     /// Graceful shutdown limit.
@@ -354,8 +363,12 @@ impl ServeArgs {
             max_attempts: self.mail_max_attempts,
             max_age: self.mail_max_age.into(),
             retention: self.mail_retention.into(),
+            pending_retention: self.pending_retention.into(),
             ..DeliveryPolicy::default()
         };
+        if Duration::from(self.prune_interval).is_zero() {
+            bail!("REGISTRAR_PRUNE_INTERVAL must be longer than zero");
+        }
         if self.database_pool_size == 0 {
             bail!("REGISTRAR_DATABASE_POOL_SIZE must be at least 1");
         }
@@ -383,6 +396,7 @@ impl ServeArgs {
             argon2,
             delivery,
             mail_poll: self.mail_poll.into(),
+            prune_interval: self.prune_interval.into(),
             http_workers: self.http_workers.map_or_else(cores, NonZeroUsize::get),
             shutdown_timeout: self.shutdown_timeout.into(),
         })

@@ -105,6 +105,7 @@ impl Application {
                 dispatcher,
                 signal,
                 settings.mail_poll,
+                settings.prune_interval,
                 stopped,
             )),
             stop,
@@ -174,16 +175,14 @@ pub async fn connect(settings: &PgSettings, patience: Duration) -> anyhow::Resul
     }
 }
 
-/// How often the dispatcher prunes settled mail and throttle windows that are over.
-const PRUNE_EVERY: Duration = Duration::from_hours(1);
-
 /// Delivers due email whenever woken (mail queued in this process) or every `poll`, and prunes
-/// every [`PRUNE_EVERY`] (first at start-up), until `stop` says so; a pass in progress is
-/// always finished.
+/// every `prune_every` (first at start-up), until `stop` says so; a pass in progress is always
+/// finished.
 async fn run_dispatcher<S: Store>(
     dispatcher: Dispatcher<S, AnyMailer, SystemClock, OsEntropy>,
     signal: DispatchSignal,
     poll: Duration,
+    prune_every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut next_prune = tokio::time::Instant::now();
@@ -204,7 +203,7 @@ async fn run_dispatcher<S: Store>(
         }
         if tokio::time::Instant::now() >= next_prune {
             prune(&dispatcher).await;
-            next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+            next_prune = tokio::time::Instant::now() + prune_every;
         }
         if *stop.borrow() {
             return;
@@ -227,11 +226,14 @@ async fn prune<S: Store>(dispatcher: &Dispatcher<S, AnyMailer, SystemClock, OsEn
             metrics::counter!("registrar_pruned_total", "what" => "mail").increment(pruned.mail);
             metrics::counter!("registrar_pruned_total", "what" => "throttles")
                 .increment(pruned.throttles);
+            metrics::counter!("registrar_pruned_total", "what" => "pending_accounts")
+                .increment(pruned.pending_accounts);
             if pruned != Pruned::default() {
                 tracing::info!(
                     mail = pruned.mail,
                     throttles = pruned.throttles,
-                    "pruned settled mail and throttle windows that are over"
+                    pending_accounts = pruned.pending_accounts,
+                    "pruned settled mail, throttle windows that are over and abandoned accounts"
                 );
             }
         }

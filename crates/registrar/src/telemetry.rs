@@ -338,7 +338,7 @@ pub fn init_metrics() -> anyhow::Result<Metrics> {
     );
     metrics::describe_counter!(
         "registrar_pruned_total",
-        "Rows pruned from the store, by what: settled mail, throttle windows that are over"
+        "Rows pruned from the store, by what: settled mail, throttle windows that are over, accounts never activated within the retention"
     );
     metrics::describe_gauge!(
         "registrar_hash_queue_depth",
@@ -359,7 +359,7 @@ pub fn init_metrics() -> anyhow::Result<Metrics> {
     ] {
         metrics::counter!(counter).absolute(0);
     }
-    for what in ["mail", "throttles"] {
+    for what in ["mail", "throttles", "pending_accounts"] {
         metrics::counter!("registrar_pruned_total", "what" => what).absolute(0);
     }
     for reason in ["queue_full", "queue_timeout"] {

@@ -334,11 +334,60 @@ fn the_server_prunes_throttle_windows_that_are_over_at_start_up() {
 
     let mut server = Server::start(&[("DATABASE_URL", url.as_str())]);
 
-    let event = server.wait_for(|event| {
-        event["message"] == "pruned settled mail and throttle windows that are over"
-    });
+    let event = server.wait_for(|event| event["message"] == PRUNED);
     assert_eq!(event["throttles"], 1, "{event}");
     assert_eq!(database.query("SELECT key FROM throttles"), "open");
+}
+
+/// What the server logs when a prune deleted something.
+const PRUNED: &str = "pruned settled mail, throttle windows that are over and abandoned accounts";
+
+#[test]
+fn accounts_left_pending_past_the_retention_are_erased_at_start_up_and_their_address_is_free() {
+    let database = TestDatabase::create();
+    let env = [
+        ("DATABASE_URL", database.url(None)),
+        ("REGISTRAR_SECRET", "a shared secret for both runs".into()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let first = Server::start(&env);
+    assert_eq!(register(&first, "ada@example.com").0, 201);
+    assert_eq!(register(&first, "bob@example.com").0, 201);
+    let (clean, log) = first.terminate();
+    assert!(clean, "{log:#?}");
+    // Ada registered eight days ago (past the default retention of seven); Bob six.
+    database.query(
+        "UPDATE users SET created_at = now() - CASE email \
+         WHEN 'ada@example.com' THEN interval '8 days' ELSE interval '6 days' END",
+    );
+
+    let mut second = Server::start(&env);
+
+    let event = second.wait_for(|event| event["message"] == PRUNED);
+    assert_eq!(event["pending_accounts"], 1, "{event}");
+    assert_eq!(
+        database.query("SELECT email FROM users ORDER BY email"),
+        "bob@example.com"
+    );
+    assert_eq!(
+        database.query("SELECT count(*) FROM email_outbox o JOIN users u ON u.id = o.user_id"),
+        database.query("SELECT count(*) FROM email_outbox")
+    );
+    let (status, _, _) = second.request(
+        "GET",
+        "/v1/users/me",
+        Some(("ada@example.com", PASSWORD)),
+        None,
+    );
+    assert_eq!(status, 401);
+    assert_eq!(register(&second, "ada@example.com").0, 201);
+    let metrics = second.get_text("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == r#"registrar_pruned_total{what="pending_accounts"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -431,4 +480,33 @@ fn a_graceful_shutdown_finishes_the_email_send_in_flight() {
         database.query("SELECT delivered_at IS NOT NULL FROM activation_codes"),
         "t"
     );
+}
+
+#[test]
+fn deleting_an_account_leaves_no_row_of_it_in_the_database() {
+    let database = TestDatabase::create();
+    let url = database.url(None);
+    let server = Server::start(&[("DATABASE_URL", url.as_str())]);
+    assert_eq!(register(&server, "ada@example.com").0, 201);
+    assert_eq!(register(&server, "bob@example.com").0, 201);
+
+    let (status, head, body) = server.request(
+        "DELETE",
+        "/v1/users/me",
+        Some(("ada@example.com", PASSWORD)),
+        None,
+    );
+
+    assert_eq!(status, 204, "{head}{body}");
+    let rows = "SELECT (SELECT count(*) FROM users WHERE email = 'ada@example.com') \
+                || ' ' || (SELECT count(*) FROM activation_codes) \
+                || ' ' || (SELECT count(*) FROM email_outbox WHERE recipient = 'ada@example.com')";
+    assert_eq!(database.query(rows), "0 1 0");
+    let (status, _, _) = server.request(
+        "GET",
+        "/v1/users/me",
+        Some(("ada@example.com", PASSWORD)),
+        None,
+    );
+    assert_eq!(status, 401);
 }

@@ -351,7 +351,7 @@ async fn pruning_deletes_in_batches_until_nothing_is_left() {
         .await
         .unwrap();
 
-    let pruned = store.prune(SystemTime::now(), t0()).await.unwrap();
+    let pruned = store.prune(SystemTime::now(), t0(), t0()).await.unwrap();
 
     assert_eq!(pruned.throttles, 2500);
     let left: Vec<String> = database

@@ -322,12 +322,19 @@ impl Store for TestStore {
         self.store.throttle_hit(key, limit, now).await
     }
 
+    async fn delete_account(&self, id: UserId, expected_version: u64) -> Result<(), SaveError> {
+        self.store.delete_account(id, expected_version).await
+    }
+
     async fn prune(
         &self,
         now: SystemTime,
         mail_queued_before: SystemTime,
+        pending_registered_before: SystemTime,
     ) -> Result<Pruned, StoreError> {
-        self.store.prune(now, mail_queued_before).await
+        self.store
+            .prune(now, mail_queued_before, pending_registered_before)
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -18,4 +18,5 @@ mod helpers;
 mod notify;
 mod outage;
 mod proxy;
+mod purge;
 mod tls;

@@ -1,4 +1,4 @@
-//! `/v1/users`: register, who am I, activate, new code.
+//! `/v1/users`: register, who am I, activate, new code, erase.
 
 use paperclip::actix::{AcceptedJson, api_v2_operation, web::Data, web::Json};
 use registrar_application::Accounts;
@@ -7,7 +7,7 @@ use crate::{
     ApiError,
     dto::{ActivationBody, CodeIssuedBody, RegisterUserBody, UserBody},
     extract::{BasicAuth, ClientIp, JsonBody},
-    reply::Created,
+    reply::{Created, NoContent},
 };
 
 /// Where the authenticated user's own resource lives.
@@ -97,4 +97,23 @@ pub(crate) async fn issue_code<A: Accounts>(
         .await?;
     let issued = accounts.issue_code(&who).await?;
     Ok(AcceptedJson(CodeIssuedBody::from(issued)))
+}
+
+/// Erase the account
+#[api_v2_operation(
+    operation_id = "deleteMe",
+    tags(Users),
+    summary = "Erase the account",
+    description = "Erases the authenticated account, pending or active, at once: its codes and its queued activation email go with it, and the address can be registered again. Afterwards the same credentials answer 401. An activation email already being handed to the mail server at that moment may still arrive; its code can no longer be used. Throttled like every authenticated route (429)."
+)]
+pub(crate) async fn delete_me<A: Accounts>(
+    accounts: Data<A>,
+    client: ClientIp,
+    auth: BasicAuth,
+) -> Result<NoContent, ApiError> {
+    let who = accounts
+        .authenticate(auth.into_credentials(), client.0)
+        .await?;
+    accounts.delete(&who).await?;
+    Ok(NoContent)
 }

@@ -11,6 +11,7 @@
 
 mod activation;
 mod auth;
+mod delete;
 mod errors;
 mod helpers;
 mod new_code;

@@ -44,6 +44,11 @@ macro_rules! store_contract_tests {
             throttle_keys_are_independent,
             a_throttle_key_may_be_any_user_name,
             pruning_deletes_settled_mail_before_the_cutoff_and_throttle_windows_that_are_over,
+            deleting_an_account_erases_it_with_its_codes_and_mail,
+            deleting_at_a_stale_version_erases_nothing,
+            a_claim_on_the_mail_of_a_deleted_account_goes_stale,
+            pruning_erases_accounts_left_pending_past_the_cutoff_and_nothing_else,
+            a_save_of_an_account_loaded_before_it_was_pruned_conflicts,
             ping_answers,
         );
     };
@@ -698,22 +703,24 @@ pub async fn pruning_deletes_settled_mail_before_the_cutoff_and_throttle_windows
     let now = t0() + 120 * SECOND;
 
     // Mail queued at the cutoff is not before it.
-    let at_the_cutoff = store.prune(now, t0()).await.unwrap();
-    let past_the_cutoff = store.prune(now, t0() + SECOND).await.unwrap();
-    let again = store.prune(now, t0() + SECOND).await.unwrap();
+    let at_the_cutoff = store.prune(now, t0(), t0()).await.unwrap();
+    let past_the_cutoff = store.prune(now, t0() + SECOND, t0()).await.unwrap();
+    let again = store.prune(now, t0() + SECOND, t0()).await.unwrap();
 
     assert_eq!(
         at_the_cutoff,
         Pruned {
             mail: 0,
-            throttles: 1
+            throttles: 1,
+            pending_accounts: 0
         }
     );
     assert_eq!(
         past_the_cutoff,
         Pruned {
             mail: 2,
-            throttles: 0
+            throttles: 0,
+            pending_accounts: 0
         }
     );
     assert_eq!(again, Pruned::default());
@@ -724,6 +731,246 @@ pub async fn pruning_deletes_settled_mail_before_the_cutoff_and_throttle_windows
     assert_eq!(
         store.throttled_until(&long, long_limit, now).await.unwrap(),
         Some(t0() + 600 * SECOND)
+    );
+}
+
+/// Registers `email` at `at` with code `digits`, mail queued: user `n`, code `n + 1`, mail
+/// `n + 2`.
+async fn register_at(
+    store: &impl Store,
+    n: u128,
+    email: &str,
+    digits: &str,
+    at: SystemTime,
+) -> Account {
+    let account = Account::register(
+        UserId::from_uuid(uuid(n)),
+        Email::parse(email).unwrap(),
+        hash("pw"),
+        new_code(n + 1, digits),
+        at,
+    );
+    let mail = mail_for(&account, n + 2, digits, at);
+    store
+        .save(AccountChange {
+            account: account.clone(),
+            expected_version: None,
+            mail: Some(mail),
+        })
+        .await
+        .unwrap();
+    account
+}
+
+/// Erasing an account takes its codes and every message with it; the address is free again.
+pub async fn deleting_an_account_erases_it_with_its_codes_and_mail(store: impl Store) {
+    let ada = register(&store, 10, "ada@example.com", "0421").await;
+    register(&store, 20, "bob@example.com", "1234").await;
+    let Versioned { version, .. } = load(&store, "ada@example.com", t0()).await;
+
+    store
+        .delete_account(ada.user().id(), version)
+        .await
+        .unwrap();
+
+    let email = Email::parse("ada@example.com").unwrap();
+    assert_eq!(store.account_by_email(&email, t0()).await.unwrap(), None);
+    assert_eq!(
+        store.account_by_id(ada.user().id(), t0()).await.unwrap(),
+        None
+    );
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].to.as_str(), "bob@example.com");
+    // The address and even the id can be registered again.
+    register(&store, 10, "ada@example.com", "5678").await;
+    assert_eq!(load(&store, "ada@example.com", t0()).await.version, 1);
+    assert_eq!(load(&store, "bob@example.com", t0()).await.version, 1);
+}
+
+/// An erasure at a version other than the stored one, or of an account that is gone, is a
+/// conflict and erases nothing.
+pub async fn deleting_at_a_stale_version_erases_nothing(store: impl Store) {
+    let ada = register(&store, 10, "ada@example.com", "0421").await;
+    let id = ada.user().id();
+
+    assert_eq!(store.delete_account(id, 2).await, Err(SaveError::Conflict));
+    assert_eq!(load(&store, "ada@example.com", t0()).await.version, 1);
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
+    store.delete_account(id, 1).await.unwrap();
+    assert_eq!(store.delete_account(id, 1).await, Err(SaveError::Conflict));
+}
+
+/// A message being sent when its account is erased cannot be settled afterwards: its claim is
+/// no longer current.
+pub async fn a_claim_on_the_mail_of_a_deleted_account_goes_stale(store: impl Store) {
+    let ada = register(&store, 10, "ada@example.com", "0421").await;
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    store.delete_account(ada.user().id(), 1).await.unwrap();
+
+    let sent = MailOutcome::Sent {
+        accepted_at: t0() + SECOND,
+    };
+    assert!(!store.finish_mail(&claimed[0], sent).await.unwrap());
+    assert_eq!(store.outbox_depth().await.unwrap(), 0);
+}
+
+/// Pruning erases accounts still pending whose last registration was before the cutoff, with
+/// their mail; an account registered at the cutoff or later, and an active account however
+/// old, stay.
+pub async fn pruning_erases_accounts_left_pending_past_the_cutoff_and_nothing_else(
+    store: impl Store,
+) {
+    let policy = CodePolicy::default();
+    let ada = register_at(&store, 10, "ada@example.com", "0421", t0()).await;
+    register_at(&store, 20, "bob@example.com", "1234", t0()).await;
+    let cutoff = t0() + 10 * SECOND;
+    register_at(&store, 30, "cy@example.com", "5678", cutoff).await;
+    // Bob activates: his mail is sent, his code used.
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    let bobs = claimed
+        .iter()
+        .find(|mail| mail.to.as_str() == "bob@example.com")
+        .unwrap();
+    let accepted_at = t0() + SECOND;
+    assert!(
+        store
+            .finish_mail(bobs, MailOutcome::Sent { accepted_at })
+            .await
+            .unwrap()
+    );
+    let Versioned {
+        mut account,
+        version,
+    } = load(&store, "bob@example.com", accepted_at).await;
+    account
+        .activate(
+            CodeDigits::parse("1234").unwrap(),
+            &secret(),
+            accepted_at,
+            &policy,
+        )
+        .unwrap();
+    store
+        .save(AccountChange {
+            account,
+            expected_version: Some(version),
+            mail: None,
+        })
+        .await
+        .unwrap();
+    let now = cutoff + 3600 * SECOND;
+
+    let pruned = store.prune(now, t0(), cutoff).await.unwrap();
+    let again = store.prune(now, t0(), cutoff).await.unwrap();
+
+    assert_eq!(
+        pruned,
+        Pruned {
+            mail: 0,
+            throttles: 0,
+            pending_accounts: 1
+        }
+    );
+    assert_eq!(again, Pruned::default());
+    assert_eq!(
+        store.account_by_id(ada.user().id(), now).await.unwrap(),
+        None
+    );
+    assert!(
+        load(&store, "bob@example.com", now)
+            .await
+            .account
+            .user()
+            .is_active()
+    );
+    assert!(
+        !load(&store, "cy@example.com", now)
+            .await
+            .account
+            .user()
+            .is_active()
+    );
+    // Ada's claimed message went with her account; Cy's is still waiting.
+    let pending = store.claim_mail(now, 30 * SECOND, 10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].to.as_str(), "cy@example.com");
+    let adas = claimed
+        .iter()
+        .find(|mail| mail.to.as_str() == "ada@example.com")
+        .unwrap();
+    assert!(
+        !store
+            .finish_mail(adas, MailOutcome::Cancelled)
+            .await
+            .unwrap()
+    );
+}
+
+/// A change decided on an account loaded before the purge erased it conflicts instead of
+/// writing to an account that is gone; a takeover resets the registration time, so the purge
+/// then leaves the account alone.
+pub async fn a_save_of_an_account_loaded_before_it_was_pruned_conflicts(store: impl Store) {
+    let policy = CodePolicy::default();
+    register_at(&store, 10, "ada@example.com", "0421", t0()).await;
+    register_at(&store, 20, "bob@example.com", "1234", t0()).await;
+    // Both codes die unsent, an hour and a half later; Bob's address is taken over then.
+    let later = t0() + 5400 * SECOND;
+    let failed = || MailOutcome::Failed {
+        error: "550 no such user".into(),
+    };
+    for mail in store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap() {
+        assert!(store.finish_mail(&mail, failed()).await.unwrap());
+    }
+    let stale = load(&store, "ada@example.com", later).await;
+    let Versioned {
+        mut account,
+        version,
+    } = load(&store, "bob@example.com", later).await;
+    account
+        .take_over(
+            Email::parse("bob@example.com").unwrap(),
+            hash("new"),
+            new_code(21, "9999"),
+            later,
+            &policy,
+        )
+        .unwrap();
+    store
+        .save(AccountChange {
+            account,
+            expected_version: Some(version),
+            mail: None,
+        })
+        .await
+        .unwrap();
+
+    let pruned = store.prune(later, t0(), t0() + SECOND).await.unwrap();
+
+    assert_eq!(pruned.pending_accounts, 1);
+    let Versioned { account, version } = stale;
+    assert_eq!(
+        store
+            .save(AccountChange {
+                account,
+                expected_version: Some(version),
+                mail: None,
+            })
+            .await,
+        Err(SaveError::Conflict)
+    );
+    let email = Email::parse("ada@example.com").unwrap();
+    assert_eq!(store.account_by_email(&email, later).await.unwrap(), None);
+    assert_eq!(
+        load(&store, "bob@example.com", later)
+            .await
+            .account
+            .user()
+            .created_at(),
+        later
     );
 }
 

@@ -344,7 +344,7 @@ async fn a_mailer_hears_of_a_delivery_only_once_the_code_is_usable() {
 }
 
 #[tokio::test]
-async fn pruning_keeps_sent_mail_for_the_retention_then_deletes_it_with_ended_throttles() {
+async fn pruning_keeps_sent_mail_and_pending_accounts_for_their_retention_then_deletes_them() {
     let app = App::new();
     app.register("ada@example.com", PASSWORD).await.unwrap();
     app.deliver().await;
@@ -355,19 +355,22 @@ async fn pruning_keeps_sent_mail_for_the_retention_then_deletes_it_with_ended_th
     app.advance(Duration::from_secs(1));
     let after = app.dispatcher.prune().await.unwrap();
 
-    // The registration's throttle window (10 minutes) was over long before.
+    // The registration's throttle window (10 minutes) was over long before; the account was
+    // never activated, and its retention is the same as the mail's by default.
     assert_eq!(
         within,
         Pruned {
             mail: 0,
-            throttles: 1
+            throttles: 1,
+            pending_accounts: 0
         }
     );
     assert_eq!(
         after,
         Pruned {
             mail: 1,
-            throttles: 0
+            throttles: 0,
+            pending_accounts: 1
         }
     );
 }

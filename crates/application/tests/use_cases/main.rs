@@ -11,6 +11,7 @@
 
 mod activate;
 mod authenticate;
+mod delete;
 mod dispatcher;
 mod issue_code;
 mod outage;
