@@ -92,6 +92,9 @@ impl Application {
             registrar_api::app(accounts.clone(), metrics.clone()).app_data(proxies.clone())
         })
         .workers(settings.http_workers)
+        // The signals are ours: the shutdown as a whole, HTTP drain and email sends together,
+        // is bounded by one deadline (`run_until_stopped`).
+        .disable_signals()
         .shutdown_timeout(settings.shutdown_timeout.as_secs())
         .listen(listener)
         .context("could not listen")?
@@ -119,19 +122,70 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM or Ctrl-C, then lets requests and email sends in flight finish.
+    /// Serves until SIGTERM or Ctrl-C, then stops accepting connections and lets the requests
+    /// and email sends in flight finish, side by side, within the shutdown timeout counted
+    /// from the signal; whatever is still running then is abandoned (an email send abandoned
+    /// mid-way is retried once its lease runs out).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let dispatcher = tokio::spawn(self.dispatcher);
-        let served = self.server.await.context("the HTTP server failed");
-        tracing::info!("HTTP server stopped; finishing email sends in flight");
-        let _ = self.stop.send(true);
-        match tokio::time::timeout(self.shutdown_timeout, dispatcher).await {
-            Ok(Ok(())) => tracing::info!("dispatcher stopped"),
-            Ok(Err(error)) => tracing::error!(%error, "the dispatcher task failed"),
-            Err(_) => tracing::warn!("the dispatcher did not stop in time"),
+        let handle = self.server.handle();
+        let mut http = tokio::spawn(self.server);
+        let mut dispatcher = tokio::spawn(self.dispatcher);
+        tokio::select! {
+            ended = &mut http => {
+                // The server stopped by itself: nothing is left to drain but the dispatcher.
+                let _ = self.stop.send(true);
+                let _ = tokio::time::timeout(self.shutdown_timeout, dispatcher).await;
+                return ended
+                    .context("the HTTP server task failed")?
+                    .context("the HTTP server failed");
+            }
+            signal = shutdown_signal() => signal?,
         }
-        served
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        tracing::info!(
+            timeout_seconds = self.shutdown_timeout.as_secs(),
+            "shutting down: finishing requests and email sends in flight"
+        );
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout_at(deadline, async {
+            let (ended, delivered) = tokio::join!(
+                async {
+                    handle.stop(true).await;
+                    (&mut http).await
+                },
+                &mut dispatcher,
+            );
+            if let Err(error) = delivered {
+                tracing::error!(%error, "the dispatcher task failed");
+            }
+            ended
+        })
+        .await;
+        let Ok(ended) = drained else {
+            tracing::warn!("the shutdown timeout ran out; abandoning what is still running");
+            handle.stop(false).await;
+            dispatcher.abort();
+            return Ok(());
+        };
+        tracing::info!("stopped");
+        ended
+            .context("the HTTP server task failed")?
+            .context("the HTTP server failed")
     }
+}
+
+/// Resolves at the first SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("could not listen for SIGTERM")?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        interrupted = tokio::signal::ctrl_c() => {
+            interrupted.context("could not listen for Ctrl-C")?;
+            tracing::info!("Ctrl-C received");
+        }
+    }
+    Ok(())
 }
 
 /// The SMTP mailer when `SMTP_URL` is set, else the log mailer; a wrong URL or sender stops

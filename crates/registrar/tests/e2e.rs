@@ -67,7 +67,7 @@ fn a_user_registers_reads_the_code_from_the_log_and_activates() {
         lines.join("\n")
     );
     assert!(
-        lines.iter().any(|l| l.contains("dispatcher stopped")),
+        lines.iter().any(|l| l.contains(r#""message":"stopped""#)),
         "{}",
         lines.join("\n")
     );

@@ -463,9 +463,9 @@ fn a_graceful_shutdown_finishes_the_email_send_in_flight() {
     sink.wait_for_message(1, PATIENCE);
 
     server.send_sigterm();
-    // Only once the HTTP server has stopped does the mail server answer.
+    // Only once the shutdown has begun does the mail server answer.
     server.wait_for(|event| {
-        event["message"] == "HTTP server stopped; finishing email sends in flight"
+        event["message"] == "shutting down: finishing requests and email sends in flight"
     });
     sink.release();
 
