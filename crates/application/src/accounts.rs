@@ -486,15 +486,9 @@ where
         let policy = self.settings.codes;
         self.change(who.user.id(), |account, now| {
             let (code, mail) = self.draw_code(account.user().email(), now);
-            let issued =
-                account
-                    .issue_code(code, now, &policy)
-                    .map_err(|refused| match refused {
-                        IssueRefused::TooSoon { retry_after } => {
-                            Error::TooManyRequests { retry_after }
-                        }
-                        _ => Error::AlreadyActive,
-                    })?;
+            let issued = account
+                .issue_code(code, now, &policy)
+                .map_err(issue_error)?;
             Ok((Ok(issued), Some(mail)))
         })
         .await
@@ -513,10 +507,23 @@ where
     }
 }
 
+// The domain's refusals are `#[non_exhaustive]` (other teams reuse the crate), so each mapping
+// needs a wildcard: it answers 500 and logs the refusal rather than guess a plausible answer,
+// and the tests below map every refusal the domain has today.
+
 fn takeover_error(refused: TakeoverRefused) -> Error {
     match refused {
+        TakeoverRefused::EmailTaken => Error::EmailTaken,
         TakeoverRefused::TooSoon { retry_after } => Error::TooManyRequests { retry_after },
-        _ => Error::EmailTaken,
+        _ => Error::Internal(format!("unexpected takeover refusal: {refused}")),
+    }
+}
+
+fn issue_error(refused: IssueRefused) -> Error {
+    match refused {
+        IssueRefused::AlreadyActive => Error::AlreadyActive,
+        IssueRefused::TooSoon { retry_after } => Error::TooManyRequests { retry_after },
+        _ => Error::Internal(format!("unexpected issue refusal: {refused}")),
     }
 }
 
@@ -527,6 +534,59 @@ fn activation_error(refused: ActivationRefused) -> Error {
             Error::WrongCode { attempts_remaining }
         }
         ActivationRefused::CodeGone { too_many_attempts } => Error::CodeGone { too_many_attempts },
-        _ => Error::Internal(format!("unexpected activation outcome: {refused}")),
+        _ => Error::Internal(format!("unexpected activation refusal: {refused}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LATER: Duration = Duration::from_secs(7);
+
+    #[test]
+    fn every_takeover_refusal_has_its_answer() {
+        assert!(matches!(
+            takeover_error(TakeoverRefused::EmailTaken),
+            Error::EmailTaken
+        ));
+        assert!(matches!(
+            takeover_error(TakeoverRefused::TooSoon { retry_after: LATER }),
+            Error::TooManyRequests { retry_after: LATER }
+        ));
+    }
+
+    #[test]
+    fn every_issue_refusal_has_its_answer() {
+        assert!(matches!(
+            issue_error(IssueRefused::AlreadyActive),
+            Error::AlreadyActive
+        ));
+        assert!(matches!(
+            issue_error(IssueRefused::TooSoon { retry_after: LATER }),
+            Error::TooManyRequests { retry_after: LATER }
+        ));
+    }
+
+    #[test]
+    fn every_activation_refusal_has_its_answer() {
+        assert!(matches!(
+            activation_error(ActivationRefused::AlreadyActive),
+            Error::AlreadyActive
+        ));
+        assert!(matches!(
+            activation_error(ActivationRefused::WrongCode {
+                attempts_remaining: 2
+            }),
+            Error::WrongCode {
+                attempts_remaining: 2
+            }
+        ));
+        for too_many_attempts in [false, true] {
+            assert!(matches!(
+                activation_error(ActivationRefused::CodeGone { too_many_attempts }),
+                Error::CodeGone { too_many_attempts: t } if t == too_many_attempts
+            ));
+        }
     }
 }

@@ -7,7 +7,6 @@ use crate::ports::{HashError, StoreError};
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// The credentials are missing, malformed or wrong, or the account does not exist.
     #[error("the credentials were not accepted")]

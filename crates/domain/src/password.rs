@@ -45,6 +45,11 @@ pub struct PasswordPolicy {
 }
 
 impl PasswordPolicy {
+    /// The fewest characters a new password may have.
+    pub const MIN_LEN: usize = 8;
+    /// The most characters a new password may have.
+    pub const MAX_LEN: usize = 128;
+
     /// The contract's policy with a custom least zxcvbn score (clamped to 0–4).
     #[must_use]
     pub fn with_min_score(min_score: u8) -> Self {
@@ -64,8 +69,8 @@ impl PasswordPolicy {
 impl Default for PasswordPolicy {
     fn default() -> Self {
         Self {
-            min_len: 8,
-            max_len: 128,
+            min_len: Self::MIN_LEN,
+            max_len: Self::MAX_LEN,
             min_score: 3,
         }
     }
