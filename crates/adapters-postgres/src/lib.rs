@@ -124,6 +124,7 @@ mod connect;
 mod error;
 mod migrate;
 mod notify;
+mod params;
 mod rows;
 mod settings;
 mod sql;
