@@ -8,7 +8,7 @@ use actix_web::{
     http::{StatusCode, header},
 };
 use paperclip::v2::schema::Apiv2Errors;
-use registrar_application::Error;
+use registrar_application::{Error, ErrorChain};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
@@ -245,7 +245,7 @@ impl ApiError {
             405 => Self::MethodNotAllowed { allow: "" },
             413 => Self::PayloadTooLarge,
             415 => Self::UnsupportedMediaType,
-            _ => Self::App(Error::Internal(format!("unexpected status {status}"))),
+            _ => Self::App(Error::Internal(Box::new(UnexpectedStatus(status)))),
         }
     }
 
@@ -422,20 +422,10 @@ impl ResponseError for ApiError {
 /// Error chains are documented in the OpenAPI post-processing (see `openapi.rs`), per route.
 impl Apiv2Errors for ApiError {}
 
-/// Formats an error with its sources, one "caused by" per level.
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": caused by: {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}
+/// A status the handlers never answer with reached the safety net.
+#[derive(Debug, thiserror::Error)]
+#[error("unexpected status {0}")]
+struct UnexpectedStatus(StatusCode);
 
 #[cfg(test)]
 mod tests {

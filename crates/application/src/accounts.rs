@@ -322,8 +322,13 @@ fn too_many(until: SystemTime, now: SystemTime) -> Error {
     }
 }
 
+/// Optimistic saves lost every race they were given.
+#[derive(Debug, thiserror::Error)]
+#[error("the account kept changing under concurrent requests")]
+struct KeptChanging;
+
 fn conflicted() -> Error {
-    Error::Internal("the account kept changing under concurrent requests".into())
+    Error::Internal(Box::new(KeptChanging))
 }
 
 impl<S, H, C, E> Accounts for AccountService<S, H, C, E>
@@ -515,7 +520,7 @@ fn takeover_error(refused: TakeoverRefused) -> Error {
     match refused {
         TakeoverRefused::EmailTaken => Error::EmailTaken,
         TakeoverRefused::TooSoon { retry_after } => Error::TooManyRequests { retry_after },
-        _ => Error::Internal(format!("unexpected takeover refusal: {refused}")),
+        _ => Error::Internal(Box::new(refused)),
     }
 }
 
@@ -523,7 +528,7 @@ fn issue_error(refused: IssueRefused) -> Error {
     match refused {
         IssueRefused::AlreadyActive => Error::AlreadyActive,
         IssueRefused::TooSoon { retry_after } => Error::TooManyRequests { retry_after },
-        _ => Error::Internal(format!("unexpected issue refusal: {refused}")),
+        _ => Error::Internal(Box::new(refused)),
     }
 }
 
@@ -534,7 +539,7 @@ fn activation_error(refused: ActivationRefused) -> Error {
             Error::WrongCode { attempts_remaining }
         }
         ActivationRefused::CodeGone { too_many_attempts } => Error::CodeGone { too_many_attempts },
-        _ => Error::Internal(format!("unexpected activation refusal: {refused}")),
+        _ => Error::Internal(Box::new(refused)),
     }
 }
 

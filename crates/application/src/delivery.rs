@@ -7,9 +7,12 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::join_all;
 use registrar_domain::CodePolicy;
 
-use crate::ports::{
-    ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Pruned, Store,
-    StoreError,
+use crate::{
+    ErrorChain,
+    ports::{
+        ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Pruned,
+        Store, StoreError,
+    },
 };
 
 /// How the dispatcher retries.
@@ -191,8 +194,11 @@ where
         let now = self.clock.now();
         match result {
             Ok(()) => MailOutcome::Sent { accepted_at: now },
-            Err(MailError::Permanent(error)) => MailOutcome::Failed { error },
-            Err(MailError::Transient(error)) => {
+            Err(error @ MailError::Permanent(_)) => MailOutcome::Failed {
+                error: ErrorChain(&error).to_string(),
+            },
+            Err(error @ MailError::Transient(_)) => {
+                let error = ErrorChain(&error).to_string();
                 let next_attempt_at = now + self.policy.backoff(mail.attempts, self.entropy.unit());
                 let too_old = next_attempt_at
                     .duration_since(mail.queued_at)
