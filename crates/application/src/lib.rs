@@ -9,6 +9,7 @@ mod accounts;
 mod delivery;
 mod error;
 pub mod ports;
+mod schedule;
 mod signal;
 mod system;
 #[cfg(any(test, feature = "testing"))]
@@ -20,5 +21,6 @@ pub use accounts::{
 };
 pub use delivery::{DeliveryPolicy, DeliveryReport, Dispatcher};
 pub use error::{Error, ErrorChain};
+pub use schedule::PRUNE_EVERY;
 pub use signal::DispatchSignal;
 pub use system::{OsEntropy, SystemClock};

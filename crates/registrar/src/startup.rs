@@ -16,8 +16,7 @@ use registrar_adapters_postgres::{PgSettings, PgStore, SetupError};
 use registrar_adapters_smtp::{AnyMailer, LogMailer, SmtpMailer};
 use registrar_api::MetricsSource;
 use registrar_application::{
-    AccountService, DispatchSignal, Dispatcher, OsEntropy, SystemClock,
-    ports::{Pruned, Store},
+    AccountService, DispatchSignal, Dispatcher, OsEntropy, SystemClock, ports::Store,
 };
 use tokio::sync::watch;
 
@@ -101,12 +100,10 @@ impl Application {
         Ok(Self {
             port,
             server,
-            dispatcher: Box::pin(run_dispatcher(
-                dispatcher,
-                signal,
-                settings.mail_poll,
-                stopped,
-            )),
+            dispatcher: Box::pin({
+                let poll = settings.mail_poll;
+                async move { dispatcher.run(signal, poll, stopped).await }
+            }),
             stop,
             shutdown_timeout: settings.shutdown_timeout,
         })
@@ -171,70 +168,5 @@ pub async fn connect(settings: &PgSettings, patience: Duration) -> anyhow::Resul
                 return Err(error).context("could not apply the database migrations");
             }
         }
-    }
-}
-
-/// How often the dispatcher prunes settled mail and throttle windows that are over.
-const PRUNE_EVERY: Duration = Duration::from_hours(1);
-
-/// Delivers due email whenever woken (mail queued in this process) or every `poll`, and prunes
-/// every [`PRUNE_EVERY`] (first at start-up), until `stop` says so; a pass in progress is
-/// always finished.
-async fn run_dispatcher<S: Store>(
-    dispatcher: Dispatcher<S, AnyMailer, SystemClock, OsEntropy>,
-    signal: DispatchSignal,
-    poll: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut next_prune = tokio::time::Instant::now();
-    loop {
-        let busy = match dispatcher.deliver_due().await {
-            Ok(report) => report.handled() > 0,
-            Err(error) => {
-                tracing::warn!(%error, "could not claim outbox messages");
-                false
-            }
-        };
-        if let Ok(depth) = dispatcher.depth().await {
-            #[allow(
-                clippy::cast_precision_loss,
-                reason = "a gauge; exact above 2^53 messages does not matter"
-            )]
-            metrics::gauge!("registrar_outbox_depth").set(depth as f64);
-        }
-        if tokio::time::Instant::now() >= next_prune {
-            prune(&dispatcher).await;
-            next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
-        }
-        if *stop.borrow() {
-            return;
-        }
-        if busy {
-            continue;
-        }
-        tokio::select! {
-            () = signal.notified() => {}
-            () = tokio::time::sleep(poll) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// One prune, logged and counted; a failure waits for the next one.
-async fn prune<S: Store>(dispatcher: &Dispatcher<S, AnyMailer, SystemClock, OsEntropy>) {
-    match dispatcher.prune().await {
-        Ok(pruned) => {
-            metrics::counter!("registrar_pruned_total", "what" => "mail").increment(pruned.mail);
-            metrics::counter!("registrar_pruned_total", "what" => "throttles")
-                .increment(pruned.throttles);
-            if pruned != Pruned::default() {
-                tracing::info!(
-                    mail = pruned.mail,
-                    throttles = pruned.throttles,
-                    "pruned settled mail and throttle windows that are over"
-                );
-            }
-        }
-        Err(error) => tracing::warn!(%error, "could not prune the store"),
     }
 }
