@@ -17,6 +17,16 @@ const MAX_LABEL_LEN: usize = 63;
 /// Accepted: an RFC 5321 dot-atom local part (ASCII letters, digits and
 /// ``!#$%&'*+-/=?^_`{|}~``, dots between atoms) and a DNS host name with at least two labels.
 /// Quoted local parts, address literals and non-ASCII addresses are refused.
+///
+/// ```
+/// use registrar_domain::Email;
+///
+/// let email = Email::parse(" Ada@Example.COM ")?;
+/// assert_eq!(email.as_str(), "Ada@example.com");
+/// assert_eq!((email.local_part(), email.domain()), ("Ada", "example.com"));
+/// assert_eq!(email.key(), Email::parse("ada@EXAMPLE.com")?.key());
+/// # Ok::<(), registrar_domain::EmailError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Email {
     address: String,
@@ -24,6 +34,13 @@ pub struct Email {
 }
 
 /// Why a string is not an [`Email`].
+///
+/// ```
+/// use registrar_domain::{Email, EmailError};
+///
+/// assert_eq!(Email::parse("ada.example.com"), Err(EmailError::NotOneAt));
+/// assert_eq!(Email::parse("   "), Err(EmailError::Empty));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EmailError {
