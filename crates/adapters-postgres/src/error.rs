@@ -14,7 +14,6 @@ use tokio_postgres::error::SqlState;
 
 /// Why building the store or migrating failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum SetupError {
     /// The settings do not describe a usable database connection.
     #[error("invalid database settings: {0}")]

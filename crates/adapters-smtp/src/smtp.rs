@@ -131,7 +131,6 @@ fn redact(url: &str) -> String {
 
 /// Why [`SmtpMailer::new`] refused its settings. No variant shows the URL's password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum SmtpConfigError {
     /// The URL is not one lettre can send through (bad syntax, unknown scheme or `tls`
     /// value, no host, TLS set-up failed).
