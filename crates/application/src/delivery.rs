@@ -1,14 +1,17 @@
 //! Delivering the outbox: claim due messages under a lease, send them, and record the outcome:
 //! the code becomes usable when the mail server accepts its email; transient failures are
-//! retried with exponential backoff and jitter, per message, up to a bound.
+//! retried with exponential backoff and jitter, per message, up to a bound. `Dispatcher::run`
+//! is the schedule (wake-ups, polling, hourly pruning, the outbox gauge); the binary only
+//! starts it.
 
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use registrar_domain::CodePolicy;
+use tokio::sync::watch;
 
 use crate::{
-    ErrorChain,
+    DispatchSignal, ErrorChain,
     ports::{
         ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Pruned,
         Store, StoreError,
@@ -217,7 +220,75 @@ where
             }
         }
     }
+
+    /// Delivers due email whenever `signal` wakes it (mail queued in this process) or every
+    /// `poll`, keeps the `registrar_outbox_depth` gauge, and prunes every [`PRUNE_EVERY`]
+    /// (first at start-up), until `stop` holds `true`; a pass in progress is always finished.
+    pub async fn run(
+        &self,
+        signal: DispatchSignal,
+        poll: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut next_prune = tokio::time::Instant::now();
+        loop {
+            let busy = match self.deliver_due().await {
+                Ok(report) => report.handled() > 0,
+                Err(error) => {
+                    tracing::warn!(error = %ErrorChain(&error), "could not claim outbox messages");
+                    false
+                }
+            };
+            if let Ok(depth) = self.depth().await {
+                #[allow(
+                    clippy::cast_precision_loss,
+                    reason = "a gauge; exact above 2^53 messages does not matter"
+                )]
+                metrics::gauge!("registrar_outbox_depth").set(depth as f64);
+            }
+            if tokio::time::Instant::now() >= next_prune {
+                self.prune_and_report().await;
+                next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = signal.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One prune, logged and counted; a failure waits for the next one.
+    async fn prune_and_report(&self) {
+        match self.prune().await {
+            Ok(pruned) => {
+                metrics::counter!("registrar_pruned_total", "what" => "mail")
+                    .increment(pruned.mail);
+                metrics::counter!("registrar_pruned_total", "what" => "throttles")
+                    .increment(pruned.throttles);
+                if pruned != Pruned::default() {
+                    tracing::info!(
+                        mail = pruned.mail,
+                        throttles = pruned.throttles,
+                        "pruned settled mail and throttle windows that are over"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "could not prune the store");
+            }
+        }
+    }
 }
+
+/// How often the dispatcher prunes settled mail and throttle windows that are over.
+pub const PRUNE_EVERY: Duration = Duration::from_hours(1);
 
 #[cfg(test)]
 mod tests {

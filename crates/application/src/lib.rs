@@ -9,7 +9,6 @@ mod accounts;
 mod delivery;
 mod error;
 pub mod ports;
-mod schedule;
 mod signal;
 mod system;
 #[cfg(any(test, feature = "testing"))]
@@ -19,8 +18,7 @@ pub use accounts::{
     AccountService, AccountSettings, Accounts, Authenticated, ClientAddr, Credentials, RateLimits,
     Registration,
 };
-pub use delivery::{DeliveryPolicy, DeliveryReport, Dispatcher};
+pub use delivery::{DeliveryPolicy, DeliveryReport, Dispatcher, PRUNE_EVERY};
 pub use error::{Error, ErrorChain};
-pub use schedule::PRUNE_EVERY;
 pub use signal::DispatchSignal;
 pub use system::{OsEntropy, SystemClock};
