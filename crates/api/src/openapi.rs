@@ -308,3 +308,27 @@ pub(crate) async fn swagger_js() -> HttpResponse {
         .insert_header(ONE_DAY)
         .body(&include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js")[..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_documented_where_it_can_occur() {
+        let schema = problem_schema();
+        let types = &schema["properties"]["type"]["enum"];
+        for problem in Problem::ALL {
+            let uri = json!(format!("/problems/{}", problem.slug()));
+            assert!(
+                types.as_array().is_some_and(|types| types.contains(&uri)),
+                "{problem:?}"
+            );
+            let on_an_operation = OPERATION_ERRORS.iter().any(|(_, _, own, body, use_case)| {
+                operation_problems(own, *body, *use_case).contains(&problem)
+            });
+            // Routing answers these for any path, so no one operation lists them.
+            let routing = matches!(problem, Problem::NotFound | Problem::MethodNotAllowed);
+            assert_eq!(on_an_operation, !routing, "{problem:?}");
+        }
+    }
+}
