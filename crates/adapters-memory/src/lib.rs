@@ -3,11 +3,13 @@
 //! and serialisable; it keeps nothing across restarts.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "testing")]
+use std::sync::atomic::AtomicBool;
 use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -26,6 +28,7 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
+    #[cfg(feature = "testing")]
     outage: Arc<AtomicBool>,
     claims: Arc<AtomicU64>,
 }
@@ -73,14 +76,23 @@ impl MemoryStore {
     }
 
     /// Makes every operation fail as if the store were unreachable (or work again): the test
-    /// double's way to exercise outage handling.
+    /// double's way to exercise outage handling. Only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn simulate_outage(&self, down: bool) {
         self.outage.store(down, Ordering::SeqCst);
     }
 
+    #[cfg_attr(
+        not(feature = "testing"),
+        expect(
+            clippy::unnecessary_wraps,
+            reason = "only a simulated outage fails it, and that exists for tests alone"
+        )
+    )]
     fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        #[cfg(feature = "testing")]
         if self.outage.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("simulated outage".into()));
+            return Err(StoreError::Unavailable(Box::new(testing::SimulatedOutage)));
         }
         // A panic while holding the lock cannot leave a half-applied change: every mutation
         // below is checked before it starts. So a poisoned lock is still consistent.
@@ -430,4 +442,14 @@ mod tests {
     use super::MemoryStore;
 
     registrar_application::store_contract_tests!(|| async { MemoryStore::new() });
+}
+
+#[cfg(feature = "testing")]
+mod testing {
+    //! What only tests need: the cause of a simulated outage.
+
+    /// The cause of the errors `simulate_outage` makes.
+    #[derive(Debug, thiserror::Error)]
+    #[error("simulated outage")]
+    pub(crate) struct SimulatedOutage;
 }

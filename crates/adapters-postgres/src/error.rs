@@ -3,15 +3,17 @@
 //!
 //! The rule: anything that means "the database cannot be reached right now" becomes
 //! `StoreError::Unavailable` (the API answers 503 and retries are worth it); everything else is
-//! `StoreError::Internal`. Messages name the operation, the SQLSTATE and the server's one-line
-//! message, never the SQL text, parameters or the server's DETAIL (which can hold row values).
+//! `StoreError::Internal`. The cause names the operation, the SQLSTATE and the server's one-line
+//! message, never the SQL text, parameters or the server's DETAIL (which can hold row values);
+//! under a broken connection it keeps the I/O or TLS error as its source.
+
+use std::fmt;
 
 use registrar_application::ports::{SaveError, StoreError};
 use tokio_postgres::error::SqlState;
 
 /// Why building the store or migrating failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum SetupError {
     /// The settings do not describe a usable database connection.
     #[error("invalid database settings: {0}")]
@@ -59,19 +61,30 @@ impl Failure {
     }
 
     /// The port's error for a failure of operation `op` (a short phrase such as "load account").
-    pub(crate) fn into_store_error(self, op: &str) -> StoreError {
-        match self {
-            Self::Db(error) => db_error(op, &error),
-            Self::Pool(error) => pool_error(op, &error),
-            Self::TimedOut => StoreError::Unavailable(format!("{op}: timed out")),
-            // Only saves can conflict; anywhere else it would be a bug in this adapter.
-            Self::Conflict => StoreError::Internal(format!("{op}: unexpected conflict")),
-            Self::Invalid(what) => StoreError::Internal(format!("{op}: invalid data: {what}")),
+    pub(crate) fn into_store_error(self, op: &'static str) -> StoreError {
+        let unavailable = match &self {
+            Self::Db(error) | Self::Pool(deadpool_postgres::PoolError::Backend(error)) => {
+                is_unavailable(error)
+            }
+            Self::Pool(error) => !matches!(
+                error,
+                deadpool_postgres::PoolError::Closed
+                    | deadpool_postgres::PoolError::NoRuntimeSpecified
+                    | deadpool_postgres::PoolError::PostCreateHook(_)
+            ),
+            Self::TimedOut => true,
+            Self::Conflict | Self::Invalid(_) => false,
+        };
+        let cause = Box::new(OperationFailed { op, failure: self });
+        if unavailable {
+            StoreError::Unavailable(cause)
+        } else {
+            StoreError::Internal(cause)
         }
     }
 
     /// The port's error for a failed save.
-    pub(crate) fn into_save_error(self, op: &str) -> SaveError {
+    pub(crate) fn into_save_error(self, op: &'static str) -> SaveError {
         match self {
             Self::Conflict => SaveError::Conflict,
             Self::Db(error) if is_account_conflict(&error) => SaveError::Conflict,
@@ -123,38 +136,60 @@ fn is_account_conflict(error: &tokio_postgres::Error) -> bool {
             .is_some_and(|name| name == "users_email_key" || name == "users_pkey")
 }
 
-fn db_error(op: &str, error: &tokio_postgres::Error) -> StoreError {
-    let message = match error.as_db_error() {
-        // The primary message only: no statement text, no DETAIL with row values.
-        Some(db) => format!("{op}: {} {}", db.code().code(), db.message()),
-        None => match (tls_error(error), std::error::Error::source(error)) {
-            (Some(tls @ rustls::Error::InvalidCertificate(_)), _) => {
-                format!("{op}: the database's TLS certificate was refused: {tls}")
+/// An operation's failure as the port carries it: the operation, then what failed. What it
+/// shows of a server error is the SQLSTATE and the one-line message, never the statement,
+/// its parameters or the DETAIL (which can hold row values); a connection failure keeps the
+/// driver's error, with the I/O or TLS error beneath it, as its source.
+#[derive(Debug)]
+struct OperationFailed {
+    op: &'static str,
+    failure: Failure,
+}
+
+impl fmt::Display for OperationFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        let op = self.op;
+        match &self.failure {
+            Failure::Db(error) | Failure::Pool(PoolError::Backend(error)) => {
+                match error.as_db_error() {
+                    Some(db) => write!(f, "{op}: {} {}", db.code().code(), db.message()),
+                    None => match tls_error(error) {
+                        Some(rustls::Error::InvalidCertificate(_)) => {
+                            write!(f, "{op}: the database's TLS certificate was refused")
+                        }
+                        _ => write!(f, "{op}: the database connection failed"),
+                    },
+                }
             }
-            (_, Some(cause)) => format!("{op}: {error}: {cause}"),
-            (_, None) => format!("{op}: {error}"),
-        },
-    };
-    if is_unavailable(error) {
-        StoreError::Unavailable(message)
-    } else {
-        StoreError::Internal(message)
+            Failure::Pool(PoolError::Timeout(TimeoutType::Wait)) => {
+                write!(f, "{op}: no free database connection in time")
+            }
+            Failure::Pool(PoolError::Timeout(TimeoutType::Create | TimeoutType::Recycle)) => {
+                write!(f, "{op}: connecting to the database timed out")
+            }
+            Failure::Pool(PoolError::Closed) => write!(f, "{op}: the pool is closed"),
+            Failure::Pool(PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_)) => {
+                write!(f, "{op}: the pool is misconfigured")
+            }
+            Failure::TimedOut => write!(f, "{op}: timed out"),
+            // Only saves can conflict; anywhere else it would be a bug in this adapter.
+            Failure::Conflict => write!(f, "{op}: unexpected conflict"),
+            Failure::Invalid(what) => write!(f, "{op}: invalid data: {what}"),
+        }
     }
 }
 
-fn pool_error(op: &str, error: &deadpool_postgres::PoolError) -> StoreError {
-    use deadpool_postgres::{PoolError, TimeoutType};
-    match error {
-        PoolError::Backend(error) => db_error(op, error),
-        PoolError::Timeout(TimeoutType::Wait) => {
-            StoreError::Unavailable(format!("{op}: no free database connection in time"))
-        }
-        PoolError::Timeout(TimeoutType::Create | TimeoutType::Recycle) => {
-            StoreError::Unavailable(format!("{op}: connecting to the database timed out"))
-        }
-        PoolError::Closed => StoreError::Internal(format!("{op}: the pool is closed")),
-        PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
-            StoreError::Internal(format!("{op}: the pool is misconfigured"))
+impl std::error::Error for OperationFailed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.failure {
+            // A server error ends here: the driver's own text would add the DETAIL.
+            Failure::Db(error) | Failure::Pool(deadpool_postgres::PoolError::Backend(error))
+                if error.as_db_error().is_none() =>
+            {
+                Some(error)
+            }
+            _ => None,
         }
     }
 }

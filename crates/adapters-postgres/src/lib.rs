@@ -105,8 +105,10 @@
 //! statement timeout, the connection that saw it is closed instead of returned to the pool,
 //! and so are the idle ones (after a restart or failover they are dead too); the pool opens
 //! fresh connections by itself when the database is back.
-//! Everything else is [`StoreError::Internal`], with a short message: the operation, the
-//! SQLSTATE and the server's primary message, never SQL text or the server's DETAIL. That
+//! Everything else is [`StoreError::Internal`]. Either way the error's source names the
+//! operation and, for a server error, the SQLSTATE and the server's primary message, never SQL
+//! text or the server's DETAIL; under a broken connection it keeps the driver's error (and the
+//! I/O or TLS error beneath) as its own source, so the logged chain shows why. That
 //! includes TLS refusals (a certificate that `sslmode`/`sslrootcert` do not accept, a server
 //! without TLS under `require`): they need the settings or the certificate fixed, not time.
 //! Note: tokio-postgres logs statements *with their parameters* at `debug` level through the
@@ -128,6 +130,7 @@ mod connect;
 mod error;
 mod migrate;
 mod notify;
+mod params;
 mod rows;
 mod settings;
 mod sql;

@@ -39,10 +39,8 @@ pub(crate) const ACCOUNT_BY_EMAIL: &str = load_account!("u.email_key = $1");
 pub(crate) const ACCOUNT_BY_ID: &str = load_account!("u.id = $1");
 
 /// Writes the account's current code (insert or update) and queues its mail, each only when
-/// given. Shared by [`REGISTER`] and [`SAVE_CODE_AND_MAIL`], with the same parameters:
-/// `$1` code id (NULL: no code), `$2` user id, `$3` digest, `$4` issued at, `$5` delivered at,
-/// `$6` wrong attempts, `$7` state; `$8` mail id (NULL: no mail), `$9` code id of the mail,
-/// `$10` recipient, `$11` the code in clear, `$12` queued at.
+/// given. Shared by [`REGISTER`] and [`SAVE_CODE_AND_MAIL`], with the same parameters `$1`–`$12`,
+/// bound by `params::CodeAndMail` (a NULL code id: no code; a NULL mail id: no mail).
 macro_rules! code_and_mail {
     () => {
         "saved_code AS (
@@ -70,8 +68,7 @@ macro_rules! code_and_mail {
 }
 
 /// A new account: the user, its code and its mail in one statement (so one implicit
-/// transaction and one round trip). The parameters of [`code_and_mail!`], then `$13` email,
-/// `$14` email key, `$15` password hash, `$16` created at, `$17` activated at.
+/// transaction and one round trip). Parameters: `params::AccountWrite::register_params`.
 ///
 /// An existing id or email key fails with a unique violation on `users_pkey` or
 /// `users_email_key`: the conflict. Foreign keys are checked at the end of the statement, so
@@ -105,9 +102,8 @@ pub(crate) const REGISTER: &str = concat!(
 /// and this statement holds the user: waiting for the message could deadlock. The dispatcher
 /// settles such a message itself, or claims it again later with `code_alive` false.
 ///
-/// `$1` user id, `$2` email, `$3` email key, `$4` password hash, `$5` created at,
-/// `$6` activated at, `$7` expected version, `$8` current code id (NULL: kill and cancel
-/// nothing), `$9` the current code's state as saved.
+/// Parameters: `params::AccountWrite::save_user_params` (`$8` the current code id, NULL: kill
+/// and cancel nothing; `$9` its state as saved).
 pub(crate) const SAVE_USER: &str = "
     WITH saved_user AS (
         UPDATE users SET
@@ -137,7 +133,7 @@ pub(crate) const SAVE_USER: &str = "
 
 /// The second statement of saving an existing account, sent after [`SAVE_USER`] in the same
 /// transaction: by then no other code is live, so a new live code never trips the
-/// one-live-code-per-user index. Parameters as [`code_and_mail!`].
+/// one-live-code-per-user index. Parameters: `params::CodeAndMail`.
 pub(crate) const SAVE_CODE_AND_MAIL: &str = concat!("WITH ", code_and_mail!(), " SELECT 1");
 
 /// Claims due mail: one statement, so the rows are locked (skipping rows another claimer

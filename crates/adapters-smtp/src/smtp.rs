@@ -131,7 +131,6 @@ fn redact(url: &str) -> String {
 
 /// Why [`SmtpMailer::new`] refused its settings. No variant shows the URL's password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum SmtpConfigError {
     /// The URL is not one lettre can send through (bad syntax, unknown scheme or `tls`
     /// value, no host, TLS set-up failed).
@@ -249,9 +248,7 @@ impl SmtpMailer {
                 content.text,
                 content.html,
             ))
-            .map_err(|error| {
-                MailError::Permanent(format!("the activation email could not be built: {error}"))
-            })
+            .map_err(|error| MailError::Permanent(Box::new(SendFailure::Build(error))))
     }
 }
 
@@ -278,14 +275,13 @@ impl Mailer for SmtpMailer {
                 );
                 Ok(())
             }
-            Ok(Err(Failure::Smtp(error))) => Err(classify(&error)),
-            Ok(Err(Failure::Connect(error))) => Err(MailError::Transient(format!(
-                "could not deliver to the mail server: Connection error: {error}"
-            ))),
-            Err(_elapsed) => Err(MailError::Transient(format!(
-                "the mail server did not accept the email within {:?}",
-                self.timeout
-            ))),
+            Ok(Err(Failure::Smtp(error))) => Err(classify(error)),
+            Ok(Err(Failure::Connect(error))) => {
+                Err(MailError::Transient(Box::new(SendFailure::Connect(error))))
+            }
+            Err(_elapsed) => Err(MailError::Transient(Box::new(SendFailure::Deadline(
+                self.timeout,
+            )))),
         }
     }
 }
@@ -530,9 +526,9 @@ impl AsyncTokioStream for ImplicitTls {
 
 /// The recipient as lettre's address type. An address lettre refuses will never be sent.
 fn recipient(address: &str) -> Result<Address, MailError> {
-    address.parse().map_err(|error| {
-        MailError::Permanent(format!("the recipient address cannot be sent to: {error}"))
-    })
+    address
+        .parse()
+        .map_err(|error| MailError::Permanent(Box::new(SendFailure::Recipient(error))))
 }
 
 /// Sorts a failed delivery: only a 5xx reply says that this message will never be taken.
@@ -545,23 +541,47 @@ fn recipient(address: &str) -> Result<Address, MailError> {
 ///
 /// The text is lettre's description of the failure and the server's reply; the message body,
 /// and so the code, never appears in it.
-fn classify(error: &smtp::Error) -> MailError {
+fn classify(error: smtp::Error) -> MailError {
     // 53x replies (530, 534, 535, 538) are about authentication: the relay's credentials, an
     // operator's fix, not this email. Retried, the email goes out once the fix is deployed.
     let authentication = error
         .status()
         .is_some_and(|code| code.category == smtp::response::Category::Unspecified3);
     if authentication {
-        MailError::Transient(format!("the mail server refused our credentials: {error}"))
+        MailError::Transient(Box::new(SendFailure::Credentials(error)))
     } else if error.is_permanent() {
-        MailError::Permanent(format!("the mail server refused the email: {error}"))
+        MailError::Permanent(Box::new(SendFailure::Refused(error)))
     } else if error.is_transient() {
-        MailError::Transient(format!("the mail server deferred the email: {error}"))
+        MailError::Transient(Box::new(SendFailure::Deferred(error)))
     } else if error.is_timeout() {
-        MailError::Transient(format!("timed out talking to the mail server: {error}"))
+        MailError::Transient(Box::new(SendFailure::TimedOut(error)))
     } else {
-        MailError::Transient(format!("could not deliver to the mail server: {error}"))
+        MailError::Transient(Box::new(SendFailure::Delivery(error)))
     }
+}
+
+/// Why an email was not sent, as the port's error carries it, with lettre's error (or the
+/// socket's) as its source.
+#[derive(Debug, thiserror::Error)]
+enum SendFailure {
+    #[error("the activation email could not be built")]
+    Build(#[source] lettre::error::Error),
+    #[error("the recipient address cannot be sent to")]
+    Recipient(#[source] lettre::address::AddressError),
+    #[error("the mail server refused our credentials")]
+    Credentials(#[source] smtp::Error),
+    #[error("the mail server refused the email")]
+    Refused(#[source] smtp::Error),
+    #[error("the mail server deferred the email")]
+    Deferred(#[source] smtp::Error),
+    #[error("timed out talking to the mail server")]
+    TimedOut(#[source] smtp::Error),
+    #[error("could not deliver to the mail server")]
+    Delivery(#[source] smtp::Error),
+    #[error("could not deliver to the mail server: Connection error")]
+    Connect(#[source] io::Error),
+    #[error("the mail server did not accept the email within {0:?}")]
+    Deadline(Duration),
 }
 
 #[cfg(test)]

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use fake_smtp::{FakeSmtp, Received, Script};
 use registrar_adapters_smtp::{SmtpConfigError, SmtpMailer, SmtpSettings};
-use registrar_application::ports::{ActivationEmail, MailError, Mailer};
+use registrar_application::{
+    ErrorChain,
+    ports::{ActivationEmail, MailError, Mailer},
+};
 use registrar_domain::{CodeDigits, Email};
 
 const CODE: &str = "0421";
@@ -45,7 +48,8 @@ async fn send_one(script: Script) -> (Result<(), MailError>, FakeSmtp) {
 
 fn assert_transient(result: &Result<(), MailError>) {
     match result {
-        Err(MailError::Transient(text)) => {
+        Err(error @ MailError::Transient(_)) => {
+            let text = ErrorChain(error).to_string();
             assert!(!text.contains(CODE), "the code leaked into {text:?}");
         }
         other => panic!("expected a transient failure, got {other:?}"),
@@ -54,7 +58,8 @@ fn assert_transient(result: &Result<(), MailError>) {
 
 fn assert_permanent(result: &Result<(), MailError>) {
     match result {
-        Err(MailError::Permanent(text)) => {
+        Err(error @ MailError::Permanent(_)) => {
+            let text = ErrorChain(error).to_string();
             assert!(!text.contains(CODE), "the code leaked into {text:?}");
         }
         other => panic!("expected a permanent failure, got {other:?}"),
@@ -384,9 +389,10 @@ async fn the_failure_text_carries_the_servers_reply() {
         ..Script::default()
     })
     .await;
-    let Err(MailError::Permanent(text)) = result else {
+    let Err(error @ MailError::Permanent(_)) = result else {
         panic!("{result:?}")
     };
+    let text = ErrorChain(&error).to_string();
     assert!(text.contains("550"), "{text}");
     assert!(text.contains("no such user"), "{text}");
 }
@@ -425,9 +431,10 @@ async fn a_server_that_never_answers_is_transient_after_the_timeout() {
 
     assert_transient(&result);
     // The mailer's own deadline fired: lettre's time-out covers the TCP connect only.
-    let Err(MailError::Transient(text)) = &result else {
+    let Err(error @ MailError::Transient(_)) = &result else {
         unreachable!()
     };
+    let text = ErrorChain(error).to_string();
     assert!(text.contains("within 200ms"), "{text}");
     assert!(elapsed >= Duration::from_millis(200), "{elapsed:?}");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");

@@ -5,82 +5,74 @@
 use actix_web::{HttpResponse, http::header, web};
 use serde_json::{Value, json};
 
-use crate::error::{PROBLEM_JSON, PROBLEM_TYPES};
+use registrar_domain::{Email, PasswordPolicy};
+
+use crate::error::{PROBLEM_JSON, Problem};
 
 /// The finished OpenAPI document, served at `/openapi.json`.
 pub(crate) struct ApiDoc(String);
 
-/// The error responses of each operation: (path, method, problem slugs).
-const OPERATION_ERRORS: &[(&str, &str, &[&str])] = &[
-    (
-        "/v1/users",
-        "post",
-        &[
-            "malformed-request",
-            "email-taken",
-            "payload-too-large",
-            "unsupported-media-type",
-            "validation-failed",
-            "too-many-requests",
-            "overloaded",
-            "unavailable",
-            "internal",
-        ],
-    ),
-    (
-        "/v1/users/me",
-        "get",
-        &[
-            "unauthorized",
-            "too-many-requests",
-            "overloaded",
-            "unavailable",
-            "internal",
-        ],
-    ),
+/// What can go wrong with any request that reaches a use case.
+const USE_CASE: [Problem; 4] = [
+    Problem::TooManyRequests,
+    Problem::Overloaded,
+    Problem::Unavailable,
+    Problem::Internal,
+];
+
+/// What can go wrong with reading a JSON body.
+const BODY: [Problem; 4] = [
+    Problem::MalformedRequest,
+    Problem::PayloadTooLarge,
+    Problem::UnsupportedMediaType,
+    Problem::ValidationFailed,
+];
+
+/// The error responses of each operation: (path, method, problems of its own, whether it reads a
+/// body, whether it runs a use case).
+const OPERATION_ERRORS: &[(&str, &str, &[Problem], bool, bool)] = &[
+    ("/v1/users", "post", &[Problem::EmailTaken], true, true),
+    ("/v1/users/me", "get", &[Problem::Unauthorized], false, true),
     (
         "/v1/users/me",
         "delete",
-        &[
-            "unauthorized",
-            "too-many-requests",
-            "overloaded",
-            "unavailable",
-            "internal",
-        ],
+        &[Problem::Unauthorized],
+        false,
+        true,
     ),
     (
         "/v1/users/me/activation",
         "post",
         &[
-            "malformed-request",
-            "wrong-activation-code",
-            "unauthorized",
-            "already-active",
-            "activation-code-expired",
-            "payload-too-large",
-            "unsupported-media-type",
-            "validation-failed",
-            "too-many-requests",
-            "overloaded",
-            "unavailable",
-            "internal",
+            Problem::WrongActivationCode,
+            Problem::Unauthorized,
+            Problem::AlreadyActive,
+            Problem::ActivationCodeExpired,
         ],
+        true,
+        true,
     ),
     (
         "/v1/users/me/activation-code",
         "post",
-        &[
-            "unauthorized",
-            "already-active",
-            "too-many-requests",
-            "overloaded",
-            "unavailable",
-            "internal",
-        ],
+        &[Problem::Unauthorized, Problem::AlreadyActive],
+        false,
+        true,
     ),
-    ("/readyz", "get", &["unavailable"]),
+    ("/readyz", "get", &[Problem::Unavailable], false, false),
 ];
+
+/// Every problem an operation can answer with, each once, in [`Problem::ALL`] order.
+fn operation_problems(own: &[Problem], body: bool, use_case: bool) -> Vec<Problem> {
+    Problem::ALL
+        .into_iter()
+        .filter(|problem| {
+            own.contains(problem)
+                || (body && BODY.contains(problem))
+                || (use_case && USE_CASE.contains(problem))
+        })
+        .collect()
+}
 
 const DESCRIPTION: &str = "Sign up with email and password, get a 4-digit code by email, \
 activate within a minute. Errors are RFC 9457 problem details (`application/problem+json`) whose \
@@ -94,7 +86,7 @@ fn problem_schema() -> Value {
         "required": ["type", "title", "status", "detail"],
         "properties": {
             "type": { "type": "string", "description": "A URI reference ending with the problem's slug.", "example": "/problems/email-taken",
-                "enum": PROBLEM_TYPES.iter().map(|(_, slug, _)| format!("/problems/{slug}")).collect::<Vec<_>>() },
+                "enum": Problem::ALL.iter().map(|problem| format!("/problems/{}", problem.slug())).collect::<Vec<_>>() },
             "title": { "type": "string" },
             "status": { "type": "integer", "format": "int32" },
             "detail": { "type": "string" },
@@ -120,38 +112,45 @@ fn field_error_schema() -> Value {
 }
 
 /// An example document for one problem type, with the members that type carries.
-fn problem_example(status: u16, slug: &str, title: &str) -> Value {
+fn problem_example(problem: Problem) -> Value {
     let mut value = json!({
-        "type": format!("/problems/{slug}"),
-        "title": title,
-        "status": status,
+        "type": format!("/problems/{}", problem.slug()),
+        "title": problem.title(),
+        "status": problem.status().as_u16(),
         "detail": "What went wrong with this request.",
     });
-    match slug {
-        "validation-failed" => {
+    match problem {
+        Problem::ValidationFailed => {
             value["errors"] = json!([{ "field": "password", "code": "too_short",
                 "message": "the password must be at least 8 characters long" }]);
         }
-        "wrong-activation-code" => value["attempts_remaining"] = json!(3),
-        "activation-code-expired" => value["reason"] = json!("expired"),
-        "too-many-requests" | "overloaded" | "unavailable" => {
+        Problem::WrongActivationCode => value["attempts_remaining"] = json!(3),
+        Problem::ActivationCodeExpired => value["reason"] = json!("expired"),
+        Problem::TooManyRequests | Problem::Overloaded | Problem::Unavailable => {
             value["retry_after_seconds"] = json!(30);
         }
-        _ => {}
+        Problem::MalformedRequest
+        | Problem::Unauthorized
+        | Problem::NotFound
+        | Problem::MethodNotAllowed
+        | Problem::EmailTaken
+        | Problem::AlreadyActive
+        | Problem::PayloadTooLarge
+        | Problem::UnsupportedMediaType
+        | Problem::Internal => {}
     }
-    json!({ "summary": title, "value": value })
+    json!({ "summary": problem.title(), "value": value })
 }
 
-fn error_response(status: u16, slugs: &[&str]) -> Value {
-    let titles: Vec<String> = slugs
+/// The response of one status, listing the problems of that status.
+fn error_response(problems: &[Problem]) -> Value {
+    let titles: Vec<String> = problems
         .iter()
-        .filter_map(|slug| PROBLEM_TYPES.iter().find(|(_, s, _)| s == slug))
-        .map(|(_, slug, title)| format!("`{slug}` ({title})"))
+        .map(|problem| format!("`{}` ({})", problem.slug(), problem.title()))
         .collect();
-    let examples: serde_json::Map<String, Value> = slugs
+    let examples: serde_json::Map<String, Value> = problems
         .iter()
-        .filter_map(|slug| PROBLEM_TYPES.iter().find(|(_, s, _)| s == slug))
-        .map(|(status, slug, title)| ((*slug).to_owned(), problem_example(*status, slug, title)))
+        .map(|problem| (problem.slug().to_owned(), problem_example(*problem)))
         .collect();
     let mut response = json!({
         "description": titles.join("; "),
@@ -161,10 +160,10 @@ fn error_response(status: u16, slugs: &[&str]) -> Value {
         } }
     });
     let mut headers = serde_json::Map::new();
-    if status == 429 || status == 503 {
+    if problems.iter().any(|problem| problem.retries()) {
         headers.insert("Retry-After".into(), json!({ "description": "Seconds to wait before retrying.", "schema": { "type": "integer" } }));
     }
-    if status == 401 {
+    if problems.contains(&Problem::Unauthorized) {
         headers.insert(
             "WWW-Authenticate".into(),
             json!({ "schema": { "type": "string", "example": crate::error::BASIC_CHALLENGE } }),
@@ -181,11 +180,11 @@ fn refine_schemas(schemas: &mut Value) {
     let register = &mut schemas["RegisterUserBody"];
     register["required"] = json!(["email", "password"]);
     register["properties"]["email"]["format"] = json!("email");
-    register["properties"]["email"]["maxLength"] = json!(254);
+    register["properties"]["email"]["maxLength"] = json!(Email::MAX_LEN);
     register["properties"]["email"]["example"] = json!("ada@example.com");
     register["properties"]["password"]["format"] = json!("password");
-    register["properties"]["password"]["minLength"] = json!(8);
-    register["properties"]["password"]["maxLength"] = json!(128);
+    register["properties"]["password"]["minLength"] = json!(PasswordPolicy::MIN_LEN);
+    register["properties"]["password"]["maxLength"] = json!(PasswordPolicy::MAX_LEN);
     register["properties"]["password"]["example"] = json!("correct horse battery staple");
     let activation = &mut schemas["ActivationBody"];
     activation["required"] = json!(["code"]);
@@ -229,32 +228,21 @@ pub(crate) fn finish(mut spec: Value) -> ApiDoc {
         "type": "http", "scheme": "basic",
         "description": "email:password. Failures are throttled per account and per client address (429)."
     });
-    for (path, method, slugs) in OPERATION_ERRORS {
+    for (path, method, own, body, use_case) in OPERATION_ERRORS {
         let operation = &mut spec["paths"][*path][*method];
-        if slugs.contains(&"unauthorized") {
+        if own.contains(&Problem::Unauthorized) {
             operation["security"] = json!([{ "basicAuth": [] }]);
         }
-        let mut statuses: Vec<u16> = slugs
-            .iter()
-            .filter_map(|slug| {
-                PROBLEM_TYPES
-                    .iter()
-                    .find(|(_, s, _)| s == slug)
-                    .map(|(status, ..)| *status)
-            })
-            .collect();
+        let problems = operation_problems(own, *body, *use_case);
+        let mut statuses: Vec<_> = problems.iter().map(|problem| problem.status()).collect();
         statuses.dedup();
         for status in statuses {
-            let of_status: Vec<&str> = slugs
+            let of_status: Vec<Problem> = problems
                 .iter()
                 .copied()
-                .filter(|slug| {
-                    PROBLEM_TYPES
-                        .iter()
-                        .any(|(st, s, _)| *st == status && s == slug)
-                })
+                .filter(|problem| problem.status() == status)
                 .collect();
-            operation["responses"][status.to_string()] = error_response(status, &of_status);
+            operation["responses"][status.as_str()] = error_response(&of_status);
         }
     }
     refine_schemas(&mut spec["components"]["schemas"]);
@@ -326,4 +314,28 @@ pub(crate) async fn swagger_js() -> HttpResponse {
         .content_type("text/javascript; charset=utf-8")
         .insert_header(ONE_DAY)
         .body(&include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js")[..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_documented_where_it_can_occur() {
+        let schema = problem_schema();
+        let types = &schema["properties"]["type"]["enum"];
+        for problem in Problem::ALL {
+            let uri = json!(format!("/problems/{}", problem.slug()));
+            assert!(
+                types.as_array().is_some_and(|types| types.contains(&uri)),
+                "{problem:?}"
+            );
+            let on_an_operation = OPERATION_ERRORS.iter().any(|(_, _, own, body, use_case)| {
+                operation_problems(own, *body, *use_case).contains(&problem)
+            });
+            // Routing answers these for any path, so no one operation lists them.
+            let routing = matches!(problem, Problem::NotFound | Problem::MethodNotAllowed);
+            assert_eq!(on_an_operation, !routing, "{problem:?}");
+        }
+    }
 }

@@ -330,8 +330,13 @@ fn too_many(until: SystemTime, now: SystemTime) -> Error {
     }
 }
 
+/// Optimistic saves lost every race they were given.
+#[derive(Debug, thiserror::Error)]
+#[error("the account kept changing under concurrent requests")]
+struct KeptChanging;
+
 fn conflicted() -> Error {
-    Error::Internal("the account kept changing under concurrent requests".into())
+    Error::Internal(Box::new(KeptChanging))
 }
 
 impl<S, H, C, E> Accounts for AccountService<S, H, C, E>
@@ -494,15 +499,9 @@ where
         let policy = self.settings.codes;
         self.change(who.user.id(), |account, now| {
             let (code, mail) = self.draw_code(account.user().email(), now);
-            let issued =
-                account
-                    .issue_code(code, now, &policy)
-                    .map_err(|refused| match refused {
-                        IssueRefused::TooSoon { retry_after } => {
-                            Error::TooManyRequests { retry_after }
-                        }
-                        _ => Error::AlreadyActive,
-                    })?;
+            let issued = account
+                .issue_code(code, now, &policy)
+                .map_err(issue_error)?;
             Ok((Ok(issued), Some(mail)))
         })
         .await
@@ -544,10 +543,23 @@ where
     }
 }
 
+// The domain's refusals are `#[non_exhaustive]` (other teams reuse the crate), so each mapping
+// needs a wildcard: it answers 500 and logs the refusal rather than guess a plausible answer,
+// and the tests below map every refusal the domain has today.
+
 fn takeover_error(refused: TakeoverRefused) -> Error {
     match refused {
+        TakeoverRefused::EmailTaken => Error::EmailTaken,
         TakeoverRefused::TooSoon { retry_after } => Error::TooManyRequests { retry_after },
-        _ => Error::EmailTaken,
+        _ => Error::Internal(Box::new(refused)),
+    }
+}
+
+fn issue_error(refused: IssueRefused) -> Error {
+    match refused {
+        IssueRefused::AlreadyActive => Error::AlreadyActive,
+        IssueRefused::TooSoon { retry_after } => Error::TooManyRequests { retry_after },
+        _ => Error::Internal(Box::new(refused)),
     }
 }
 
@@ -558,6 +570,59 @@ fn activation_error(refused: ActivationRefused) -> Error {
             Error::WrongCode { attempts_remaining }
         }
         ActivationRefused::CodeGone { too_many_attempts } => Error::CodeGone { too_many_attempts },
-        _ => Error::Internal(format!("unexpected activation outcome: {refused}")),
+        _ => Error::Internal(Box::new(refused)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LATER: Duration = Duration::from_secs(7);
+
+    #[test]
+    fn every_takeover_refusal_has_its_answer() {
+        assert!(matches!(
+            takeover_error(TakeoverRefused::EmailTaken),
+            Error::EmailTaken
+        ));
+        assert!(matches!(
+            takeover_error(TakeoverRefused::TooSoon { retry_after: LATER }),
+            Error::TooManyRequests { retry_after: LATER }
+        ));
+    }
+
+    #[test]
+    fn every_issue_refusal_has_its_answer() {
+        assert!(matches!(
+            issue_error(IssueRefused::AlreadyActive),
+            Error::AlreadyActive
+        ));
+        assert!(matches!(
+            issue_error(IssueRefused::TooSoon { retry_after: LATER }),
+            Error::TooManyRequests { retry_after: LATER }
+        ));
+    }
+
+    #[test]
+    fn every_activation_refusal_has_its_answer() {
+        assert!(matches!(
+            activation_error(ActivationRefused::AlreadyActive),
+            Error::AlreadyActive
+        ));
+        assert!(matches!(
+            activation_error(ActivationRefused::WrongCode {
+                attempts_remaining: 2
+            }),
+            Error::WrongCode {
+                attempts_remaining: 2
+            }
+        ));
+        for too_many_attempts in [false, true] {
+            assert!(matches!(
+                activation_error(ActivationRefused::CodeGone { too_many_attempts }),
+                Error::CodeGone { too_many_attempts: t } if t == too_many_attempts
+            ));
+        }
     }
 }

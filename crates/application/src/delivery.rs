@@ -1,15 +1,21 @@
 //! Delivering the outbox: claim due messages under a lease, send them, and record the outcome:
 //! the code becomes usable when the mail server accepts its email; transient failures are
-//! retried with exponential backoff and jitter, per message, up to a bound.
+//! retried with exponential backoff and jitter, per message, up to a bound. `Dispatcher::run`
+//! is the schedule (wake-ups, polling, hourly pruning, the outbox gauge); the binary only
+//! starts it.
 
 use std::time::{Duration, SystemTime};
 
 use futures_util::future::join_all;
 use registrar_domain::CodePolicy;
+use tokio::sync::watch;
 
-use crate::ports::{
-    ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Pruned, Store,
-    StoreError,
+use crate::{
+    DispatchSignal, ErrorChain,
+    ports::{
+        ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Pruned,
+        Store, StoreError,
+    },
 };
 
 /// How the dispatcher retries.
@@ -31,6 +37,8 @@ pub struct DeliveryPolicy {
     pub retention: Duration,
     /// Erase an account still pending this long after its last registration or takeover.
     pub pending_retention: Duration,
+    /// How often the store is pruned (the first time at start-up).
+    pub prune_interval: Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -44,6 +52,7 @@ impl Default for DeliveryPolicy {
             max_age: Duration::from_hours(1),
             retention: Duration::from_hours(7 * 24),
             pending_retention: Duration::from_hours(7 * 24),
+            prune_interval: Duration::from_hours(1),
         }
     }
 }
@@ -198,8 +207,11 @@ where
         let now = self.clock.now();
         match result {
             Ok(()) => MailOutcome::Sent { accepted_at: now },
-            Err(MailError::Permanent(error)) => MailOutcome::Failed { error },
-            Err(MailError::Transient(error)) => {
+            Err(error @ MailError::Permanent(_)) => MailOutcome::Failed {
+                error: ErrorChain(&error).to_string(),
+            },
+            Err(error @ MailError::Transient(_)) => {
+                let error = ErrorChain(&error).to_string();
                 let next_attempt_at = now + self.policy.backoff(mail.attempts, self.entropy.unit());
                 let too_old = next_attempt_at
                     .duration_since(mail.queued_at)
@@ -215,6 +227,74 @@ where
                         error,
                     }
                 }
+            }
+        }
+    }
+
+    /// Delivers due email whenever `signal` wakes it (mail queued in this process) or every
+    /// `poll`, keeps the `registrar_outbox_depth` gauge, and prunes every
+    /// [`DeliveryPolicy::prune_interval`] (first at start-up), until `stop` holds `true`; a pass in progress is always finished.
+    pub async fn run(
+        &self,
+        signal: DispatchSignal,
+        poll: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut next_prune = tokio::time::Instant::now();
+        loop {
+            let busy = match self.deliver_due().await {
+                Ok(report) => report.handled() > 0,
+                Err(error) => {
+                    tracing::warn!(error = %ErrorChain(&error), "could not claim outbox messages");
+                    false
+                }
+            };
+            if let Ok(depth) = self.depth().await {
+                #[allow(
+                    clippy::cast_precision_loss,
+                    reason = "a gauge; exact above 2^53 messages does not matter"
+                )]
+                metrics::gauge!("registrar_outbox_depth").set(depth as f64);
+            }
+            if tokio::time::Instant::now() >= next_prune {
+                self.prune_and_report().await;
+                next_prune = tokio::time::Instant::now() + self.policy.prune_interval;
+            }
+            if *stop.borrow() {
+                return;
+            }
+            if busy {
+                continue;
+            }
+            tokio::select! {
+                () = signal.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// One prune, logged and counted; a failure waits for the next one.
+    async fn prune_and_report(&self) {
+        match self.prune().await {
+            Ok(pruned) => {
+                metrics::counter!("registrar_pruned_total", "what" => "mail")
+                    .increment(pruned.mail);
+                metrics::counter!("registrar_pruned_total", "what" => "throttles")
+                    .increment(pruned.throttles);
+                metrics::counter!("registrar_pruned_total", "what" => "pending_accounts")
+                    .increment(pruned.pending_accounts);
+                if pruned != Pruned::default() {
+                    tracing::info!(
+                        mail = pruned.mail,
+                        throttles = pruned.throttles,
+                        pending_accounts = pruned.pending_accounts,
+                        "pruned settled mail, throttle windows that are over and abandoned accounts"
+                    );
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "could not prune the store");
             }
         }
     }

@@ -1,13 +1,12 @@
 //! The one error type of the application layer: every way a use case can fail, in terms the
 //! inbound adapter can map to a response.
 
-use std::time::Duration;
+use std::{fmt, time::Duration};
 
-use crate::ports::{HashError, StoreError};
+use crate::ports::{Cause, HashError, StoreError};
 
 /// Why a use case failed.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// The credentials are missing, malformed or wrong, or the account does not exist.
     #[error("the credentials were not accepted")]
@@ -46,8 +45,8 @@ pub enum Error {
     #[error("the store is unavailable")]
     Unavailable(#[source] StoreError),
     /// Anything else: a bug or a broken dependency. Never shown to clients.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error")]
+    Internal(#[source] Cause),
 }
 
 impl Error {
@@ -59,7 +58,7 @@ impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(_) => Self::Unavailable(error),
-            StoreError::Internal(message) => Self::Internal(message),
+            StoreError::Internal(_) => Self::Internal(error.into()),
         }
     }
 }
@@ -68,7 +67,54 @@ impl From<HashError> for Error {
     fn from(error: HashError) -> Self {
         match error {
             HashError::Overloaded { retry_after } => Self::Overloaded { retry_after },
-            HashError::Failed(message) => Self::Internal(message),
+            HashError::Failed(_) => Self::Internal(error.into()),
         }
+    }
+}
+
+/// Shows an error with all its sources, `: caused by: ` between levels: how failures are logged
+/// and recorded, so that the cause an adapter kept is seen.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": caused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("42P01 relation \"users\" does not exist")]
+    struct Driver;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("load account by email")]
+    struct Operation(#[source] Driver);
+
+    #[test]
+    fn a_store_failure_keeps_every_level_of_its_cause() {
+        let error = Error::from(StoreError::Internal(Box::new(Operation(Driver))));
+        assert_eq!(
+            ErrorChain(&error).to_string(),
+            "internal error: caused by: store failure: caused by: load account by email: \
+             caused by: 42P01 relation \"users\" does not exist"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_store_stays_unavailable_with_its_cause() {
+        let error = Error::from(StoreError::Unavailable(Box::new(Operation(Driver))));
+        assert!(matches!(error, Error::Unavailable(_)), "{error:?}");
+        assert!(ErrorChain(&error).to_string().ends_with("does not exist"));
     }
 }

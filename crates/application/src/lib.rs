@@ -19,6 +19,6 @@ pub use accounts::{
     Registration,
 };
 pub use delivery::{DeliveryPolicy, DeliveryReport, Dispatcher};
-pub use error::Error;
+pub use error::{Error, ErrorChain};
 pub use signal::DispatchSignal;
 pub use system::{OsEntropy, SystemClock};

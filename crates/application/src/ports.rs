@@ -98,16 +98,20 @@ pub struct ActivationEmail {
     pub valid_for: Duration,
 }
 
+/// What a port error carries as its cause: the adapter's own error, whose chain of sources is
+/// logged where the failure ends (an adapter redacts what must never be logged before it boxes
+/// it: SQL text, row values, the code).
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why an email was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
 pub enum MailError {
     /// Worth retrying: connection trouble, time-out, 4xx reply.
-    #[error("transient mail failure: {0}")]
-    Transient(String),
+    #[error("transient mail failure")]
+    Transient(#[source] Cause),
     /// Not worth retrying: 5xx reply, invalid recipient.
-    #[error("permanent mail failure: {0}")]
-    Permanent(String),
+    #[error("permanent mail failure")]
+    Permanent(#[source] Cause),
 }
 
 /// Sends email. `Ok` means the mail server accepted the message.
@@ -131,20 +135,18 @@ pub trait Mailer: Send + Sync + 'static {
 }
 
 /// Why the store failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached now (connection refused, time-out); it may come back.
-    #[error("the store is unavailable: {0}")]
-    Unavailable(String),
+    #[error("the store is unavailable")]
+    Unavailable(#[source] Cause),
     /// Anything else.
-    #[error("store failure: {0}")]
-    Internal(String),
+    #[error("store failure")]
+    Internal(#[source] Cause),
 }
 
 /// Why a save did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
 pub enum SaveError {
     /// Someone else changed the account since it was loaded (or, for a new account, registered
     /// the address first). Load again and decide again.

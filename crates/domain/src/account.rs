@@ -11,6 +11,15 @@ use crate::{
 
 /// How codes behave: lifetime after delivery, wrong attempts allowed, and how often new ones
 /// may be issued.
+///
+/// ```
+/// use std::time::Duration;
+/// use registrar_domain::CodePolicy;
+///
+/// let policy = CodePolicy::new(Duration::from_secs(60), 5, Duration::from_secs(30), 10)?;
+/// assert_eq!(policy, CodePolicy::default());
+/// # Ok::<(), registrar_domain::CodePolicyError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodePolicy {
     ttl: Duration,
@@ -20,6 +29,14 @@ pub struct CodePolicy {
 }
 
 /// A [`CodePolicy`] setting is out of range.
+///
+/// ```
+/// use std::time::Duration;
+/// use registrar_domain::{CodePolicy, CodePolicyError};
+///
+/// let zero = CodePolicy::new(Duration::ZERO, 5, Duration::ZERO, 10);
+/// assert_eq!(zero, Err(CodePolicyError::ZeroTtl));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodePolicyError {
@@ -100,6 +117,16 @@ impl Default for CodePolicy {
 }
 
 /// A freshly drawn code: its id and the digest of its digits.
+///
+/// ```
+/// use registrar_domain::{CodeDigits, CodeId, CodeSecret, NewCode};
+///
+/// let secret = CodeSecret::new(*b"a key of at least sixteen bytes")?;
+/// let id = CodeId::from_uuid(uuid::Uuid::from_u128(1));
+/// let code = NewCode::new(id, CodeDigits::parse("0421")?, &secret);
+/// assert_eq!(code.id(), id);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewCode {
     id: CodeId,
@@ -124,6 +151,30 @@ impl NewCode {
 }
 
 /// A code was issued: how long it will live once delivered and when the next may be asked for.
+///
+/// ```
+/// # use std::time::{Duration, SystemTime};
+/// # use registrar_domain::*;
+/// # let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// # let policy = CodePolicy::default();
+/// # let secret = CodeSecret::new(*b"a key of at least sixteen bytes")?;
+/// # let code = |n: u128, digits: &str| -> Result<NewCode, CodeFormatError> {
+/// #     let id = CodeId::from_uuid(uuid::Uuid::from_u128(n));
+/// #     Ok(NewCode::new(id, CodeDigits::parse(digits)?, &secret))
+/// # };
+/// # let mut account = Account::register(
+/// #     UserId::from_uuid(uuid::Uuid::from_u128(7)),
+/// #     Email::parse("ada@example.com")?,
+/// #     PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into())?,
+/// #     code(1, "0421")?,
+/// #     t0,
+/// # );
+/// account.mark_code_undeliverable(CodeId::from_uuid(uuid::Uuid::from_u128(1)));
+/// let later = t0 + Duration::from_secs(30);
+/// let issued = account.issue_code(code(2, "1234")?, later, &policy)?;
+/// assert_eq!(issued.expires_in, policy.ttl());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CodeIssued {
     /// Lifetime after delivery.
@@ -133,6 +184,28 @@ pub struct CodeIssued {
 }
 
 /// Why a registration could not take over an existing account.
+///
+/// ```
+/// # use std::time::{Duration, SystemTime};
+/// # use registrar_domain::*;
+/// # let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// # let policy = CodePolicy::default();
+/// # let secret = CodeSecret::new(*b"a key of at least sixteen bytes")?;
+/// # let code = |n: u128, digits: &str| -> Result<NewCode, CodeFormatError> {
+/// #     let id = CodeId::from_uuid(uuid::Uuid::from_u128(n));
+/// #     Ok(NewCode::new(id, CodeDigits::parse(digits)?, &secret))
+/// # };
+/// # let mut account = Account::register(
+/// #     UserId::from_uuid(uuid::Uuid::from_u128(7)),
+/// #     Email::parse("ada@example.com")?,
+/// #     PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into())?,
+/// #     code(1, "0421")?,
+/// #     t0,
+/// # );
+/// // The first code is still waiting for its email: the address is held.
+/// assert_eq!(account.can_take_over(t0, &policy), Err(TakeoverRefused::EmailTaken));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TakeoverRefused {
@@ -148,6 +221,28 @@ pub enum TakeoverRefused {
 }
 
 /// Why a new code could not be issued.
+///
+/// ```
+/// # use std::time::{Duration, SystemTime};
+/// # use registrar_domain::*;
+/// # let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// # let policy = CodePolicy::default();
+/// # let secret = CodeSecret::new(*b"a key of at least sixteen bytes")?;
+/// # let code = |n: u128, digits: &str| -> Result<NewCode, CodeFormatError> {
+/// #     let id = CodeId::from_uuid(uuid::Uuid::from_u128(n));
+/// #     Ok(NewCode::new(id, CodeDigits::parse(digits)?, &secret))
+/// # };
+/// # let mut account = Account::register(
+/// #     UserId::from_uuid(uuid::Uuid::from_u128(7)),
+/// #     Email::parse("ada@example.com")?,
+/// #     PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into())?,
+/// #     code(1, "0421")?,
+/// #     t0,
+/// # );
+/// let too_soon = account.issue_code(code(2, "1234")?, t0, &policy);
+/// assert!(matches!(too_soon, Err(IssueRefused::TooSoon { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum IssueRefused {
@@ -164,6 +259,29 @@ pub enum IssueRefused {
 
 /// Why an activation attempt failed. After [`ActivationRefused::WrongCode`] the account has
 /// changed (the attempt was counted) and must be saved.
+///
+/// ```
+/// # use std::time::{Duration, SystemTime};
+/// # use registrar_domain::*;
+/// # let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// # let policy = CodePolicy::default();
+/// # let secret = CodeSecret::new(*b"a key of at least sixteen bytes")?;
+/// # let code = |n: u128, digits: &str| -> Result<NewCode, CodeFormatError> {
+/// #     let id = CodeId::from_uuid(uuid::Uuid::from_u128(n));
+/// #     Ok(NewCode::new(id, CodeDigits::parse(digits)?, &secret))
+/// # };
+/// # let mut account = Account::register(
+/// #     UserId::from_uuid(uuid::Uuid::from_u128(7)),
+/// #     Email::parse("ada@example.com")?,
+/// #     PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into())?,
+/// #     code(1, "0421")?,
+/// #     t0,
+/// # );
+/// // Before its email is accepted a code is not usable: a guess counts as wrong.
+/// let early = account.activate(CodeDigits::parse("0421")?, &secret, t0, &policy);
+/// assert!(matches!(early, Err(ActivationRefused::WrongCode { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ActivationRefused {
@@ -185,6 +303,42 @@ pub enum ActivationRefused {
 }
 
 /// A user with their current code and the issue times of their codes in the last 24 hours.
+///
+/// The account's life, with a fixed clock: register, the code's email is accepted, a wrong
+/// guess, then the right code.
+///
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use registrar_domain::{
+///     Account, ActivationRefused, CodeDigits, CodeId, CodePolicy, CodeSecret, Email, NewCode,
+///     PasswordHash, UserId, UserStatus,
+/// };
+/// use uuid::Uuid;
+///
+/// let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// let policy = CodePolicy::default();
+/// let secret = CodeSecret::new(*b"a key of at least sixteen bytes")?;
+/// let (code_id, digits) = (CodeId::from_uuid(Uuid::from_u128(1)), CodeDigits::parse("0421")?);
+///
+/// let mut account = Account::register(
+///     UserId::from_uuid(Uuid::from_u128(7)),
+///     Email::parse("ada@example.com")?,
+///     PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into())?,
+///     NewCode::new(code_id, digits, &secret),
+///     t0,
+/// );
+/// assert_eq!(account.user().status(), UserStatus::Pending);
+///
+/// account.mark_code_delivered(code_id, t0 + Duration::from_secs(2));
+/// let wrong = account.activate(CodeDigits::parse("9999")?, &secret, t0 + Duration::from_secs(5), &policy);
+/// assert_eq!(wrong, Err(ActivationRefused::WrongCode { attempts_remaining: 4 }));
+///
+/// let now = t0 + Duration::from_secs(10);
+/// account.activate(digits, &secret, now, &policy)?;
+/// assert_eq!(account.user().status(), UserStatus::Active { activated_at: now });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     user: User,
@@ -209,8 +363,10 @@ impl Account {
         }
     }
 
-    /// Rebuilds an account from storage. `recent_issues` are the issue times of the account's
-    /// codes; those older than 24 hours are ignored.
+    /// **For stores only**: rebuilds an account exactly as it was saved, checking none of the
+    /// rules [`Account::register`] and the transitions keep. `recent_issues` are the issue
+    /// times of the account's codes; those older than 24 hours are ignored. To make a new
+    /// account, use [`Account::register`].
     #[must_use]
     pub fn restore(
         user: User,

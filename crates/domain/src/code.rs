@@ -12,10 +12,27 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 /// The four digits of a code, `0000` to `9999`. Never shown in `Debug` output.
+///
+/// ```
+/// use registrar_domain::CodeDigits;
+///
+/// let code = CodeDigits::parse("0421")?;
+/// assert_eq!(code.reveal(), "0421");
+/// assert_eq!(format!("{code:?}"), "CodeDigits(****)");
+/// assert_eq!(CodeDigits::from_value(421), Some(code));
+/// # Ok::<(), registrar_domain::CodeFormatError>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct CodeDigits(u16);
 
 /// The text is not exactly four ASCII digits.
+///
+/// ```
+/// use registrar_domain::{CodeDigits, CodeFormatError};
+///
+/// assert_eq!(CodeDigits::parse("42a1"), Err(CodeFormatError));
+/// assert_eq!(CodeDigits::parse(" 0421"), Err(CodeFormatError));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("an activation code is exactly 4 digits, 0000 to 9999")]
 pub struct CodeFormatError;
@@ -57,6 +74,14 @@ impl fmt::Debug for CodeDigits {
 }
 
 /// A code's identity.
+///
+/// ```
+/// use registrar_domain::CodeId;
+/// use uuid::Uuid;
+///
+/// let id = CodeId::from_uuid(Uuid::from_u128(1));
+/// assert_eq!(id.as_uuid(), Uuid::from_u128(1));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CodeId(Uuid);
 
@@ -75,10 +100,27 @@ impl CodeId {
 }
 
 /// The server secret that keys code HMACs, so a copy of the database does not reveal codes.
+///
+/// ```
+/// use registrar_domain::{CodeDigits, CodeId, CodeSecret};
+///
+/// let secret = CodeSecret::new(*b"a key of at least sixteen bytes")?;
+/// let id = CodeId::from_uuid(uuid::Uuid::from_u128(1));
+/// let digest = secret.digest(id, CodeDigits::parse("0421")?);
+/// assert_eq!(digest, secret.digest(id, CodeDigits::parse("0421")?));
+/// assert_ne!(digest, secret.digest(id, CodeDigits::parse("0422")?));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct CodeSecret(Vec<u8>);
 
 /// The secret is too short to key an HMAC safely.
+///
+/// ```
+/// use registrar_domain::{CodeSecret, CodeSecretError};
+///
+/// assert_eq!(CodeSecret::new(*b"too short").err(), Some(CodeSecretError));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the secret must be at least {min} bytes long", min = CodeSecret::MIN_LEN)]
 pub struct CodeSecretError;
@@ -116,6 +158,14 @@ impl fmt::Debug for CodeSecret {
 }
 
 /// The keyed digest a code is stored as. Compared in constant time; never shown in `Debug`.
+///
+/// ```
+/// use registrar_domain::CodeDigest;
+///
+/// let digest = CodeDigest::from_bytes([7; 32]);
+/// assert_eq!(digest.as_bytes(), &[7; 32]);
+/// assert_eq!(format!("{digest:?}"), "CodeDigest(<redacted>)");
+/// ```
 #[derive(Clone, Copy, Eq)]
 pub struct CodeDigest([u8; 32]);
 
@@ -146,6 +196,16 @@ impl fmt::Debug for CodeDigest {
 }
 
 /// Why a code can no longer be used.
+///
+/// ```
+/// # use std::time::{Duration, SystemTime};
+/// # use registrar_domain::*;
+/// # let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// # let id = CodeId::from_uuid(uuid::Uuid::from_u128(1));
+/// # let digest = CodeDigest::from_bytes([0; 32]);
+/// let died = ActivationCode::restore(id, digest, t0, Some(t0), 5, CodeState::Dead(CodeDeath::TooManyAttempts));
+/// assert_eq!(died.status(t0, Duration::from_secs(60)), CodeStatus::Dead(CodeDeath::TooManyAttempts));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CodeDeath {
     /// A newer code was issued.
@@ -157,6 +217,17 @@ pub enum CodeDeath {
 }
 
 /// The stored state of a code.
+///
+/// ```
+/// # use std::time::{Duration, SystemTime};
+/// # use registrar_domain::*;
+/// # let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// # let id = CodeId::from_uuid(uuid::Uuid::from_u128(1));
+/// # let digest = CodeDigest::from_bytes([0; 32]);
+/// let used = ActivationCode::restore(id, digest, t0, Some(t0), 0, CodeState::Used);
+/// assert_eq!(used.state(), CodeState::Used);
+/// assert_eq!(used.status(t0, Duration::from_secs(60)), CodeStatus::Used);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CodeState {
     /// Can still be used (once delivered and while not expired).
@@ -168,6 +239,22 @@ pub enum CodeState {
 }
 
 /// What a code is good for at a given moment.
+///
+/// ```
+/// # use std::time::{Duration, SystemTime};
+/// # use registrar_domain::*;
+/// # let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// # let id = CodeId::from_uuid(uuid::Uuid::from_u128(1));
+/// # let digest = CodeDigest::from_bytes([0; 32]);
+/// let ttl = Duration::from_secs(60);
+/// let mut code = ActivationCode::restore(id, digest, t0, None, 0, CodeState::Live);
+/// assert_eq!(code.status(t0, ttl), CodeStatus::AwaitingDelivery);
+/// code.mark_delivered(t0);
+/// let expires_at = t0 + ttl;
+/// assert_eq!(code.status(t0, ttl), CodeStatus::Usable { expires_at });
+/// assert!(code.status(t0, ttl).holds_address());
+/// assert_eq!(code.status(expires_at, ttl), CodeStatus::Expired);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodeStatus {
     /// The mail server has not accepted its email yet: not usable, but not expired either.
@@ -195,6 +282,16 @@ impl CodeStatus {
 
 /// An activation code as stored: its digest, when it was issued and delivered, and how many
 /// wrong guesses it has taken.
+///
+/// ```
+/// # use std::time::{Duration, SystemTime};
+/// # use registrar_domain::*;
+/// # let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+/// # let id = CodeId::from_uuid(uuid::Uuid::from_u128(1));
+/// # let digest = CodeDigest::from_bytes([0; 32]);
+/// let code = ActivationCode::restore(id, digest, t0, Some(t0), 2, CodeState::Live);
+/// assert_eq!((code.id(), code.wrong_attempts(), code.delivered_at()), (id, 2, Some(t0)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivationCode {
     id: CodeId,
@@ -217,7 +314,9 @@ impl ActivationCode {
         }
     }
 
-    /// Rebuilds a code from storage.
+    /// **For stores only**: rebuilds a code exactly as it was saved, checking none of the rules
+    /// the account keeps; new codes come from [`Account::register`](crate::Account::register)
+    /// and [`Account::issue_code`](crate::Account::issue_code).
     #[must_use]
     pub fn restore(
         id: CodeId,

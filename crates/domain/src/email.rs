@@ -3,8 +3,6 @@
 
 use std::fmt;
 
-/// Longest address accepted, in octets (RFC 5321's 256-octet path minus the angle brackets).
-const MAX_LEN: usize = 254;
 /// Longest local part (RFC 5321 §4.5.3.1.1).
 const MAX_LOCAL_LEN: usize = 64;
 /// Longest domain label (RFC 1035 §2.3.4).
@@ -19,6 +17,16 @@ const MAX_LABEL_LEN: usize = 63;
 /// Accepted: an RFC 5321 dot-atom local part (ASCII letters, digits and
 /// ``!#$%&'*+-/=?^_`{|}~``, dots between atoms) and a DNS host name with at least two labels.
 /// Quoted local parts, address literals and non-ASCII addresses are refused.
+///
+/// ```
+/// use registrar_domain::Email;
+///
+/// let email = Email::parse(" Ada@Example.COM ")?;
+/// assert_eq!(email.as_str(), "Ada@example.com");
+/// assert_eq!((email.local_part(), email.domain()), ("Ada", "example.com"));
+/// assert_eq!(email.key(), Email::parse("ada@EXAMPLE.com")?.key());
+/// # Ok::<(), registrar_domain::EmailError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Email {
     address: String,
@@ -26,6 +34,13 @@ pub struct Email {
 }
 
 /// Why a string is not an [`Email`].
+///
+/// ```
+/// use registrar_domain::{Email, EmailError};
+///
+/// assert_eq!(Email::parse("ada.example.com"), Err(EmailError::NotOneAt));
+/// assert_eq!(Email::parse("   "), Err(EmailError::Empty));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EmailError {
@@ -33,7 +48,7 @@ pub enum EmailError {
     #[error("the email address is empty")]
     Empty,
     /// Longer than 254 characters.
-    #[error("the email address is longer than {MAX_LEN} characters")]
+    #[error("the email address is longer than {max} characters", max = Email::MAX_LEN)]
     TooLong,
     /// No `@`, or more than one.
     #[error("the email address must contain exactly one '@'")]
@@ -47,13 +62,16 @@ pub enum EmailError {
 }
 
 impl Email {
+    /// Longest address accepted, in octets (RFC 5321's 256-octet path minus the angle brackets).
+    pub const MAX_LEN: usize = 254;
+
     /// Parses an address, trimming surrounding white space and lower-casing the domain.
     pub fn parse(raw: &str) -> Result<Self, EmailError> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
         }
-        if trimmed.len() > MAX_LEN {
+        if trimmed.len() > Self::MAX_LEN {
             return Err(EmailError::TooLong);
         }
         let mut parts = trimmed.split('@');
@@ -285,7 +303,7 @@ mod tests {
         #[test]
         fn a_parsed_address_is_never_longer_than_254(raw in "[a-z]{1,70}@[a-z]{1,70}\\.[a-z]{1,70}\\.[a-z]{2,70}") {
             if let Ok(email) = Email::parse(&raw) {
-                prop_assert!(email.as_str().len() <= MAX_LEN);
+                prop_assert!(email.as_str().len() <= Email::MAX_LEN);
             }
         }
     }

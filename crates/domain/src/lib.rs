@@ -13,7 +13,15 @@
 //! assert!(password.is_ok());
 //! # Ok::<(), registrar_domain::EmailError>(())
 //! ```
+//!
+//! The account's whole life, with a fixed clock, is the example on [`Account`] and in
+//! `examples/account_life.rs` (`cargo run -p registrar-domain --example account_life`).
+//!
+//! The refusals and errors are `#[non_exhaustive]`: this crate is reused outside Registrar, and
+//! a new refusal must not break its users' builds. Constructors named `restore` are for stores
+//! only: they rebuild what was saved without checking the rules.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod account;
 mod code;

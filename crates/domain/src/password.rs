@@ -8,6 +8,15 @@ use unicode_normalization::UnicodeNormalization;
 use crate::Email;
 
 /// A password as typed, NFKC-normalised. Its value never appears in `Debug` output.
+///
+/// ```
+/// use registrar_domain::Password;
+///
+/// // NFKC: the "ﬁ" ligature is typed as "fi".
+/// let password = Password::new("ﬁsh and chips");
+/// assert_eq!(password.expose(), "fish and chips");
+/// assert_eq!(format!("{password:?}"), "Password(<redacted>)");
+/// ```
 #[derive(Clone)]
 pub struct Password(String);
 
@@ -37,6 +46,14 @@ impl fmt::Debug for Password {
 
 /// What a new password must meet: its length in Unicode scalar values after NFKC, and the
 /// least zxcvbn score (0–4) it must reach.
+///
+/// ```
+/// use registrar_domain::PasswordPolicy;
+///
+/// assert_eq!(PasswordPolicy::default().min_score(), 3);
+/// assert_eq!(PasswordPolicy::with_min_score(9).min_score(), 4);
+/// assert_eq!((PasswordPolicy::MIN_LEN, PasswordPolicy::MAX_LEN), (8, 128));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PasswordPolicy {
     min_len: usize,
@@ -45,6 +62,11 @@ pub struct PasswordPolicy {
 }
 
 impl PasswordPolicy {
+    /// The fewest characters a new password may have.
+    pub const MIN_LEN: usize = 8;
+    /// The most characters a new password may have.
+    pub const MAX_LEN: usize = 128;
+
     /// The contract's policy with a custom least zxcvbn score (clamped to 0–4).
     #[must_use]
     pub fn with_min_score(min_score: u8) -> Self {
@@ -64,14 +86,24 @@ impl PasswordPolicy {
 impl Default for PasswordPolicy {
     fn default() -> Self {
         Self {
-            min_len: 8,
-            max_len: 128,
+            min_len: Self::MIN_LEN,
+            max_len: Self::MAX_LEN,
             min_score: 3,
         }
     }
 }
 
 /// One reason a new password was refused.
+///
+/// ```
+/// use registrar_domain::{NewPassword, PasswordPolicy, PasswordProblem};
+///
+/// let Err(rejected) = NewPassword::parse("short", None, &PasswordPolicy::default()) else {
+///     unreachable!("five characters are too few");
+/// };
+/// assert!(rejected.0.contains(&PasswordProblem::TooShort { min: 8 }));
+/// assert_eq!(PasswordProblem::TooShort { min: 8 }.code(), "too_short");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PasswordProblem {
@@ -140,11 +172,30 @@ impl fmt::Display for PasswordProblem {
 }
 
 /// A new password was refused; it lists every problem found, not just the first.
+///
+/// ```
+/// use registrar_domain::{Email, NewPassword, PasswordPolicy, PasswordProblem};
+///
+/// let email = Email::parse("ada.lovelace@example.com")?;
+/// let Err(rejected) = NewPassword::parse("ada.lovelace", Some(&email), &PasswordPolicy::default()) else {
+///     unreachable!("the address's own name is refused");
+/// };
+/// assert!(rejected.0.contains(&PasswordProblem::ContainsEmail));
+/// # Ok::<(), registrar_domain::EmailError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the password was refused: {} problem(s)", .0.len())]
 pub struct PasswordRejected(pub Vec<PasswordProblem>);
 
 /// A password that meets the [`PasswordPolicy`]: the only kind an account can be created with.
+///
+/// ```
+/// use registrar_domain::{NewPassword, PasswordPolicy};
+///
+/// let accepted = NewPassword::parse("correct horse battery staple", None, &PasswordPolicy::default())?;
+/// assert_eq!(accepted.into_password().expose(), "correct horse battery staple");
+/// # Ok::<(), registrar_domain::PasswordRejected>(())
+/// ```
 #[derive(Clone)]
 pub struct NewPassword(Password);
 
@@ -222,10 +273,25 @@ impl fmt::Debug for NewPassword {
 }
 
 /// A password hash in the PHC string format (`$argon2id$v=19$m=…`). Never shown in `Debug`.
+///
+/// ```
+/// use registrar_domain::PasswordHash;
+///
+/// let phc = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA";
+/// let hash = PasswordHash::from_phc(phc.into())?;
+/// assert_eq!(hash.as_str(), phc);
+/// # Ok::<(), registrar_domain::PasswordHashError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct PasswordHash(String);
 
 /// The string is not a PHC hash string.
+///
+/// ```
+/// use registrar_domain::{PasswordHash, PasswordHashError};
+///
+/// assert_eq!(PasswordHash::from_phc("hunter2".into()).err(), Some(PasswordHashError));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a PHC password hash string")]
 pub struct PasswordHashError;

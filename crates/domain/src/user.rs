@@ -7,6 +7,15 @@ use uuid::Uuid;
 use crate::{Email, PasswordHash};
 
 /// A user's identity: a UUID (v7, so ids sort by creation time).
+///
+/// ```
+/// use registrar_domain::UserId;
+/// use uuid::Uuid;
+///
+/// let id = UserId::from_uuid(Uuid::from_u128(7));
+/// assert_eq!(id.as_uuid(), Uuid::from_u128(7));
+/// assert_eq!(id.to_string(), "00000000-0000-0000-0000-000000000007");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UserId(Uuid);
 
@@ -31,6 +40,21 @@ impl fmt::Display for UserId {
 }
 
 /// Whether the user has proved they own their address.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use registrar_domain::{Email, PasswordHash, User, UserId, UserStatus};
+///
+/// let user = User::new(
+///     UserId::from_uuid(uuid::Uuid::from_u128(7)),
+///     Email::parse("ada@example.com")?,
+///     PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into())?,
+///     SystemTime::UNIX_EPOCH,
+/// );
+/// assert_eq!(user.status(), UserStatus::Pending);
+/// assert!(!user.is_active());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UserStatus {
     /// Registered, waiting for the code.
@@ -43,6 +67,22 @@ pub enum UserStatus {
 }
 
 /// A registered user.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use registrar_domain::{Email, PasswordHash, User, UserId};
+///
+/// let email = Email::parse("ada@example.com")?;
+/// let user = User::new(
+///     UserId::from_uuid(uuid::Uuid::from_u128(7)),
+///     email.clone(),
+///     PasswordHash::from_phc("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into())?,
+///     SystemTime::UNIX_EPOCH,
+/// );
+/// assert_eq!(user.email(), &email);
+/// assert_eq!(user.created_at(), SystemTime::UNIX_EPOCH);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     id: UserId,
@@ -65,7 +105,8 @@ impl User {
         }
     }
 
-    /// Rebuilds a user from storage.
+    /// **For stores only**: rebuilds a user exactly as it was saved, checking none of the rules
+    /// of registration and activation; to make a new user, use [`User::new`].
     #[must_use]
     pub fn restore(
         id: UserId,

@@ -290,8 +290,6 @@ pub struct Settings {
     pub delivery: DeliveryPolicy,
     /// Dispatcher poll interval.
     pub mail_poll: Duration,
-    /// How often the store is pruned.
-    pub prune_interval: Duration,
     /// HTTP workers.
     pub http_workers: usize,
     /// Graceful shutdown limit.
@@ -364,6 +362,7 @@ impl ServeArgs {
             max_age: self.mail_max_age.into(),
             retention: self.mail_retention.into(),
             pending_retention: self.pending_retention.into(),
+            prune_interval: self.prune_interval.into(),
             ..DeliveryPolicy::default()
         };
         if Duration::from(self.prune_interval).is_zero() {
@@ -396,7 +395,6 @@ impl ServeArgs {
             argon2,
             delivery,
             mail_poll: self.mail_poll.into(),
-            prune_interval: self.prune_interval.into(),
             http_workers: self.http_workers.map_or_else(cores, NonZeroUsize::get),
             shutdown_timeout: self.shutdown_timeout.into(),
         })

@@ -16,8 +16,7 @@ use registrar_adapters_postgres::{PgSettings, PgStore, SetupError};
 use registrar_adapters_smtp::{AnyMailer, LogMailer, SmtpMailer};
 use registrar_api::MetricsSource;
 use registrar_application::{
-    AccountService, DispatchSignal, Dispatcher, OsEntropy, SystemClock,
-    ports::{Pruned, Store},
+    AccountService, DispatchSignal, Dispatcher, OsEntropy, SystemClock, ports::Store,
 };
 use tokio::sync::watch;
 
@@ -104,13 +103,10 @@ impl Application {
         Ok(Self {
             port,
             server,
-            dispatcher: Box::pin(run_dispatcher(
-                dispatcher,
-                signal,
-                settings.mail_poll,
-                settings.prune_interval,
-                stopped,
-            )),
+            dispatcher: Box::pin({
+                let poll = settings.mail_poll;
+                async move { dispatcher.run(signal, poll, stopped).await }
+            }),
             stop,
             shutdown_timeout: settings.shutdown_timeout,
         })
@@ -226,71 +222,5 @@ pub async fn connect(settings: &PgSettings, patience: Duration) -> anyhow::Resul
                 return Err(error).context("could not apply the database migrations");
             }
         }
-    }
-}
-
-/// Delivers due email whenever woken (mail queued in this process) or every `poll`, and prunes
-/// every `prune_every` (first at start-up), until `stop` says so; a pass in progress is always
-/// finished.
-async fn run_dispatcher<S: Store>(
-    dispatcher: Dispatcher<S, AnyMailer, SystemClock, OsEntropy>,
-    signal: DispatchSignal,
-    poll: Duration,
-    prune_every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut next_prune = tokio::time::Instant::now();
-    loop {
-        let busy = match dispatcher.deliver_due().await {
-            Ok(report) => report.handled() > 0,
-            Err(error) => {
-                tracing::warn!(%error, "could not claim outbox messages");
-                false
-            }
-        };
-        if let Ok(depth) = dispatcher.depth().await {
-            #[allow(
-                clippy::cast_precision_loss,
-                reason = "a gauge; exact above 2^53 messages does not matter"
-            )]
-            metrics::gauge!("registrar_outbox_depth").set(depth as f64);
-        }
-        if tokio::time::Instant::now() >= next_prune {
-            prune(&dispatcher).await;
-            next_prune = tokio::time::Instant::now() + prune_every;
-        }
-        if *stop.borrow() {
-            return;
-        }
-        if busy {
-            continue;
-        }
-        tokio::select! {
-            () = signal.notified() => {}
-            () = tokio::time::sleep(poll) => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// One prune, logged and counted; a failure waits for the next one.
-async fn prune<S: Store>(dispatcher: &Dispatcher<S, AnyMailer, SystemClock, OsEntropy>) {
-    match dispatcher.prune().await {
-        Ok(pruned) => {
-            metrics::counter!("registrar_pruned_total", "what" => "mail").increment(pruned.mail);
-            metrics::counter!("registrar_pruned_total", "what" => "throttles")
-                .increment(pruned.throttles);
-            metrics::counter!("registrar_pruned_total", "what" => "pending_accounts")
-                .increment(pruned.pending_accounts);
-            if pruned != Pruned::default() {
-                tracing::info!(
-                    mail = pruned.mail,
-                    throttles = pruned.throttles,
-                    pending_accounts = pruned.pending_accounts,
-                    "pruned settled mail, throttle windows that are over and abandoned accounts"
-                );
-            }
-        }
-        Err(error) => tracing::warn!(%error, "could not prune the store"),
     }
 }

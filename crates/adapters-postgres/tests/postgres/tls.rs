@@ -149,7 +149,7 @@ async fn tls_refusal(store: &PgStore) -> String {
         .await
         .expect("connecting hung instead of failing");
     match outcome {
-        Err(StoreError::Internal(message)) => message,
+        Err(error @ StoreError::Internal(_)) => chain(&error),
         other => panic!("expected TLS to refuse the connection, got {other:?}"),
     }
 }

@@ -1,0 +1,179 @@
+//! The parameters of the save statements, by name. Each statement's `$n` order is written once,
+//! in the `params` method of the struct it takes, beside the statement's number; the statements
+//! in `sql.rs` name these structs instead of listing positions.
+
+use std::time::SystemTime;
+
+use registrar_application::ports::{AccountChange, QueuedMail};
+use registrar_domain::{ActivationCode, User, UserStatus};
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::{
+    error::Failure,
+    rows::{state_text, to_int},
+};
+
+/// One bound parameter.
+pub(crate) type Param<'a> = &'a (dyn ToSql + Sync);
+
+/// The user's columns as a save writes them.
+pub(crate) struct UserColumns {
+    id: Uuid,
+    email: String,
+    email_key: String,
+    password_hash: String,
+    created_at: SystemTime,
+    activated_at: Option<SystemTime>,
+}
+
+impl UserColumns {
+    fn new(user: &User) -> Self {
+        Self {
+            id: user.id().as_uuid(),
+            email: user.email().as_str().to_owned(),
+            email_key: user.email().key(),
+            password_hash: user.password_hash().as_str().to_owned(),
+            created_at: user.created_at(),
+            activated_at: match user.status() {
+                UserStatus::Pending => None,
+                UserStatus::Active { activated_at } => Some(activated_at),
+            },
+        }
+    }
+}
+
+/// The account's current code and the mail to queue, each NULL when absent: the parameters of
+/// `code_and_mail!` (`$1`–`$12`), shared by `REGISTER` and `SAVE_CODE_AND_MAIL`.
+pub(crate) struct CodeAndMail {
+    user_id: Uuid,
+    code_id: Option<Uuid>,
+    digest: Option<Vec<u8>>,
+    issued_at: Option<SystemTime>,
+    delivered_at: Option<SystemTime>,
+    wrong_attempts: Option<i32>,
+    state: Option<&'static str>,
+    mail_id: Option<Uuid>,
+    mail_code_id: Option<Uuid>,
+    recipient: Option<String>,
+    mail_code: Option<String>,
+    queued_at: Option<SystemTime>,
+}
+
+impl CodeAndMail {
+    fn new(
+        user: &User,
+        code: Option<&ActivationCode>,
+        mail: Option<&QueuedMail>,
+    ) -> Result<Self, Failure> {
+        Ok(Self {
+            user_id: user.id().as_uuid(),
+            code_id: code.map(|c| c.id().as_uuid()),
+            digest: code.map(|c| c.digest().as_bytes().to_vec()),
+            issued_at: code.map(ActivationCode::issued_at),
+            delivered_at: code.and_then(ActivationCode::delivered_at),
+            wrong_attempts: code
+                .map(|c| to_int(c.wrong_attempts(), "wrong attempts"))
+                .transpose()?,
+            state: code.map(|c| state_text(c.state())),
+            mail_id: mail.map(|m| m.id),
+            mail_code_id: mail.map(|m| m.code_id.as_uuid()),
+            recipient: mail.map(|m| m.to.as_str().to_owned()),
+            mail_code: mail.map(|m| m.code.reveal()),
+            queued_at: mail.map(|m| m.queued_at),
+        })
+    }
+
+    /// Whether there is neither a code nor mail to write.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.code_id.is_none() && self.mail_id.is_none()
+    }
+
+    /// `$1`–`$12` of `code_and_mail!`.
+    pub(crate) fn params(&self) -> [Param<'_>; 12] {
+        [
+            &self.code_id,
+            &self.user_id,
+            &self.digest,
+            &self.issued_at,
+            &self.delivered_at,
+            &self.wrong_attempts,
+            &self.state,
+            &self.mail_id,
+            &self.mail_code_id,
+            &self.recipient,
+            &self.mail_code,
+            &self.queued_at,
+        ]
+    }
+}
+
+/// One save, ready to bind: a new account (`REGISTER`) or an existing one at its expected
+/// version (`SAVE_USER`, then `SAVE_CODE_AND_MAIL` when there is a code or mail).
+pub(crate) struct AccountWrite {
+    pub(crate) user: UserColumns,
+    pub(crate) code_and_mail: CodeAndMail,
+    /// `None` for a new account.
+    pub(crate) expected_version: Option<i64>,
+}
+
+impl AccountWrite {
+    pub(crate) fn new(change: &AccountChange) -> Result<Self, Failure> {
+        let user = change.account.user();
+        Ok(Self {
+            user: UserColumns::new(user),
+            code_and_mail: CodeAndMail::new(user, change.account.code(), change.mail.as_ref())?,
+            expected_version: change
+                .expected_version
+                .map(|version| {
+                    i64::try_from(version)
+                        .map_err(|_| Failure::Invalid("version out of range".into()))
+                })
+                .transpose()?,
+        })
+    }
+
+    /// `REGISTER`: `$1`–`$12` of `code_and_mail!` (`$2` is the user's id), then `$13` email,
+    /// `$14` email key, `$15` password hash, `$16` created at, `$17` activated at.
+    pub(crate) fn register_params(&self) -> [Param<'_>; 17] {
+        let [c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12] = self.code_and_mail.params();
+        let user = &self.user;
+        [
+            c1,
+            c2,
+            c3,
+            c4,
+            c5,
+            c6,
+            c7,
+            c8,
+            c9,
+            c10,
+            c11,
+            c12,
+            &user.email,
+            &user.email_key,
+            &user.password_hash,
+            &user.created_at,
+            &user.activated_at,
+        ]
+    }
+
+    /// `SAVE_USER`: `$1` user id, `$2` email, `$3` email key, `$4` password hash, `$5` created
+    /// at, `$6` activated at, `$7` expected version, `$8` current code id (NULL: kill and cancel
+    /// nothing), `$9` the current code's state as saved.
+    pub(crate) fn save_user_params<'a>(&'a self, version: &'a i64) -> [Param<'a>; 9] {
+        let user = &self.user;
+        [
+            &user.id,
+            &user.email,
+            &user.email_key,
+            &user.password_hash,
+            &user.created_at,
+            &user.activated_at,
+            version,
+            &self.code_and_mail.code_id,
+            &self.code_and_mail.state,
+        ]
+    }
+}
