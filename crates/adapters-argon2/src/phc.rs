@@ -428,6 +428,27 @@ mod tests {
     }
 
     #[test]
+    fn hashes_are_those_argon2_0_5_wrote() {
+        // From argon2 0.5's `PasswordHasher::hash_password`: an upgrade must not change them.
+        let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0c2FsdA").unwrap();
+        for (costs, expected) in [
+            (
+                params(19_456, 2, 1),
+                "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$QKHrg5tayLGcN+Y0HVPNaBqykOVLUxlMkZycXE1uWRM",
+            ),
+            (
+                params(1024, 1, 1),
+                "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$5Tx9YkNNWfq1gl0Huxrt8T0TE4IsPYoxCIG6y6JJZ6I",
+            ),
+        ] {
+            let mut memory = Memory::new(&costs);
+            let ours =
+                hash_with_salt(&costs, "correct horse battery staple", &salt, &mut memory).unwrap();
+            assert_eq!(ours.as_str(), expected);
+        }
+    }
+
+    #[test]
     fn memory_is_allocated_by_the_first_job_and_stays_the_configured_size() {
         let configured = params(2048, 2, 1);
         let mut memory = Memory::new(&configured);

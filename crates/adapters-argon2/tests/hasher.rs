@@ -232,3 +232,46 @@ async fn a_burst_the_pool_finishes_within_the_queue_timeout_is_admitted_whole() 
     }
     assert_eq!(refused, 0);
 }
+
+#[tokio::test]
+async fn hashes_written_by_argon2_0_5_verify_unchanged() {
+    // Written by argon2 0.5's `PasswordHasher::hash_password` with the salt
+    // "saltsaltsaltsalt": a dependency upgrade must keep verifying what is already stored (the
+    // crate's own unit tests check that it writes the same strings).
+    let stored = [
+        (
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$QKHrg5tayLGcN+Y0HVPNaBqykOVLUxlMkZycXE1uWRM",
+            PASSWORD,
+            false,
+        ),
+        (
+            "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$5Tx9YkNNWfq1gl0Huxrt8T0TE4IsPYoxCIG6y6JJZ6I",
+            PASSWORD,
+            true,
+        ),
+        (
+            "$argon2i$v=19$m=2048,t=2,p=2$c2FsdHNhbHRzYWx0c2FsdA$r9fNnFoRRCzjzUFUSj8sR/p/QdPt8Wk80txg39+P7OA",
+            PASSWORD,
+            true,
+        ),
+        (
+            "$argon2d$v=19$m=1024,t=3,p=1$c2FsdHNhbHRzYWx0c2FsdA$MlSC+sv88U0E6qGJ/x5Gg/tBs1Sg9SuiAn2bNmfuM7w",
+            "hunter22",
+            true,
+        ),
+    ];
+    let hasher = default_hasher();
+    for (phc, password, stale) in stored {
+        let hash = PasswordHash::from_phc(phc.to_owned()).unwrap();
+        assert_eq!(
+            hasher.verify(Password::new(password), hash.clone()).await,
+            Ok(Verification::Match { stale }),
+            "{phc}"
+        );
+        assert_eq!(
+            hasher.verify(Password::new("not the password"), hash).await,
+            Ok(Verification::Mismatch),
+            "{phc}"
+        );
+    }
+}
