@@ -78,7 +78,7 @@ impl Runner for Argon2Runner {
 }
 
 /// Runs `work`, recording its duration; a panic becomes [`HashError::Failed`] so the thread
-/// lives on (its Argon2 memory is wiped as the panic unwinds).
+/// lives on (its Argon2 memory is wiped as the panic unwinds, whatever the passes).
 fn timed<T>(op: &'static str, work: impl FnOnce() -> Result<T, HashError>) -> Result<T, HashError> {
     let started = Instant::now();
     let result = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
