@@ -4,9 +4,19 @@
 //! Argon2 is deliberately slow and memory-hungry, so it must not run on the async workers, and
 //! it must not queue without bound either: a burst of logins would otherwise pile up memory and
 //! latency. This crate keeps a fixed set of OS threads (`argon2-0`, `argon2-1`, …; a fixed set
-//! also keeps allocator arenas from multiplying) fed by a bounded queue. A request that finds
-//! the queue full, or that waited in it longer than the queue timeout, is answered
-//! [`HashError::Overloaded`] instead of being hashed.
+//! also keeps allocator arenas from multiplying) fed by one queue.
+//!
+//! Admission is by time, not by a fixed count. The pool keeps a running estimate of the time of
+//! one job (hash and verify alike; seeded by the fastest of three trial hashes when the hasher
+//! starts, then an average in which old jobs fade and a single outlier counts little). A request
+//! is queued when its expected start, the jobs queued and running ahead of it times that
+//! estimate divided by the threads, is within [`Argon2Settings::queue_timeout`]; otherwise it
+//! is answered [`HashError::Overloaded`] at once, with a `retry_after` of the time the queued
+//! work needs, in whole seconds (at least one). A burst the threads can finish within the timeout is therefore
+//! admitted whole, and a larger one is cut where waiting would take longer. A hard cap on queued
+//! jobs, [`Argon2Settings::queue_capacity`], bounds memory whatever the load. Refusing takes a
+//! lock held for a few comparisons, no allocation and no hashing. A queued job whose caller
+//! stopped waiting is dropped without being hashed. An admitted job is not refused later.
 //!
 //! Each thread allocates one Argon2 block array of `memory_kib` on its first job and reuses it
 //! for every later one, rather than allocating and freeing one per job (the allocator kept
@@ -21,7 +31,7 @@
 //! `iterations` if larger), is refused as [`HashError::Failed`] without being computed.
 //!
 //! Metrics (via the `metrics` facade): the gauge [`metric_names::QUEUE_DEPTH`], the counter
-//! [`metric_names::REJECTED_TOTAL`] (label `reason`: `queue_full` or `queue_timeout`), and the
+//! [`metric_names::REJECTED_TOTAL`] (label `reason`: `expected_wait` or `queue_full`), and the
 //! histograms [`metric_names::HASH_SECONDS`] (label `op`: `hash` or `verify`) and
 //! [`metric_names::QUEUE_WAIT_SECONDS`].
 //!
@@ -44,31 +54,29 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::{
-    fmt, io,
-    sync::Arc,
-    thread::{self, JoinHandle},
-    time::Instant,
-};
+use std::{fmt, io, sync::Arc, time::Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
 use registrar_application::ports::{HashError, PasswordHasher, Verification};
 use registrar_domain::{Password, PasswordHash};
 use tokio::sync::oneshot;
 
+mod admission;
 mod phc;
 mod pool;
 mod settings;
+mod work;
 
 pub use settings::{Argon2Settings, SettingsError};
 
-use pool::{Job, Work, WorkerConfig};
+use pool::{Limits, Pool, SystemClock, pool_gone};
+use work::{Argon2Runner, Work};
 
 /// The names of the metrics this crate records, for exporters that configure them by name.
 pub mod metric_names {
     /// Gauge: jobs waiting in the queue for a hashing thread.
     pub const QUEUE_DEPTH: &str = "registrar_hash_queue_depth";
-    /// Counter: requests answered `Overloaded`, labelled `reason` (`queue_full`, `queue_timeout`).
+    /// Counter: requests answered `Overloaded`, labelled `reason`: `expected_wait` (the request
+    /// would have started later than the queue timeout) or `queue_full` (the hard cap).
     pub const REJECTED_TOTAL: &str = "registrar_hash_rejected_total";
     /// Histogram: seconds of Argon2 work per request, labelled `op` (`hash`, `verify`).
     pub const HASH_SECONDS: &str = "registrar_hash_seconds";
@@ -83,6 +91,9 @@ pub enum StartError {
     /// A setting cannot work.
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// The trial hash that seeds the pool's time estimate failed (no memory for it, say).
+    #[error("a trial password hash with these settings failed")]
+    Trial(#[source] HashError),
     /// The operating system would not start a hashing thread.
     #[error("could not start a password hashing thread")]
     Spawn(#[source] io::Error),
@@ -96,50 +107,43 @@ pub struct Argon2Hasher {
 }
 
 struct Inner {
-    sender: Sender<Job>,
+    pool: Pool<Work, SystemClock>,
     settings: Argon2Settings,
-    /// Tests join the workers to prove they stop; in production they are detached.
-    #[cfg(test)]
-    workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Argon2Hasher {
-    /// Checks `settings` and starts the pool's threads.
+    /// Checks `settings`, times trial hashes with them to seed the pool's estimate, and
+    /// starts the pool's threads.
     pub fn new(settings: Argon2Settings) -> Result<Self, StartError> {
         let params = settings.params()?;
-        let (sender, receiver) = crossbeam_channel::bounded(settings.queue_capacity);
-        let config = Arc::new(WorkerConfig {
-            params,
+        let seed = trial_hash_time(&params)?;
+        let limits = Limits {
+            threads: settings.threads,
             queue_timeout: settings.queue_timeout,
-            retry_after: settings.retry_after,
-        });
-        let mut workers: Vec<JoinHandle<()>> = Vec::with_capacity(settings.threads);
-        for index in 0..settings.threads {
-            let receiver = receiver.clone();
-            let config = Arc::clone(&config);
-            // On failure `sender` is dropped on return, so the threads already started stop.
-            let worker = thread::Builder::new()
-                .name(format!("argon2-{index}"))
-                .spawn(move || pool::run(&receiver, &config))
-                .map_err(StartError::Spawn)?;
-            workers.push(worker);
-        }
+            capacity: settings.queue_capacity,
+            seed,
+        };
+        // The threads are detached: they stop by themselves once the pool is dropped.
+        let (pool, _threads) = Pool::start(
+            limits,
+            SystemClock,
+            |index| format!("argon2-{index}"),
+            || Argon2Runner::new(params.clone()),
+        )
+        .map_err(StartError::Spawn)?;
         describe_metrics();
         tracing::debug!(
             threads = settings.threads,
             queue_capacity = settings.queue_capacity,
+            queue_timeout_ms = settings.queue_timeout.as_millis(),
+            trial_hash_ms = seed.as_millis(),
             m = settings.memory_kib,
             t = settings.iterations,
             p = settings.parallelism,
             "password hashing pool started"
         );
         Ok(Self {
-            inner: Arc::new(Inner {
-                sender,
-                settings,
-                #[cfg(test)]
-                workers: std::sync::Mutex::new(workers),
-            }),
+            inner: Arc::new(Inner { pool, settings }),
         })
     }
 
@@ -148,46 +152,35 @@ impl Argon2Hasher {
     pub fn settings(&self) -> &Argon2Settings {
         &self.inner.settings
     }
+}
 
-    /// Queues `work` without waiting: a full queue is an immediate [`HashError::Overloaded`].
-    fn submit(&self, work: Work) -> Result<(), HashError> {
-        let job = Job {
-            work,
-            enqueued_at: Instant::now(),
-        };
-        match self.inner.sender.try_send(job) {
-            Ok(()) => {
-                // Workers decrement as they take jobs, so the gauge returns to zero when idle.
-                metrics::gauge!(metric_names::QUEUE_DEPTH).increment(1);
-                Ok(())
-            }
-            Err(TrySendError::Full(_)) => Err(self.queue_full()),
-            Err(TrySendError::Disconnected(_)) => Err(pool_gone()),
-        }
-    }
+/// Trial hashes timed before the pool starts; the fastest seeds its estimate.
+const TRIAL_HASHES: usize = 3;
 
-    /// Counts a refusal for want of room in the queue and says when to try again.
-    fn queue_full(&self) -> HashError {
-        metrics::counter!(metric_names::REJECTED_TOTAL, "reason" => "queue_full").increment(1);
-        tracing::debug!("password hashing refused: the queue is full");
-        HashError::Overloaded {
-            retry_after: self.inner.settings.retry_after,
-        }
+/// The time of one hash with `params` on this machine: the fastest of [`TRIAL_HASHES`]. The
+/// first also faults in its fresh memory (48 ms against 18 ms for the next, at the default
+/// costs), and a descheduled thread only ever adds time; a seed twice too long would refuse
+/// half of a first burst that fits.
+fn trial_hash_time(params: &argon2::Params) -> Result<std::time::Duration, StartError> {
+    // Memory of its own, freed on return: an idle pool holds no Argon2 memory.
+    let mut memory = phc::Memory::new(params);
+    let mut fastest = std::time::Duration::MAX;
+    for _ in 0..TRIAL_HASHES {
+        let started = Instant::now();
+        phc::hash(params, "a trial password", &mut memory).map_err(StartError::Trial)?;
+        fastest = fastest.min(started.elapsed());
     }
+    Ok(fastest)
 }
 
 impl PasswordHasher for Argon2Hasher {
     fn check_room(&self) -> Result<(), HashError> {
-        if self.inner.sender.is_full() {
-            Err(self.queue_full())
-        } else {
-            Ok(())
-        }
+        self.inner.pool.check()
     }
 
     async fn hash(&self, password: Password) -> Result<PasswordHash, HashError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Work::Hash { password, reply })?;
+        self.inner.pool.submit(Work::Hash { password, reply })?;
         answer.await.map_err(|_| pool_gone())?
     }
 
@@ -197,7 +190,7 @@ impl PasswordHasher for Argon2Hasher {
         hash: PasswordHash,
     ) -> Result<Verification, HashError> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Work::Verify {
+        self.inner.pool.submit(Work::Verify {
             password,
             hash,
             reply,
@@ -210,14 +203,10 @@ impl fmt::Debug for Argon2Hasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Argon2Hasher")
             .field("settings", &self.inner.settings)
-            .field("queued", &self.inner.sender.len())
+            .field("queued", &self.inner.pool.queued())
+            .field("estimate", &self.inner.pool.estimate())
             .finish()
     }
-}
-
-fn pool_gone() -> HashError {
-    tracing::error!("the password hashing threads are gone");
-    HashError::Failed("the password hashing threads are gone".to_owned())
 }
 
 fn describe_metrics() {

@@ -1,158 +1,200 @@
-//! The pool's worker side: jobs as they travel through the bounded queue, and the loop each
-//! dedicated thread runs until the last sender is dropped.
+//! The pool of dedicated threads, generic over what a job is and how it runs (a [`Runner`]), so
+//! that the admission, queueing and shutdown the hasher relies on are tested with a runner and
+//! a clock the tests control, while production types carry nothing for tests.
 
 use std::{
-    panic::{AssertUnwindSafe, catch_unwind},
+    io,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
-use argon2::Params;
-use crossbeam_channel::Receiver;
-use registrar_application::ports::{HashError, Verification};
-use registrar_domain::{Password, PasswordHash};
-use tokio::sync::oneshot;
+use crossbeam_channel::{Receiver, Sender};
+use registrar_application::ports::HashError;
 
 use crate::{
+    admission::{Backlog, Refusal},
     metric_names,
-    phc::{self, Memory},
 };
 
-/// What the workers need to know, shared by all of them.
-pub(crate) struct WorkerConfig {
-    /// The configured Argon2 costs.
-    pub(crate) params: Params,
-    /// The longest a job may wait before it starts.
+/// Runs the pool's jobs, one instance per thread (it may keep per-thread state, such as memory).
+pub(crate) trait Runner: Send + 'static {
+    /// A job and the means to answer its caller.
+    type Job: Send + 'static;
+
+    /// Whether the caller stopped waiting for the answer, so the job need not run.
+    fn abandoned(job: &Self::Job) -> bool;
+
+    /// Does the job and answers its caller.
+    fn run(&mut self, job: Self::Job);
+}
+
+/// Where the pool reads the time, to measure jobs and waits.
+pub(crate) trait Clock: Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> Instant;
+}
+
+/// The monotonic clock of the operating system.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// How to size and admit work to a pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Dedicated threads.
+    pub(crate) threads: usize,
+    /// The longest expected start for which a job is admitted.
     pub(crate) queue_timeout: Duration,
-    /// What refused callers are told.
-    pub(crate) retry_after: Duration,
+    /// The hard cap on queued jobs.
+    pub(crate) capacity: usize,
+    /// The first estimate of one job's time.
+    pub(crate) seed: Duration,
 }
 
-/// One queued request and when it entered the queue.
-pub(crate) struct Job {
-    pub(crate) work: Work,
-    pub(crate) enqueued_at: Instant,
+/// A job in the queue and when it entered.
+struct Queued<J> {
+    job: J,
+    enqueued_at: Instant,
 }
 
-/// What to compute, and where the answer goes.
-pub(crate) enum Work {
-    Hash {
-        password: Password,
-        reply: oneshot::Sender<Result<PasswordHash, HashError>>,
-    },
-    Verify {
-        password: Password,
-        hash: PasswordHash,
-        reply: oneshot::Sender<Result<Verification, HashError>>,
-    },
-    /// Tests only: reports how many Argon2 blocks the worker that takes it holds. Never expires
-    /// in the queue.
-    #[cfg(test)]
-    HeldBlocks { reply: oneshot::Sender<usize> },
-    /// Tests only: occupies a worker until `release` is signalled (or dropped), after
-    /// reporting its thread's name on `started`. Never expires in the queue.
-    #[cfg(test)]
-    Gate {
-        started: oneshot::Sender<Option<String>>,
-        release: std::sync::mpsc::Receiver<()>,
-    },
+/// What the submitting side and the threads share.
+struct Shared<C> {
+    backlog: Mutex<Backlog>,
+    clock: C,
 }
 
-impl Work {
-    /// Whether the caller stopped waiting for the answer.
-    fn abandoned(&self) -> bool {
-        match self {
-            Self::Hash { reply, .. } => reply.is_closed(),
-            Self::Verify { reply, .. } => reply.is_closed(),
-            #[cfg(test)]
-            Self::HeldBlocks { .. } | Self::Gate { .. } => false,
-        }
-    }
-
-    /// Answers with `error` instead of doing the work.
-    fn refuse(self, error: HashError) {
-        // A caller that stopped waiting needs no answer: send errors are ignored throughout.
-        match self {
-            Self::Hash { reply, .. } => drop(reply.send(Err(error))),
-            Self::Verify { reply, .. } => drop(reply.send(Err(error))),
-            #[cfg(test)]
-            Self::HeldBlocks { .. } | Self::Gate { .. } => {}
-        }
-    }
-
-    /// Does the work in the thread's `memory` and answers.
-    fn run(self, config: &WorkerConfig, memory: &mut Memory) {
-        match self {
-            Self::Hash { password, reply } => {
-                let result = timed("hash", || {
-                    phc::hash(&config.params, password.expose(), memory)
-                });
-                drop(reply.send(result));
-            }
-            Self::Verify {
-                password,
-                hash,
-                reply,
-            } => {
-                let result = timed("verify", || {
-                    phc::verify(&config.params, password.expose(), &hash, memory)
-                });
-                drop(reply.send(result));
-            }
-            #[cfg(test)]
-            Self::HeldBlocks { reply } => drop(reply.send(memory.held_blocks())),
-            #[cfg(test)]
-            Self::Gate { started, release } => {
-                drop(started.send(std::thread::current().name().map(str::to_owned)));
-                // Released by a message or by the sender being dropped: either will do.
-                let _released = release.recv();
-            }
-        }
+impl<C> Shared<C> {
+    fn backlog(&self) -> MutexGuard<'_, Backlog> {
+        // The backlog holds counters only, each update complete before it can panic: a poisoned
+        // lock still guards consistent numbers.
+        self.backlog.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// Runs `work`, recording its duration; a panic becomes [`HashError::Failed`] so the thread
-/// lives on (its Argon2 memory is wiped as the panic unwinds).
-fn timed<T>(op: &'static str, work: impl FnOnce() -> Result<T, HashError>) -> Result<T, HashError> {
-    let started = Instant::now();
-    let result = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
-        tracing::error!(op, "password hashing panicked");
-        Err(HashError::Failed("password hashing panicked".to_owned()))
-    });
-    metrics::histogram!(metric_names::HASH_SECONDS, "op" => op)
-        .record(started.elapsed().as_secs_f64());
-    result
+/// The submitting side of a pool. The threads stop once it is dropped and the jobs already
+/// queued are done.
+pub(crate) struct Pool<J, C> {
+    sender: Sender<Queued<J>>,
+    shared: Arc<Shared<C>>,
 }
 
-/// A worker thread's life: take jobs until every sender is gone, refusing those that waited
-/// longer than the queue timeout. The thread's Argon2 memory is allocated by its first job and
-/// reused by every later one.
-pub(crate) fn run(receiver: &Receiver<Job>, config: &WorkerConfig) {
-    let mut memory = Memory::new(&config.params);
-    while let Ok(job) = receiver.recv() {
-        metrics::gauge!(metric_names::QUEUE_DEPTH).decrement(1);
-        let waited = job.enqueued_at.elapsed();
-        #[cfg(test)]
-        let expires = !matches!(job.work, Work::Gate { .. } | Work::HeldBlocks { .. });
-        #[cfg(not(test))]
-        let expires = true;
-        if expires && waited > config.queue_timeout {
-            metrics::counter!(metric_names::REJECTED_TOTAL, "reason" => "queue_timeout")
-                .increment(1);
-            tracing::debug!(
-                waited_ms = waited.as_millis(),
-                "password hashing refused: the job waited longer than the queue timeout"
+impl<J: Send + 'static, C: Clock> Pool<J, C> {
+    /// Starts one thread per runner `runners` makes (`name` gives each its name), admitting
+    /// work within `limits`. The handles let a caller wait for the threads to stop.
+    pub(crate) fn start<R>(
+        limits: Limits,
+        clock: C,
+        name: impl Fn(usize) -> String,
+        mut runners: impl FnMut() -> R,
+    ) -> io::Result<(Self, Vec<JoinHandle<()>>)>
+    where
+        R: Runner<Job = J>,
+    {
+        // Unbounded: the backlog's cap bounds what is sent.
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            backlog: Mutex::new(Backlog::new(
+                limits.threads,
+                limits.queue_timeout,
+                limits.capacity,
+                limits.seed,
+            )),
+            clock,
+        });
+        let mut handles = Vec::with_capacity(limits.threads);
+        for index in 0..limits.threads {
+            let receiver = receiver.clone();
+            let shared = Arc::clone(&shared);
+            let runner = runners();
+            // On failure `sender` is dropped on return, so the threads already started stop.
+            handles.push(
+                thread::Builder::new()
+                    .name(name(index))
+                    .spawn(move || work(runner, &receiver, &shared))?,
             );
-            job.work.refuse(HashError::Overloaded {
-                retry_after: config.retry_after,
-            });
-            continue;
         }
-        if job.work.abandoned() {
+        Ok((Self { sender, shared }, handles))
+    }
+
+    /// Queues `job` if the admission rule allows it, or refuses it at once.
+    pub(crate) fn submit(&self, job: J) -> Result<(), HashError> {
+        self.shared.backlog().admit().map_err(refused)?;
+        let queued = Queued {
+            job,
+            enqueued_at: self.shared.clock.now(),
+        };
+        if self.sender.send(queued).is_err() {
+            self.shared.backlog().withdraw();
+            return Err(pool_gone());
+        }
+        // Threads decrement as they take jobs, so the gauge returns to zero when idle.
+        metrics::gauge!(metric_names::QUEUE_DEPTH).increment(1);
+        Ok(())
+    }
+
+    /// Whether [`Self::submit`] would admit a job now, counting a refusal like it.
+    pub(crate) fn check(&self) -> Result<(), HashError> {
+        self.shared.backlog().check().map_err(refused)
+    }
+
+    /// Jobs waiting for a thread.
+    pub(crate) fn queued(&self) -> usize {
+        self.shared.backlog().queued()
+    }
+
+    /// The pool's current estimate of one job's time.
+    pub(crate) fn estimate(&self) -> Duration {
+        self.shared.backlog().estimate()
+    }
+}
+
+/// Counts a refusal and turns it into the port's error.
+fn refused(refusal: Refusal) -> HashError {
+    metrics::counter!(metric_names::REJECTED_TOTAL, "reason" => refusal.reason.label())
+        .increment(1);
+    tracing::debug!(
+        reason = refusal.reason.label(),
+        "password hashing refused: the pool is overloaded"
+    );
+    HashError::Overloaded {
+        retry_after: refusal.retry_after,
+    }
+}
+
+/// The error for a pool whose threads are gone.
+pub(crate) fn pool_gone() -> HashError {
+    tracing::error!("the password hashing threads are gone");
+    HashError::Failed("the password hashing threads are gone".to_owned())
+}
+
+/// A thread's life: take jobs until every sender is gone, skipping those whose caller left,
+/// and feed the time of each one run to the estimate.
+fn work<R: Runner, C: Clock>(
+    mut runner: R,
+    receiver: &Receiver<Queued<R::Job>>,
+    shared: &Shared<C>,
+) {
+    while let Ok(Queued { job, enqueued_at }) = receiver.recv() {
+        metrics::gauge!(metric_names::QUEUE_DEPTH).decrement(1);
+        if R::abandoned(&job) {
+            shared.backlog().withdraw();
             tracing::debug!("password hashing skipped: the caller stopped waiting");
             continue;
         }
-        metrics::histogram!(metric_names::QUEUE_WAIT_SECONDS).record(waited.as_secs_f64());
-        job.work.run(config, &mut memory);
+        let now = shared.clock.now();
+        let started = shared.backlog().start(now);
+        metrics::histogram!(metric_names::QUEUE_WAIT_SECONDS)
+            .record(now.saturating_duration_since(enqueued_at).as_secs_f64());
+        runner.run(job);
+        let now = shared.clock.now();
+        shared.backlog().finish(started, now);
     }
     tracing::debug!("password hashing thread stopping: the hasher was dropped");
 }

@@ -17,13 +17,15 @@ pub struct Argon2Settings {
     pub parallelism: u32,
     /// Dedicated hashing threads. Default one per available core.
     pub threads: usize,
-    /// Jobs that may wait for a free thread; beyond that requests are refused at once.
-    /// Default 16 per thread.
+    /// The hard cap on jobs waiting for a thread, a memory guard whatever the load: beyond it
+    /// requests are refused at once, however short the expected wait. Default 256 per thread,
+    /// well above the queue timeout's admission at the default costs (about 95 per thread at
+    /// 21 ms a hash).
     pub queue_capacity: usize,
-    /// The longest a job may wait for its hash to start; an older job is refused. Default 2 s.
+    /// The longest expected start admitted: a request whose work would be expected to start
+    /// later (the jobs ahead of it at the measured time per job, spread over the threads) is
+    /// refused at once. Default 2 s.
     pub queue_timeout: Duration,
-    /// How long refused callers are asked to wait before trying again. Default 1 s.
-    pub retry_after: Duration,
 }
 
 impl Argon2Settings {
@@ -33,12 +35,10 @@ impl Argon2Settings {
     pub const DEFAULT_ITERATIONS: u32 = 2;
     /// The parallelism `p` of the default settings.
     pub const DEFAULT_PARALLELISM: u32 = 1;
-    /// Queue slots per thread in the default settings.
-    pub const DEFAULT_QUEUE_PER_THREAD: usize = 16;
+    /// The hard cap on queued jobs per thread in the default settings.
+    pub const DEFAULT_QUEUE_PER_THREAD: usize = 256;
     /// The queue timeout of the default settings.
     pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(2);
-    /// The `retry_after` of the default settings.
-    pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 
     /// Checks every setting without starting anything.
     pub fn validate(&self) -> Result<(), SettingsError> {
@@ -77,7 +77,6 @@ impl Default for Argon2Settings {
             threads,
             queue_capacity: threads.saturating_mul(Self::DEFAULT_QUEUE_PER_THREAD),
             queue_timeout: Self::DEFAULT_QUEUE_TIMEOUT,
-            retry_after: Self::DEFAULT_RETRY_AFTER,
         }
     }
 }
@@ -105,7 +104,7 @@ pub enum SettingsError {
     /// The queue was given no room.
     #[error("the password hashing queue needs room for at least one job")]
     NoQueue,
-    /// The queue timeout is zero, which would refuse every job.
+    /// The queue timeout is zero, which would refuse every job that cannot start at once.
     #[error("the password hashing queue timeout must be longer than zero")]
     NoQueueTimeout,
 }
@@ -127,9 +126,8 @@ mod tests {
             (19_456, 2, 1)
         );
         assert_eq!(settings.threads, cores);
-        assert_eq!(settings.queue_capacity, 16 * cores);
+        assert_eq!(settings.queue_capacity, 256 * cores);
         assert_eq!(settings.queue_timeout, Duration::from_secs(2));
-        assert_eq!(settings.retry_after, Duration::from_secs(1));
         assert_eq!(settings.validate(), Ok(()));
     }
 

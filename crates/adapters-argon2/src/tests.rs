@@ -1,81 +1,173 @@
-//! Pool behaviour that needs a worker held busy on demand: a test-only gate job occupies a
-//! thread until the test releases it, so overload and queue expiry are shown without racing
-//! the hash computation.
+//! The pool with a fake runner and a fake clock: jobs that hold their thread until the test
+//! releases them and that take whatever time the test says, so admission, abandonment and
+//! shutdown are shown without racing a hash computation or reading the real time.
 
 use std::{
     collections::BTreeSet,
-    sync::mpsc,
-    time::{Duration, Instant},
-};
-
-use argon2::{
-    Algorithm, Argon2, Params, PasswordHasher as _, Version,
-    password_hash::{SaltString, rand_core::OsRng},
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::Duration,
 };
 
 use super::*;
+use crate::pool::{Clock, Runner};
 
-const RETRY_AFTER: Duration = Duration::from_millis(1500);
+const HASH: Duration = Duration::from_millis(21);
+const TIMEOUT: Duration = Duration::from_secs(2);
+const PATIENCE: Duration = Duration::from_secs(5);
 
-fn small(threads: usize, queue_capacity: usize, queue_timeout: Duration) -> Argon2Hasher {
-    Argon2Hasher::new(Argon2Settings {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-        threads,
-        queue_capacity,
-        queue_timeout,
-        retry_after: RETRY_AFTER,
-    })
-    .unwrap()
-}
+/// A clock that moves only when a fake job says it took time.
+#[derive(Clone)]
+struct FakeClock(Arc<Mutex<Instant>>);
 
-/// A job holding one worker until the returned sender is used or dropped.
-struct Gate {
-    started: oneshot::Receiver<Option<String>>,
-    release: mpsc::Sender<()>,
-}
-
-fn gate(hasher: &Argon2Hasher) -> Gate {
-    let (started_tx, started) = oneshot::channel();
-    let (release, release_rx) = mpsc::channel();
-    hasher
-        .submit(Work::Gate {
-            started: started_tx,
-            release: release_rx,
-        })
-        .unwrap();
-    Gate { started, release }
-}
-
-/// Polls `done` until it holds, failing the test after 5 s.
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
+impl FakeClock {
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
     }
 }
 
-fn password() -> Password {
-    Password::new("correct horse battery staple")
+impl Clock for FakeClock {
+    fn now(&self) -> Instant {
+        *self.0.lock().unwrap()
+    }
 }
 
-/// The Argon2 blocks held by the worker that takes the probe (with one thread: the only one).
-async fn held_blocks(hasher: &Argon2Hasher) -> usize {
-    let (reply, held) = oneshot::channel();
-    hasher.submit(Work::HeldBlocks { reply }).unwrap();
-    held.await.unwrap()
+/// A fake job: takes `cost` on the fake clock, optionally after holding its thread.
+struct FakeJob {
+    cost: Duration,
+    /// Told the thread's name when the job starts.
+    started: Option<mpsc::Sender<Option<String>>>,
+    /// Holds the thread until a message arrives or the sender is dropped.
+    release: Option<mpsc::Receiver<()>>,
+    /// The caller; dropping the receiver abandons the job.
+    reply: oneshot::Sender<()>,
 }
 
-/// A PHC string for `password` made by the argon2 crate itself, with costs `m`, `t`, `p`.
-fn stored_hash(m: u32, t: u32, p: u32, password: &str) -> PasswordHash {
-    let params = Params::new(m, t, p, None).unwrap();
-    let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
-        .unwrap()
-        .to_string();
-    PasswordHash::from_phc(phc).unwrap()
+struct FakeRunner {
+    clock: FakeClock,
+    ran: Arc<AtomicUsize>,
+}
+
+impl Runner for FakeRunner {
+    type Job = FakeJob;
+
+    fn abandoned(job: &FakeJob) -> bool {
+        job.reply.is_closed()
+    }
+
+    fn run(&mut self, job: FakeJob) {
+        if let Some(started) = job.started {
+            started
+                .send(std::thread::current().name().map(str::to_owned))
+                .unwrap();
+        }
+        if let Some(release) = job.release {
+            // Released by a message or by the sender being dropped: either will do.
+            let _released = release.recv();
+        }
+        self.clock.advance(job.cost);
+        self.ran.fetch_add(1, Ordering::SeqCst);
+        let _answered = job.reply.send(());
+    }
+}
+
+struct Fixture {
+    pool: Pool<FakeJob, FakeClock>,
+    threads: Vec<JoinHandle<()>>,
+    ran: Arc<AtomicUsize>,
+}
+
+fn fixture(threads: usize, capacity: usize, seed: Duration) -> Fixture {
+    let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let limits = Limits {
+        threads,
+        queue_timeout: TIMEOUT,
+        capacity,
+        seed,
+    };
+    let (pool, threads) = Pool::start(
+        limits,
+        clock.clone(),
+        |index| format!("fake-{index}"),
+        || FakeRunner {
+            clock: clock.clone(),
+            ran: Arc::clone(&ran),
+        },
+    )
+    .unwrap();
+    Fixture { pool, threads, ran }
+}
+
+/// A job holding the thread that takes it until the gate is released or dropped.
+struct Gate {
+    started: mpsc::Receiver<Option<String>>,
+    release: mpsc::Sender<()>,
+    done: oneshot::Receiver<()>,
+}
+
+impl Gate {
+    /// Waits until a thread has taken the job; that thread's name.
+    fn started(&self) -> Option<String> {
+        self.started.recv_timeout(PATIENCE).unwrap()
+    }
+
+    /// Lets the job finish and waits for it.
+    fn open(self) {
+        self.release.send(()).unwrap();
+        self.done.blocking_recv().unwrap();
+    }
+}
+
+fn gate(pool: &Pool<FakeJob, FakeClock>, cost: Duration) -> Gate {
+    let (started_tx, started) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let (reply, done) = oneshot::channel();
+    pool.submit(FakeJob {
+        cost,
+        started: Some(started_tx),
+        release: Some(release_rx),
+        reply,
+    })
+    .unwrap();
+    Gate {
+        started,
+        release,
+        done,
+    }
+}
+
+/// Submits a job of `cost`; the receiver its answer goes to.
+fn job(
+    pool: &Pool<FakeJob, FakeClock>,
+    cost: Duration,
+) -> Result<oneshot::Receiver<()>, HashError> {
+    let (reply, done) = oneshot::channel();
+    pool.submit(FakeJob {
+        cost,
+        started: None,
+        release: None,
+        reply,
+    })?;
+    Ok(done)
+}
+
+/// Submits jobs of `cost` until one is refused: the admitted ones' receivers and the refusal.
+fn fill(
+    pool: &Pool<FakeJob, FakeClock>,
+    cost: Duration,
+) -> (Vec<oneshot::Receiver<()>>, HashError) {
+    let mut admitted = Vec::new();
+    loop {
+        match job(pool, cost) {
+            Ok(done) => admitted.push(done),
+            Err(refusal) => return (admitted, refusal),
+        }
+    }
 }
 
 #[test]
@@ -84,196 +176,159 @@ fn the_hasher_can_be_shared_across_threads_and_tasks() {
     assert_shareable::<Argon2Hasher>();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_queue_refuses_at_once_and_only_admitted_jobs_succeed() {
-    let hasher = small(1, 1, Duration::from_mins(1));
-    let gate = gate(&hasher);
-    gate.started.await.unwrap();
-
-    let requests: Vec<_> = (0..20)
-        .map(|_| {
-            let hasher = hasher.clone();
-            tokio::spawn(async move { hasher.hash(password()).await })
-        })
-        .collect();
-    // With the only worker held, one request fits in the queue and the other 19 are answered
-    // while the worker is still busy: they never waited for a thread.
-    wait_until("19 requests are refused", || {
-        requests.iter().filter(|r| r.is_finished()).count() == 19
-    })
-    .await;
-    assert_eq!(hasher.inner.sender.len(), 1);
-
-    gate.release.send(()).unwrap();
-    let mut admitted = 0;
-    let mut refused = 0;
-    for request in requests {
-        match request.await.unwrap() {
-            Ok(hash) => {
-                admitted += 1;
-                assert_eq!(
-                    hasher.verify(password(), hash).await,
-                    Ok(Verification::Match { stale: false })
-                );
-            }
-            Err(HashError::Overloaded { retry_after }) => {
-                refused += 1;
-                assert_eq!(retry_after, RETRY_AFTER);
-            }
-            Err(other) => panic!("unexpected {other:?}"),
-        }
+#[test]
+fn a_burst_within_the_queue_timeout_is_admitted_whole_and_the_next_job_is_refused_at_once() {
+    let fixture = fixture(2, 1024, HASH);
+    let gates = [gate(&fixture.pool, HASH), gate(&fixture.pool, HASH)];
+    for gate in &gates {
+        gate.started();
     }
-    assert_eq!((admitted, refused), (1, 19));
-}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_is_refused_like_hash_when_the_queue_is_full() {
-    let hasher = small(1, 1, Duration::from_mins(1));
-    let gate = gate(&hasher);
-    gate.started.await.unwrap();
-    let hash = PasswordHash::from_phc(
-        "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNo".into(),
-    )
-    .unwrap();
-    let queued = tokio::spawn({
-        let hasher = hasher.clone();
-        let hash = hash.clone();
-        async move { hasher.verify(password(), hash).await }
-    });
-    wait_until("the first verify is queued", || {
-        hasher.inner.sender.len() == 1
-    })
-    .await;
-
+    // Both threads are held, so nothing is measured meanwhile: 2 running and 189 queued jobs
+    // are 191 × 21 ms / 2 threads = 2.0055 s of work, and the 191st job queued after them
+    // (expected to start after 2 s) is refused while every thread is still busy.
+    let (admitted, refusal) = fill(&fixture.pool, HASH);
+    assert_eq!(admitted.len(), 189);
     assert_eq!(
-        hasher.verify(password(), hash).await,
-        Err(HashError::Overloaded {
-            retry_after: RETRY_AFTER
-        })
+        refusal,
+        HashError::Overloaded {
+            retry_after: Duration::from_secs(3)
+        }
     );
-    drop(gate.release);
-    assert_eq!(queued.await.unwrap(), Ok(Verification::Mismatch));
+    assert_eq!(fixture.pool.queued(), 189);
+
+    for gate in gates {
+        gate.open();
+    }
+    for done in admitted {
+        done.blocking_recv().unwrap();
+    }
+    assert_eq!(fixture.ran.load(Ordering::SeqCst), 191);
+    assert_eq!(fixture.pool.queued(), 0);
+    assert_eq!(fixture.pool.check(), Ok(()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_room_refuses_exactly_while_the_queue_is_full() {
-    let hasher = small(1, 1, Duration::from_mins(1));
-    let gate = gate(&hasher);
-    gate.started.await.unwrap();
-    // The worker is busy but the queue has room.
-    assert_eq!(hasher.check_room(), Ok(()));
-
-    let queued = tokio::spawn({
-        let hasher = hasher.clone();
-        async move { hasher.hash(password()).await }
-    });
-    wait_until("a hash is queued", || hasher.inner.sender.len() == 1).await;
-
+#[test]
+fn the_hard_cap_refuses_however_short_the_expected_wait() {
+    let fixture = fixture(1, 3, Duration::from_micros(1));
+    let gate = gate(&fixture.pool, HASH);
+    gate.started();
+    let (admitted, refusal) = fill(&fixture.pool, HASH);
+    assert_eq!(admitted.len(), 3);
     assert_eq!(
-        hasher.check_room(),
-        Err(HashError::Overloaded {
-            retry_after: RETRY_AFTER
-        })
+        refusal,
+        HashError::Overloaded {
+            retry_after: Duration::from_secs(1)
+        }
     );
-    drop(gate.release);
-    queued.await.unwrap().unwrap();
-    assert_eq!(hasher.check_room(), Ok(()));
+    gate.open();
+    for done in admitted {
+        done.blocking_recv().unwrap();
+    }
+    assert_eq!(fixture.ran.load(Ordering::SeqCst), 4);
 }
 
-/// Holds the single worker, queues one hash, lets `hold` pass, then frees the worker.
-async fn hash_queued_behind_a_busy_worker(
-    queue_timeout: Duration,
-    hold: Duration,
-) -> Result<PasswordHash, HashError> {
-    let hasher = small(1, 4, queue_timeout);
-    let gate = gate(&hasher);
-    gate.started.await.unwrap();
-    let request = tokio::spawn({
-        let hasher = hasher.clone();
-        async move { hasher.hash(password()).await }
-    });
-    wait_until("the hash is queued", || hasher.inner.sender.len() == 1).await;
-    // The job was enqueued before this point, so once `hold` has passed here it has waited at
-    // least that long when the worker takes it: no race with the clock.
-    let queued_by = Instant::now();
-    std::thread::sleep(hold);
-    assert!(queued_by.elapsed() >= hold);
-    gate.release.send(()).unwrap();
-    request.await.unwrap()
+#[test]
+fn the_estimate_follows_the_measured_time_of_jobs_and_admission_with_it() {
+    let fixture = fixture(1, 1024, HASH);
+    // Hashing becomes twice as slow as the trial hash said.
+    let slower = HASH * 2;
+    for _ in 0..60 {
+        job(&fixture.pool, slower).unwrap().blocking_recv().unwrap();
+    }
+    let estimate = fixture.pool.estimate();
+    assert!(estimate.abs_diff(slower) < slower / 100, "{estimate:?}");
+
+    // One thread at 42 ms: the jobs expected to start within 2 s are those with up to 47 ahead.
+    let gate = gate(&fixture.pool, slower);
+    gate.started();
+    let (admitted, _) = fill(&fixture.pool, slower);
+    assert_eq!(admitted.len() + 1, 48);
+    gate.open();
+    for done in admitted {
+        done.blocking_recv().unwrap();
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_that_waited_longer_than_the_queue_timeout_is_refused_unhashed() {
-    let result =
-        hash_queued_behind_a_busy_worker(Duration::from_millis(1), Duration::from_millis(5)).await;
-    assert_eq!(
-        result,
-        Err(HashError::Overloaded {
-            retry_after: RETRY_AFTER
-        })
-    );
+#[test]
+fn a_queued_job_whose_caller_left_is_dropped_unrun() {
+    let fixture = fixture(1, 4, HASH);
+    let gate = gate(&fixture.pool, HASH);
+    gate.started();
+    let left = job(&fixture.pool, Duration::from_mins(1)).unwrap();
+    let stays = job(&fixture.pool, HASH).unwrap();
+    drop(left);
+    gate.open();
+    stays.blocking_recv().unwrap();
+    assert_eq!(fixture.ran.load(Ordering::SeqCst), 2);
+    assert_eq!(fixture.pool.queued(), 0);
+    // The minute-long job never ran, so it never reached the estimate.
+    assert_eq!(fixture.pool.estimate(), HASH);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_within_the_queue_timeout_is_hashed_after_waiting() {
-    let result =
-        hash_queued_behind_a_busy_worker(Duration::from_mins(1), Duration::from_millis(5)).await;
-    assert!(result.is_ok(), "{result:?}");
+#[test]
+fn check_refuses_exactly_when_submit_would() {
+    let fixture = fixture(1, 1, HASH);
+    let gate = gate(&fixture.pool, HASH);
+    gate.started();
+    // The thread is busy but the queue has room.
+    assert_eq!(fixture.pool.check(), Ok(()));
+    let queued = job(&fixture.pool, HASH).unwrap();
+    let refusal = fixture.pool.check().unwrap_err();
+    assert!(matches!(refusal, HashError::Overloaded { .. }));
+    assert_eq!(job(&fixture.pool, HASH).unwrap_err(), refusal);
+    gate.open();
+    queued.blocking_recv().unwrap();
+    assert_eq!(fixture.pool.check(), Ok(()));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn threads_are_named_and_each_takes_its_own_job() {
-    let hasher = small(2, 4, Duration::from_mins(1));
-    let (first, second) = (gate(&hasher), gate(&hasher));
-    let names: BTreeSet<_> = [first.started.await.unwrap(), second.started.await.unwrap()]
+#[test]
+fn threads_are_named_and_each_takes_its_own_job() {
+    let fixture = fixture(2, 4, HASH);
+    let (first, second) = (gate(&fixture.pool, HASH), gate(&fixture.pool, HASH));
+    let names: BTreeSet<_> = [first.started(), second.started()]
         .into_iter()
         .map(Option::unwrap)
         .collect();
     assert_eq!(
         names,
-        BTreeSet::from(["argon2-0".to_owned(), "argon2-1".to_owned()])
+        BTreeSet::from(["fake-0".to_owned(), "fake-1".to_owned()])
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dropping_every_clone_stops_the_threads() {
-    let hasher = small(2, 4, Duration::from_mins(1));
-    let workers: Vec<_> = hasher.inner.workers.lock().unwrap().drain(..).collect();
-    let clone = hasher.clone();
-    drop(hasher);
-    assert!(
-        clone.hash(password()).await.is_ok(),
-        "a clone keeps the pool"
-    );
-    assert!(workers.iter().all(|w| !w.is_finished()));
-
-    drop(clone);
-    let (done_tx, done) = mpsc::channel();
+#[test]
+fn dropping_the_pool_stops_the_threads_once_the_queued_jobs_are_done() {
+    let Fixture { pool, threads, ran } = fixture(2, 4, HASH);
+    let gate = gate(&pool, HASH);
+    gate.started();
+    let queued: Vec<_> = (0..3).map(|_| job(&pool, HASH).unwrap()).collect();
+    drop(pool);
+    gate.open();
+    for done in queued {
+        done.blocking_recv().unwrap();
+    }
+    let (stopped_tx, stopped) = mpsc::channel();
     std::thread::spawn(move || {
-        for worker in workers {
-            worker.join().unwrap();
+        for thread in threads {
+            thread.join().unwrap();
         }
-        done_tx.send(()).unwrap();
+        stopped_tx.send(()).unwrap();
     });
-    done.recv_timeout(Duration::from_secs(5))
-        .expect("the hashing threads did not stop after the hasher was dropped");
+    stopped
+        .recv_timeout(PATIENCE)
+        .expect("the threads did not stop after the pool was dropped");
+    assert_eq!(ran.load(Ordering::SeqCst), 4);
 }
 
-#[tokio::test]
-async fn a_pool_whose_threads_are_gone_fails_instead_of_hanging() {
-    let (sender, receiver) = crossbeam_channel::bounded(4);
-    drop(receiver);
-    let hasher = Argon2Hasher {
-        inner: Arc::new(Inner {
-            sender,
-            settings: Argon2Settings::default(),
-            workers: std::sync::Mutex::new(Vec::new()),
-        }),
-    };
+#[test]
+fn a_pool_whose_threads_are_gone_fails_instead_of_hanging() {
+    let fixture = fixture(0, 4, HASH);
+    assert!(fixture.threads.is_empty());
     assert!(matches!(
-        hasher.hash(password()).await,
+        job(&fixture.pool, HASH),
         Err(HashError::Failed(_))
     ));
+    assert_eq!(fixture.pool.queued(), 0, "the failed job is not counted");
 }
 
 #[tokio::test]
@@ -289,56 +344,35 @@ async fn invalid_settings_start_no_pool() {
     ));
 }
 
-#[test]
-fn debug_output_shows_settings_only() {
-    let hasher = small(1, 1, Duration::from_secs(1));
-    let debug = format!("{hasher:?}");
-    assert!(debug.contains("memory_kib: 1024"), "{debug}");
+fn small(threads: usize) -> Argon2Hasher {
+    Argon2Hasher::new(Argon2Settings {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+        threads,
+        queue_capacity: 64,
+        queue_timeout: Duration::from_mins(1),
+    })
+    .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thread_holds_no_argon2_memory_until_its_first_job_then_one_configured_array() {
-    let hasher = small(1, 4, Duration::from_mins(1));
-    assert_eq!(held_blocks(&hasher).await, 0, "an idle pool holds nothing");
+#[test]
+fn debug_output_shows_settings_and_the_pool_state_only() {
+    let debug = format!("{:?}", small(1));
+    assert!(debug.contains("memory_kib: 1024"), "{debug}");
+    assert!(debug.contains("queued: 0"), "{debug}");
+}
 
-    for _ in 0..5 {
-        let hash = hasher.hash(password()).await.unwrap();
-        assert_eq!(
-            hasher.verify(password(), hash).await,
-            Ok(Verification::Match { stale: false })
-        );
-    }
-    assert_eq!(held_blocks(&hasher).await, 1024);
-
-    // Stored hashes with other costs than configured (1024 KiB, t=1, p=1): weaker ones are
-    // checked in part of the thread's array, stronger ones in one freed after the job.
-    for (m, t, p, stale) in [
-        (256, 1, 1, true),
-        (1024, 1, 1, false),
-        (4096, 3, 2, false),
-        (2048, 1, 4, false),
-        (512, 2, 2, true),
-    ] {
-        let stored = stored_hash(m, t, p, "correct horse battery staple");
-        assert_eq!(
-            hasher.verify(password(), stored.clone()).await,
-            Ok(Verification::Match { stale }),
-            "m={m} t={t} p={p}"
-        );
-        assert_eq!(
-            hasher
-                .verify(Password::new("correct horse battery stable"), stored)
-                .await,
-            Ok(Verification::Mismatch),
-            "m={m} t={t} p={p}"
-        );
-        assert_eq!(held_blocks(&hasher).await, 1024, "m={m} t={t} p={p}");
-    }
+#[test]
+fn the_trial_hash_seeds_the_estimate() {
+    let hasher = small(1);
+    let estimate = hasher.inner.pool.estimate();
+    assert!(estimate > Duration::from_micros(1), "{estimate:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_jobs_on_reused_memory_match_only_their_own_password() {
-    let hasher = small(2, 64, Duration::from_mins(1));
+    let hasher = small(2);
     let passwords: Vec<String> = (0..24).map(|i| format!("password number {i}")).collect();
     let stored = join_tasks(passwords.iter().map(|p| {
         let hasher = hasher.clone();

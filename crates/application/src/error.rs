@@ -35,7 +35,7 @@ pub enum Error {
         /// When to try again.
         retry_after: Duration,
     },
-    /// The password hashing pool is full.
+    /// The password hashing pool cannot take the work now.
     #[error("the service is overloaded")]
     Overloaded {
         /// When to try again.

@@ -47,10 +47,10 @@ pub enum Verification {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum HashError {
-    /// The pool's queue is full, or the job waited longer than the queue timeout.
+    /// The job would wait too long for a hashing thread, or the pool's queue is at its cap.
     #[error("the password hashing pool is overloaded")]
     Overloaded {
-        /// When to try again.
+        /// When to try again: whole seconds, at least one.
         retry_after: Duration,
     },
     /// The hash could not be computed or parsed.
@@ -63,7 +63,8 @@ pub trait PasswordHasher: Send + Sync + 'static {
     /// Hashes a password with the configured parameters and a fresh salt.
     ///
     /// # Errors
-    /// MUST return [`HashError::Overloaded`] at once, without queueing, when the pool is full.
+    /// MUST return [`HashError::Overloaded`] at once, without queueing, when the pool cannot
+    /// take the job (it would be expected to start too late, or the queue is at its cap).
     fn hash(
         &self,
         password: Password,

@@ -231,10 +231,10 @@ pub struct ServeArgs {
     /// Password hashing threads (default: one per core).
     #[arg(long, env = "REGISTRAR_HASH_THREADS")]
     pub hash_threads: Option<NonZeroUsize>,
-    /// Hashing jobs that may wait for a thread; beyond that requests get 503 at once (default: 16 per thread).
+    /// Hard cap on hashing jobs waiting for a thread, a memory guard: beyond it requests get 503 at once (default: 256 per thread).
     #[arg(long, env = "REGISTRAR_HASH_QUEUE")]
     pub hash_queue: Option<NonZeroUsize>,
-    /// Longest a hashing job may wait for a thread before the request gets 503.
+    /// Longest expected wait for a hashing thread before a request is refused with 503: a request is queued only if the work ahead of it (at the hash time the pool measures, spread over its threads) would let it start within this time; otherwise it gets 503 at once, with a Retry-After estimated from the queued work.
     #[arg(long, env = "REGISTRAR_HASH_QUEUE_TIMEOUT", default_value = "2s")]
     pub hash_queue_timeout: humantime::Duration,
     /// Delivery tries before an email (and its code) is given up.
@@ -348,9 +348,11 @@ impl ServeArgs {
             iterations: self.argon2_iterations,
             parallelism: self.argon2_parallelism,
             threads,
-            queue_capacity: self.hash_queue.map_or(16 * threads, NonZeroUsize::get),
+            queue_capacity: self.hash_queue.map_or_else(
+                || threads.saturating_mul(Argon2Settings::DEFAULT_QUEUE_PER_THREAD),
+                NonZeroUsize::get,
+            ),
             queue_timeout: self.hash_queue_timeout.into(),
-            ..Argon2Settings::default()
         };
         argon2.validate().context("invalid Argon2 settings")?;
         if self.mail_max_attempts == 0 {

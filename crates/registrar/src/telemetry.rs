@@ -346,7 +346,7 @@ pub fn init_metrics() -> anyhow::Result<Metrics> {
     );
     metrics::describe_counter!(
         "registrar_hash_rejected_total",
-        "Hashing jobs refused because the pool was full"
+        "Hashing requests refused as overloaded, by reason: expected_wait or queue_full"
     );
     metrics::gauge!("registrar_outbox_depth").set(0.0);
     metrics::gauge!("registrar_hash_queue_depth").set(0.0);
