@@ -362,7 +362,7 @@ pub fn init_metrics() -> anyhow::Result<Metrics> {
     for what in ["mail", "throttles", "pending_accounts"] {
         metrics::counter!("registrar_pruned_total", "what" => what).absolute(0);
     }
-    for reason in ["queue_full", "queue_timeout"] {
+    for reason in ["expected_wait", "queue_full"] {
         metrics::counter!("registrar_hash_rejected_total", "reason" => reason).absolute(0);
     }
     let metrics = Metrics { handle, process };
