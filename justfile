@@ -1,5 +1,8 @@
 # Registrar's everyday commands. `just` alone lists them.
 
+# The RustSec advisory database snapshot `deny` reads; CI keeps it beside the checkout.
+advisory_db := env_var_or_default("ADVISORY_DB_SNAPSHOT", "../shared/advisory-db")
+
 # List the recipes.
 default:
     @just --list
@@ -24,11 +27,19 @@ fmt:
 fmt-check:
     cargo fmt --all --check
 
-# Licences, sources and banned crates (including the layering wrappers).
-deny:
-    cargo deny check bans licenses sources
+# The four checks: advisories (read offline from the snapshot), banned crates and the layering
+# wrappers, licences, sources. `.ci/run` pins the cargo-deny version that reads the snapshot.
 
-# Everything CI runs.
+# Every cargo-deny check, offline, advisories from the RustSec snapshot.
+deny:
+    @test -x "{{advisory_db}}/install" || { echo "just deny: no advisory database snapshot at {{advisory_db}}; set ADVISORY_DB_SNAPSHOT to its folder" >&2; exit 1; }
+    "{{advisory_db}}/install" target/advisory-dbs
+    cargo fetch --locked
+    cargo deny --offline check
+
+# deploy-check (the container and Kubernetes files) joins `ci` here once it exists.
+
+# Everything CI runs (`.ci/run` installs the tools, then runs this).
 ci: fmt-check lint deny test (fuzz "10")
 
 # Benchmark: 201 → SMTP acceptance of the activation email over 1,000 registrations (needs PostgreSQL).

@@ -13,7 +13,7 @@
 //! message data and the closing `.` line as two writes: with Nagle on, the second waits for the
 //! server's (delayed) ACK of the first, about 40 ms on every email.
 //!
-//! Time-outs (STYLE.md §2.12): the TCP connect to each address of the host is bounded by the
+//! Time-outs (every network call is bounded): the TCP connect to each address of the host is bounded by the
 //! time-out, and the whole attempt, from connecting to the server's reply to the message data,
 //! runs under the same deadline, so a server that never answers costs one time-out, reported as
 //! transient.

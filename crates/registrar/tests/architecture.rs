@@ -1,10 +1,13 @@
-//! Architecture tests: the layering of DESIGN.md, checked against `cargo metadata`.
+//! Architecture tests: the layering ARCHITECTURE.md states, checked against `cargo metadata`, and
+//! a repository that explains itself without documents from outside it.
 //!
-//! The Cargo dependency graph is the fence between layers (STYLE.md §6). These tests read the
-//! graph with `cargo metadata --format-version 1 --no-deps` and fail on:
-//! - any edge between workspace crates that DESIGN.md does not allow,
+//! The Cargo dependency graph is the fence between layers: a crate can only use what it depends
+//! on. These tests read the graph with `cargo metadata --format-version 1 --no-deps` and fail on:
+//! - any edge between workspace crates that the layering does not allow,
 //! - any dependency the domain or the application must not have,
-//! - any crate or module that skips the workspace hygiene rules.
+//! - any crate or module that skips the workspace hygiene rules,
+//! - any tracked file that names a markdown document the repository does not hold, or a path
+//!   outside the repository.
 //!
 //! `deny.toml` is the second fence: it keeps third-party infrastructure crates inside the
 //! crate that owns them. It ignores dev-dependencies (see its `[graph]` section), so the
@@ -54,7 +57,7 @@ const APPLICATION_DENYLIST: &[&str] = &[
     "clap*",
 ];
 
-/// The layer of a workspace crate, read from its package name (DESIGN.md, "The workspace").
+/// The layer of a workspace crate, read from its package name (ARCHITECTURE.md, "Layering").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layer {
     Domain,
@@ -238,7 +241,7 @@ fn workspace_edges_follow_the_layering() {
     for package in &workspace.members {
         let Some(from) = Layer::of(&package.name) else {
             forbidden.push(format!(
-                "{}: not a known layer; add it to DESIGN.md and to `Layer::of` in this test",
+                "{}: not a known layer; add it to ARCHITECTURE.md and to `Layer::of` in this test",
                 package.name
             ));
             continue;
@@ -261,7 +264,7 @@ fn workspace_edges_follow_the_layering() {
     assert!(checked > 0, "no edge between workspace crates was found");
     assert!(
         forbidden.is_empty(),
-        "workspace edges outside the layering of DESIGN.md \
+        "workspace edges outside the layering of ARCHITECTURE.md \
          (domain -> nothing internal; application -> domain; adapters-* -> application, domain; \
          api -> application, domain; registrar -> anything):\n{}",
         bullet_list(&forbidden)
@@ -313,7 +316,7 @@ fn domain_depends_only_on_its_allowlist() {
     assert!(
         outside.is_empty(),
         "{DOMAIN} depends on crates outside its allowlist; it must stay free of I/O, async, \
-         frameworks and drivers (DESIGN.md). Remove them, or widen DOMAIN_ALLOWLIST in \
+         frameworks and drivers (ARCHITECTURE.md). Remove them, or widen DOMAIN_ALLOWLIST in \
          this test as a deliberate decision:\n{}",
         bullet_list(&outside)
     );
@@ -530,4 +533,284 @@ fn collect_rust_files(dir: &Path, into: &mut Vec<PathBuf>) {
             into.push(path);
         }
     }
+}
+
+/// Tracked paths the reference check does not read: third-party files vendored as they are.
+const UNREAD_PREFIXES: &[&str] = &["target/", "crates/api/assets/swagger-ui/"];
+
+/// The one path outside the repository that may be named, and where: CI reads the snapshot of
+/// the advisory database from beside the checkout (`ADVISORY_DB_SNAPSHOT` overrides it). Built
+/// with `concat!` so that this file does not name it itself.
+const OUTSIDE_PATHS_ALLOWED: &[(&str, &str)] = &[
+    (".ci/run", concat!("..", "/shared/advisory-db")),
+    ("justfile", concat!("..", "/shared/advisory-db")),
+];
+
+#[test]
+fn every_file_names_only_documents_and_paths_inside_the_repository() {
+    let root = &workspace().root;
+    let files = tracked_files(root);
+    assert!(
+        files.iter().any(|file| file == "README.md"),
+        "git ls-files did not list README.md"
+    );
+    let basenames: BTreeSet<&str> = files
+        .iter()
+        .map(|file| file.rsplit('/').next().unwrap_or(file))
+        .collect();
+
+    let mut dangling = Vec::new();
+    let mut read = 0;
+    for file in &files {
+        if UNREAD_PREFIXES
+            .iter()
+            .any(|prefix| file.starts_with(prefix))
+        {
+            continue;
+        }
+        let Ok(text) = fs::read_to_string(root.join(file)) else {
+            continue; // not UTF-8: not a text file
+        };
+        read += 1;
+        for reference in dangling_references(root, file, &text, &basenames) {
+            dangling.push(format!("{file}: {reference}"));
+        }
+    }
+
+    assert!(read > 50, "only {read} tracked text files were read");
+    assert!(
+        dangling.is_empty(),
+        "files name markdown documents the repository does not hold, or paths outside it; \
+         state the point in the repository's own words (docs/, ARCHITECTURE.md) instead:\n{}",
+        bullet_list(&dangling)
+    );
+}
+
+#[test]
+fn the_reference_check_flags_outside_documents_and_paths_but_not_relative_links() {
+    let root = &workspace().root;
+    let files = tracked_files(root);
+    let basenames: BTreeSet<&str> = files
+        .iter()
+        .map(|file| file.rsplit('/').next().unwrap_or(file))
+        .collect();
+    // The samples spell `.md` as `{md}` and `../` as `{up}`, or this file would name them itself.
+    let check = |file: &str, sample: &str| {
+        let text = sample.replace("{md}", ".md").replace("{up}", "../");
+        dangling_references(root, file, &text, &basenames)
+    };
+
+    // Documents that exist: by path from the root, relative to the file, or by name; URLs.
+    for (file, sample) in [
+        (
+            "crates/api/src/lib.rs",
+            "see docs/api{md} and `README{md}`.",
+        ),
+        (
+            "docs/api.md",
+            "[overload](overload{md}#figures), [up]({up}README{md})",
+        ),
+        (
+            "crates/api/src/openapi.rs",
+            "include_bytes!(\"{up}assets/swagger-ui/swagger-ui.css\")",
+        ),
+        (
+            "README.md",
+            "<https://example.com/guide/SETUP{md}>, *{md}, `{md}`",
+        ),
+        (
+            "crates/adapters-postgres/src/migrate.rs",
+            "embed_migrations!(\"{up}{up}migrations\")",
+        ),
+        (
+            "crates/registrar/tests/malformed.rs",
+            "GET /v1/users/{up}{up}etc/passwd HTTP/1.1",
+        ),
+        ("crates/registrar/src/main.rs", "/proc/.../stat"),
+    ] {
+        assert_eq!(
+            check(file, sample),
+            Vec::<String>::new(),
+            "{file}: {sample}"
+        );
+    }
+    // Documents that do not exist, and paths that leave the repository.
+    for (file, sample) in [
+        ("crates/api/src/lib.rs", "as CONTRACT{md} says"),
+        ("docs/api.md", "[the rules](rules{md})"),
+        ("README.md", "[the API](api{md})"),
+        ("crates/api/src/lib.rs", "/work/notes/PLAN{md}"),
+        ("deny.toml", "# see {up}shared/advisory-db"),
+        ("docs/api.md", "[x]({up}{up}elsewhere/)"),
+        (".ci/run", "${SNAPSHOT:-{up}shared/advisory-db-2}"),
+    ] {
+        assert_eq!(
+            check(file, sample).len(),
+            1,
+            "{file}: {sample} was not flagged"
+        );
+    }
+    // The one allowed outside path, only where it is allowed.
+    assert!(check(".ci/run", "${ADVISORY_DB_SNAPSHOT:-{up}shared/advisory-db}").is_empty());
+    assert!(check("justfile", "\"{up}shared/advisory-db\"").is_empty());
+}
+
+/// The files git tracks, as paths relative to the repository root.
+fn tracked_files(root: &Path) -> Vec<String> {
+    let output = Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run git ls-files: {error}"));
+    assert!(
+        output.status.success(),
+        "git ls-files failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap_or_else(|error| panic!("git ls-files printed a path that is not UTF-8: {error}"))
+        .split('\0')
+        .filter(|file| !file.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The references in `text` (the content of `file`, relative to `root`) that point nowhere in
+/// the repository: a markdown document's name that is neither a path from the root, nor a path
+/// from the file's folder, nor (without a folder) the name of a tracked file; a markdown link
+/// that does not resolve from the file's folder; a path going up (`../`) that leaves the
+/// repository or reaches nothing in it. URLs are not references.
+fn dangling_references(
+    root: &Path,
+    file: &str,
+    text: &str,
+    basenames: &BTreeSet<&str>,
+) -> Vec<String> {
+    let folder = root
+        .join(file)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let exists_inside = |path: &Path| {
+        let path = normalize(path);
+        path.starts_with(root) && !path.starts_with(root.join("target")) && path.exists()
+    };
+    let mut dangling = Vec::new();
+    for (start, token) in path_tokens(text) {
+        let before = &text[..start];
+        let word_start = before
+            .rfind(|c: char| c.is_whitespace() || "\"'`(<[".contains(c))
+            .map_or(0, |i| i + 1);
+        if text[word_start..]
+            .split_whitespace()
+            .next()
+            .is_some_and(|word| word.contains("://"))
+        {
+            continue; // part of a URL
+        }
+        if token.contains("../") {
+            // Relative to the file's folder or to a folder above it (a crate's root, for
+            // `embed_migrations!`, or the repository's, for scripts); a leading `/` joins the
+            // path to a folder named before it (`concat!(env!("CARGO_MANIFEST_DIR"), "/..")`).
+            let relative = token.trim_start_matches('/');
+            let allowed = OUTSIDE_PATHS_ALLOWED
+                .iter()
+                .any(|(where_, path)| *where_ == file && token == *path);
+            let found = folder
+                .ancestors()
+                .take_while(|base| base.starts_with(root))
+                .any(|base| exists_inside(&base.join(relative)));
+            if climbs(relative) && !allowed && !found {
+                dangling.push(format!(
+                    "`{token}` leaves the repository or names nothing in it"
+                ));
+            }
+        } else if let Some(stem) = token.strip_suffix(".md") {
+            if stem.is_empty() || stem.ends_with('/') {
+                continue; // `*.md`, `.md`: a pattern, not a document
+            }
+            let linked = before.ends_with("](");
+            let found = if linked {
+                exists_inside(&folder.join(token))
+            } else if let Some(absolute) = token.strip_prefix('/') {
+                exists_inside(&root.join(absolute))
+            } else {
+                exists_inside(&root.join(token))
+                    || exists_inside(&folder.join(token))
+                    || (!token.contains('/') && basenames.contains(token))
+            };
+            if !found {
+                dangling.push(format!("`{token}` is not a document of the repository"));
+            }
+        }
+    }
+    dangling
+}
+
+/// Runs of path characters that go up a folder or end in `.md` (not `.mdx`), with their byte
+/// offsets. A run going up starts at its first `../` unless a folder name comes before it.
+fn path_tokens(text: &str) -> Vec<(usize, &str)> {
+    let is_path = |c: char| c.is_ascii_alphanumeric() || "_-./".contains(c);
+    let mut tokens = Vec::new();
+    let mut start = None;
+    for (i, c) in text.char_indices().chain([(text.len(), ' ')]) {
+        match (is_path(c), start) {
+            (true, None) => start = Some(i),
+            (false, Some(from)) => {
+                let token = &text[from..i];
+                // A sentence may end right after a name.
+                let token = token.strip_suffix('.').unwrap_or(token);
+                if let Some(up) = token.find("../") {
+                    // In a shell default the path starts after the `-`; `/proc/.../stat` and
+                    // `a/../b` are one path each.
+                    let skip = if token[..up].ends_with(['/', '.']) {
+                        0
+                    } else {
+                        up
+                    };
+                    tokens.push((from + skip, &token[skip..]));
+                } else if Path::new(token)
+                    .extension()
+                    .is_some_and(|extension| extension == "md")
+                {
+                    tokens.push((from, token));
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    tokens
+}
+
+/// Whether a relative path climbs above the folder it starts from, rather than only back down
+/// its own way (`/v1/users/../../etc/passwd`, a hostile URL in a test, climbs nowhere).
+fn climbs(path: &str) -> bool {
+    let mut depth = 0_i32;
+    for segment in path.split('/') {
+        match segment {
+            ".." => depth -= 1,
+            "" | "." => {}
+            _ => depth += 1,
+        }
+        if depth < 0 {
+            return true;
+        }
+    }
+    false
+}
+
+/// `path` with `.` and `..` resolved lexically (the target need not exist).
+fn normalize(path: &Path) -> PathBuf {
+    let mut normal = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::ParentDir => {
+                normal.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => normal.push(other),
+        }
+    }
+    normal
 }

@@ -1,10 +1,9 @@
 //! Malformed and hostile requests, sent byte for byte over a plain socket to the real binary,
 //! once on the in-memory store and once on a fresh PostgreSQL database (where SQL error text
 //! would surface): no answer may carry a stack trace, SQL text, a panic message or other
-//! internal error text (CONTRACT.md: "Nothing ever answers with a stack trace, SQL text or
-//! internal error text; 500 is `internal`"); every error answer that has a body is a
-//! problem+json document of a listed type; the server neither panics nor writes an account,
-//! and still registers afterwards.
+//! internal error text (docs/api.md: an unexpected failure is the opaque 500 `internal`); every
+//! error answer that has a body is a problem+json document of a listed type; the server neither
+//! panics nor writes an account, and still registers afterwards.
 //!
 //! Needs a PostgreSQL server, as `postgres.rs` does: `REGISTRAR_TEST_DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`. When it cannot be reached the test fails.
@@ -31,7 +30,7 @@ use serde_json::Value;
 /// of this means the server hangs on that request, which fails the case.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-/// The problem types of CONTRACT.md with their statuses (`registrar-api` keeps its list
+/// The problem types of docs/api.md with their statuses (`registrar-api` keeps its list
 /// crate-private, and this test talks to the binary only).
 const PROBLEM_TYPES: &[(u16, &str)] = &[
     (400, "malformed-request"),

@@ -1,7 +1,7 @@
-//! Integration tests of the HTTP API against `CONTRACT.md`: the real actix application and use
-//! cases over the in-memory store, with a fake clock, scripted entropy, a fake hasher and a
-//! recording mailer. Time moves only when a test moves it; nothing sleeps; every test gets a
-//! fresh application.
+//! Integration tests of the HTTP API against its contract (docs/api.md): the real actix
+//! application and use cases over the in-memory store, with a fake clock, scripted entropy, a
+//! fake hasher and a recording mailer. Time moves only when a test moves it; nothing sleeps;
+//! every test gets a fresh application.
 //!
 //! One test binary, one module per part of the contract, and a shared [`helpers`] harness.
 
