@@ -33,11 +33,11 @@ ci: fmt-check lint deny test (fuzz "10")
 
 # Benchmark: 201 → SMTP acceptance of the activation email over 1,000 registrations (needs PostgreSQL).
 bench-mail:
-    cargo build --release -p registrar && cargo bench -p registrar --bench mail_latency
+    cargo build --release -p registrar && cargo bench -p registrar-bench --bench mail_latency
 
 # Benchmark: ten times more concurrent registrations than the hashing pool serves (201/503, RSS).
 bench-overload:
-    cargo build --release -p registrar && cargo bench -p registrar --bench overload
+    cargo build --release -p registrar && cargo bench -p registrar-bench --bench overload
 
 # Every benchmark; the figures are kept in docs/.
 bench: bench-mail bench-overload

@@ -1,13 +1,12 @@
 //! Malformed and hostile requests, sent byte for byte over a plain socket to the real binary,
 //! once on the in-memory store and once on a fresh PostgreSQL database (where SQL error text
 //! would surface): no answer may carry a stack trace, SQL text, a panic message or other
-//! internal error text (CONTRACT.md: "Nothing ever answers with a stack trace, SQL text or
-//! internal error text; 500 is `internal`"); every error answer that has a body is a
+//! internal error text (the HTTP contract: nothing ever answers with a stack trace, SQL text or
+//! internal error text; 500 is `internal`); every error answer that has a body is a
 //! problem+json document of a listed type; the server neither panics nor writes an account,
 //! and still registers afterwards.
 //!
-//! Needs a PostgreSQL server, as `postgres.rs` does: `REGISTRAR_TEST_DATABASE_URL`, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`. When it cannot be reached the test fails.
+//! The database comes from the test toolkit, as in `postgres.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -24,14 +23,15 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use common::{Server, database::TestDatabase};
+use common::Server;
+use registrar_testing::postgres::TestDatabase;
 use serde_json::Value;
 
 /// How long one answer may take. Every case is answered in milliseconds; a read that runs out
 /// of this means the server hangs on that request, which fails the case.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-/// The problem types of CONTRACT.md with their statuses (`registrar-api` keeps its list
+/// The problem types of the HTTP contract with their statuses (`registrar-api` keeps its list
 /// crate-private, and this test talks to the binary only).
 const PROBLEM_TYPES: &[(u16, &str)] = &[
     (400, "malformed-request"),
@@ -883,7 +883,7 @@ fn malformed_requests_leak_nothing_on_the_memory_store() {
 #[test]
 fn malformed_requests_leak_nothing_on_postgres() {
     let database = TestDatabase::create();
-    let url = database.url(None);
+    let url = database.url().to_owned();
     let mut env = ENV.to_vec();
     env.push(("DATABASE_URL", &url));
     let count_users = || database.query("SELECT count(*) FROM users");
