@@ -44,7 +44,7 @@ impl Default for Script {
     fn default() -> Self {
         Self {
             greeting: Some("220 fake.smtp.test ESMTP ready"),
-            ehlo: "250-fake.smtp.test greets you\r\n250 8BITMIME",
+            ehlo: "250-fake.smtp.test greets you\r\n250 HELP",
             mail: "250 2.1.0 sender ok",
             rcpt: "250 2.1.5 recipient ok",
             data: "354 end data with <CR><LF>.<CR><LF>",
