@@ -185,21 +185,44 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free port: {e}"))
 }
 
+/// What the certificate says: the name `localhost`, and not a CA (TLS libraries refuse a CA
+/// certificate as a server's own), as the `ssl-cert` package's snakeoil certificate does.
+const CERTIFICATE_REQUEST: &str = "[req]
+distinguished_name = name
+x509_extensions = server
+prompt = no
+[name]
+CN = localhost
+[server]
+basicConstraints = CA:FALSE
+subjectAltName = DNS:localhost
+";
+
 /// A self-signed certificate for `localhost` as the server's `server.crt`/`server.key`; false
 /// when `openssl` is not there (the cluster then runs without TLS).
 fn make_certificate(data: &Path, mut openssl: Command) -> bool {
+    if std::fs::write(data.join("server.cnf"), CERTIFICATE_REQUEST).is_err() {
+        return false;
+    }
     openssl
         .current_dir(data)
         .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "req",
+            "-x509",
+            "-config",
+            "server.cnf",
+            "-newkey",
+            "rsa:2048",
         ])
         .args([
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-        ])
-        .args(["-keyout", "server.key", "-out", "server.crt"]);
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.crt",
+        ]);
     // PostgreSQL refuses a key others may read.
     run(&mut openssl).is_ok()
         && std::fs::set_permissions(
