@@ -1,4 +1,4 @@
-//! Integration tests of the HTTP API against `CONTRACT.md`: the real actix application and use
+//! Integration tests of the HTTP API against the HTTP contract: the real actix application and use
 //! cases over the in-memory store, with a fake clock, scripted entropy, a fake hasher and a
 //! recording mailer. Time moves only when a test moves it; nothing sleeps; every test gets a
 //! fresh application.
