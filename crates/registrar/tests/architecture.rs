@@ -282,7 +282,7 @@ fn workspace_edges_follow_the_layering() {
 }
 
 #[test]
-fn test_only_edges_reach_only_the_memory_store_and_the_application() {
+fn test_only_edges_reach_only_the_memory_store_the_application_and_the_toolkit() {
     let workspace = workspace();
     let mut forbidden = Vec::new();
 
