@@ -122,21 +122,21 @@ impl Process {
         self.child.id()
     }
 
-    /// Every line read so far.
+    /// Every line read so far but those [`Self::drain`] handed over.
     #[must_use]
     pub fn seen(&self) -> &[String] {
         &self.seen
     }
 
     /// The lines written since the last read, without waiting; with their size in bytes
-    /// (line endings included).
+    /// (line endings included). They are handed over, not kept in [`Self::seen`]: a load test
+    /// drains a large log in pieces.
     pub fn drain(&mut self) -> (Vec<String>, u64) {
-        let lines = match &mut self.lines {
+        let lines: Vec<String> = match &mut self.lines {
             Lines::Pipes(receiver) => receiver.try_iter().collect(),
             Lines::File { path, offset } => read_complete_lines(path, offset),
         };
         let bytes = lines.iter().map(|line| line.len() as u64 + 1).sum();
-        self.seen.extend(lines.iter().cloned());
         (lines, bytes)
     }
 
@@ -282,12 +282,15 @@ impl Process {
                 }
                 self.seen.extend(rest.iter().cloned());
             }
-            Lines::File { .. } => rest = self.drain().0,
+            Lines::File { .. } => {
+                rest = self.drain().0;
+                self.seen.extend(rest.iter().cloned());
+            }
         }
         rest
     }
 
-    /// Every line it wrote, once it has exited.
+    /// Every line it wrote (but those [`Self::drain`] handed over), once it has exited.
     #[must_use]
     pub fn into_log(mut self, patience: Duration) -> Vec<String> {
         self.rest(patience);
