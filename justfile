@@ -15,6 +15,41 @@ run *ARGS:
 test:
     cargo test --workspace
 
+# A PostgreSQL on 127.0.0.1:5432 for cargo test and cargo run (user postgres, no password; data in target/dev-postgres).
+db:
+    #!/usr/bin/env sh
+    set -eu
+    if pg_isready -q -h 127.0.0.1 -p 5432 -U postgres 2>/dev/null; then
+        echo "a PostgreSQL already answers on 127.0.0.1:5432"; exit 0
+    fi
+    bin=$(dirname "$(command -v initdb || ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n 1)")
+    if [ ! -x "$bin/pg_ctl" ]; then
+        echo "no PostgreSQL found: install PostgreSQL (apt-get install postgresql)" >&2; exit 1
+    fi
+    data="{{justfile_directory()}}/target/dev-postgres"
+    run=""
+    if [ "$(id -u)" = 0 ]; then run="runuser -u postgres --"; fi
+    if [ ! -f "$data/PG_VERSION" ]; then
+        mkdir -p "$data"
+        if [ -n "$run" ]; then chown postgres: "$data"; fi
+        (cd /tmp && $run "$bin/initdb" -D "$data" -U postgres -A trust -E UTF8 --locale=C >/dev/null)
+    fi
+    (cd /tmp && $run "$bin/pg_ctl" start -w -D "$data" -l "$data/server.log" \
+        -o "-c listen_addresses=127.0.0.1 -p 5432 -k '$data'")
+    # The database of DATABASE_URL=postgres://postgres@127.0.0.1/registrar (cargo run).
+    "$bin/createdb" -h 127.0.0.1 -U postgres registrar 2>/dev/null || true
+    echo "PostgreSQL on 127.0.0.1:5432 (stop it with: just db-stop)"
+
+# Stop the development PostgreSQL of `just db`.
+db-stop:
+    #!/usr/bin/env sh
+    set -eu
+    data="{{justfile_directory()}}/target/dev-postgres"
+    run=""
+    if [ "$(id -u)" = 0 ]; then run="runuser -u postgres --"; fi
+    bin=$(dirname "$(command -v pg_ctl || ls -d /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | sort -V | tail -n 1)")
+    (cd /tmp && $run "$bin/pg_ctl" stop -D "$data" -m fast)
+
 # Clippy with warnings as errors.
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
@@ -44,11 +79,11 @@ ci: fmt-check lint deny test (fuzz "10")
 
 # Benchmark: 201 → SMTP acceptance of the activation email over 1,000 registrations (needs PostgreSQL).
 bench-mail:
-    cargo build --release -p registrar && cargo bench -p registrar --bench mail_latency
+    cargo build --release -p registrar && cargo bench -p registrar-bench --bench mail_latency
 
 # Benchmark: ten times more concurrent registrations than the hashing pool serves (201/503, RSS).
 bench-overload:
-    cargo build --release -p registrar && cargo bench -p registrar --bench overload
+    cargo build --release -p registrar && cargo bench -p registrar-bench --bench overload
 
 # Every benchmark; the figures are kept in docs/.
 bench: bench-mail bench-overload

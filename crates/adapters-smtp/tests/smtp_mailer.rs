@@ -1,4 +1,4 @@
-//! The SMTP mailer against a real SMTP conversation over TCP (the fake server in `fake_smtp`):
+//! The SMTP mailer against a real SMTP conversation over TCP (the test toolkit's fake server):
 //! what the server receives, when `Ok` comes back, how failures are sorted into transient and
 //! permanent, the time-out, and the settings refused at construction.
 #![forbid(unsafe_code)]
@@ -8,17 +8,15 @@
     reason = "tests fail loudly on anything unexpected"
 )]
 
-mod fake_smtp;
-
 use std::time::{Duration, Instant};
 
-use fake_smtp::{FakeSmtp, Received, Script};
 use registrar_adapters_smtp::{SmtpConfigError, SmtpMailer, SmtpSettings};
 use registrar_application::{
     ErrorChain,
     ports::{ActivationEmail, MailError, Mailer},
 };
 use registrar_domain::{CodeDigits, Email};
+use registrar_testing::smtp::{FakeSmtp, Received, Script};
 
 const CODE: &str = "0421";
 
@@ -39,7 +37,7 @@ fn mailer_for(url: &str) -> SmtpMailer {
 }
 
 async fn send_one(script: Script) -> (Result<(), MailError>, FakeSmtp) {
-    let server = FakeSmtp::start(script).await;
+    let server = FakeSmtp::start(script);
     let result = mailer_for(&server.url())
         .send_activation(&activation_email())
         .await;
@@ -195,7 +193,7 @@ async fn the_email_is_multipart_alternative_with_text_and_html_both_carrying_cod
 
 #[tokio::test]
 async fn the_sender_and_product_come_from_the_settings() {
-    let server = FakeSmtp::start(Script::default()).await;
+    let server = FakeSmtp::start(Script::default());
     let mailer = SmtpMailer::new(&SmtpSettings {
         from: "Acme Accounts <accounts@acme.example>".to_owned(),
         product_name: "Acme".to_owned(),
@@ -225,15 +223,11 @@ async fn the_sender_and_product_come_from_the_settings() {
 
 #[tokio::test]
 async fn ok_comes_only_after_the_server_accepts_the_message_data() {
-    let mut server = FakeSmtp::start(Script {
-        hold_end_of_data: true,
-        ..Script::default()
-    })
-    .await;
+    let server = FakeSmtp::start(Script::holding());
     let mailer = mailer_for(&server.url());
     let sending = tokio::spawn(async move { mailer.send_activation(&activation_email()).await });
 
-    server.data_received().await;
+    server.received(1).await;
     // The whole message is at the server, which has not replied yet: no result may exist.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -246,70 +240,24 @@ async fn ok_comes_only_after_the_server_accepts_the_message_data() {
     assert!(server.commands().iter().any(|command| command == "QUIT"));
 }
 
-/// A bare SMTP sink on a blocking thread, like a mail server's thread waiting in `read` (the
-/// tokio-based `FakeSmtp` does not show the delayed ACK on loopback): serves `sessions`
-/// sessions one after the other and returns, for each, how long after the first line of the
-/// message data the final "." line came in.
-fn start_blocking_sink(sessions: usize) -> (String, std::thread::JoinHandle<Vec<Duration>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("smtp://{}", listener.local_addr().unwrap());
-    let sink =
-        std::thread::spawn(move || (0..sessions).map(|_| blocking_session(&listener)).collect());
-    (url, sink)
-}
-
-fn blocking_session(listener: &std::net::TcpListener) -> Duration {
-    use std::io::{BufRead, BufReader, Write};
-
-    let (stream, _) = listener.accept().unwrap();
-    stream.set_nodelay(true).unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let mut reply = |text: &str| writer.write_all(format!("{text}\r\n").as_bytes()).unwrap();
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    let mut lag = None;
-    reply("220 sink.test ESMTP");
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            return lag.unwrap();
-        }
-        match line.trim_end().to_ascii_uppercase().as_str() {
-            command if command.starts_with("EHLO") => reply("250-sink.test\r\n250 8BITMIME"),
-            "DATA" => {
-                reply("354 go ahead");
-                let mut first_line_at = None;
-                loop {
-                    line.clear();
-                    assert!(reader.read_line(&mut line).unwrap() > 0);
-                    let first_line_at = *first_line_at.get_or_insert_with(Instant::now);
-                    if line == ".\r\n" {
-                        lag = Some(first_line_at.elapsed());
-                        break;
-                    }
-                }
-                reply("250 ok");
-            }
-            "QUIT" => {
-                reply("221 bye");
-                return lag.unwrap();
-            }
-            _ => reply("250 ok"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_end_of_data_follows_the_message_without_waiting_for_the_servers_ack() {
     // lettre writes the message data and the final "." line as two writes. With Nagle's
     // algorithm on, the kernel holds the second back until the server's ACK of the first, which
     // the server's kernel delays (Linux: 40 ms at least); with TCP_NODELAY both go out at once.
-    let (url, sink) = start_blocking_sink(3);
-    let mailer = mailer_for(&url);
+    // The fake server reads on a blocking thread, as a mail server's thread waits in `read`.
+    let server = FakeSmtp::start(Script::default());
+    let mailer = mailer_for(&server.url());
     for _ in 0..3 {
         mailer.send_activation(&activation_email()).await.unwrap();
     }
-    let lags = sink.join().unwrap();
+    // How long after the first line of each message's data the final "." line came in.
+    let lags: Vec<Duration> = server
+        .messages()
+        .iter()
+        .map(|message| message.data_ended - message.data_started)
+        .collect();
+    assert_eq!(lags.len(), 3);
     // Without TCP_NODELAY every lag is 40 ms or more; the best of three keeps a busy machine's
     // scheduling hiccup from failing the test.
     let best = lags.iter().min().unwrap();
@@ -418,7 +366,7 @@ async fn nothing_listening_is_transient_and_quick() {
 
 #[tokio::test]
 async fn a_server_that_never_answers_is_transient_after_the_timeout() {
-    let server = FakeSmtp::start(Script::silent()).await;
+    let server = FakeSmtp::start(Script::silent());
     let mailer = SmtpMailer::new(&SmtpSettings {
         timeout: Duration::from_millis(200),
         ..SmtpSettings::new(server.url())
@@ -442,7 +390,7 @@ async fn a_server_that_never_answers_is_transient_after_the_timeout() {
 
 #[tokio::test]
 async fn tls_required_is_not_silently_dropped_when_the_server_offers_no_starttls() {
-    let server = FakeSmtp::start(Script::default()).await;
+    let server = FakeSmtp::start(Script::default());
     let mailer = mailer_for(&format!("{}?tls=required", server.url()));
 
     let result = mailer.send_activation(&activation_email()).await;

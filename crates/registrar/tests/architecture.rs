@@ -4,6 +4,7 @@
 //! The Cargo dependency graph is the fence between layers: a crate can only use what it depends
 //! on. These tests read the graph with `cargo metadata --format-version 1 --no-deps` and fail on:
 //! - any edge between workspace crates that the layering does not allow,
+//! - the dev-only crates (test toolkit, benchmarks) anywhere but under `[dev-dependencies]`,
 //! - any dependency the domain or the application must not have,
 //! - any crate or module that skips the workspace hygiene rules,
 //! - any tracked file that names a markdown document the repository does not hold, or a path
@@ -28,6 +29,10 @@ const API: &str = "registrar-api";
 const BIN: &str = "registrar";
 const ADAPTER_PREFIX: &str = "registrar-adapters-";
 const MEMORY_STORE: &str = "registrar-adapters-memory";
+/// The test toolkit: fake SMTP server, throw-away PostgreSQL, process spawner.
+const TESTING: &str = "registrar-testing";
+/// The load drivers; a leaf nobody depends on.
+const BENCH: &str = "registrar-bench";
 const CRATES_IO: &str = "registry+https://github.com/rust-lang/crates.io-index";
 
 /// Everything `registrar-domain` may depend on. It is meant for reuse by other services, so
@@ -65,6 +70,8 @@ enum Layer {
     Adapter,
     Api,
     Bin,
+    /// Test toolkit and benchmarks: never part of what ships.
+    DevOnly,
 }
 
 impl Layer {
@@ -74,6 +81,7 @@ impl Layer {
             APPLICATION => Some(Self::Application),
             API => Some(Self::Api),
             BIN => Some(Self::Bin),
+            TESTING | BENCH => Some(Self::DevOnly),
             _ if package.starts_with(ADAPTER_PREFIX) => Some(Self::Adapter),
             _ => None,
         }
@@ -81,12 +89,17 @@ impl Layer {
 
     /// Whether a crate of this layer may depend on a crate of layer `to` in the code that ships.
     /// registrar ──► api ──► application ──► domain, and registrar ──► adapters-* ──► application.
+    /// Nothing that ships may depend on a dev-only crate, and those depend on no other crate
+    /// in the code that ships: the benchmarks drive the built binary, the toolkit stands alone.
     fn may_depend_on(self, to: Self) -> bool {
+        if to == Self::DevOnly {
+            return false;
+        }
         match self {
             Self::Bin => true,
             Self::Api | Self::Adapter => matches!(to, Self::Application | Self::Domain),
             Self::Application => to == Self::Domain,
-            Self::Domain => false,
+            Self::Domain | Self::DevOnly => false,
         }
     }
 }
@@ -272,7 +285,7 @@ fn workspace_edges_follow_the_layering() {
 }
 
 #[test]
-fn test_only_edges_reach_only_the_memory_store_and_the_application() {
+fn test_only_edges_reach_only_the_memory_store_the_application_and_the_toolkit() {
     let workspace = workspace();
     let mut forbidden = Vec::new();
 
@@ -281,9 +294,10 @@ fn test_only_edges_reach_only_the_memory_store_and_the_application() {
             if dependency.kind != Kind::Dev || !workspace.is_member(&dependency.name) {
                 continue;
             }
-            // The domain stays testable on its own (`cargo test -p registrar-domain`).
+            // The domain stays testable on its own (`cargo test -p registrar-domain`); the
+            // benchmarks are a leaf.
             let allowed = package.name != DOMAIN
-                && [MEMORY_STORE, APPLICATION].contains(&dependency.name.as_str());
+                && [MEMORY_STORE, APPLICATION, TESTING].contains(&dependency.name.as_str());
             if !allowed {
                 forbidden.push(format!(
                     "{} -> {} (dev dependency)",
@@ -295,9 +309,47 @@ fn test_only_edges_reach_only_the_memory_store_and_the_application() {
 
     assert!(
         forbidden.is_empty(),
-        "dev-dependency edges may only point at {MEMORY_STORE} (the test double) or \
-         {APPLICATION} (its `testing` feature), and never leave {DOMAIN}:\n{}",
+        "dev-dependency edges may only point at {MEMORY_STORE} (the test double), \
+         {APPLICATION} (its `testing` feature) or {TESTING} (the test toolkit), and never leave \
+         {DOMAIN}:\n{}",
         bullet_list(&forbidden)
+    );
+}
+
+#[test]
+fn dev_only_crates_are_only_ever_dev_dependencies() {
+    let workspace = workspace();
+    for dev_only in [TESTING, BENCH] {
+        assert!(
+            workspace.is_member(dev_only),
+            "`{dev_only}` is not a workspace member"
+        );
+    }
+    let misplaced: Vec<String> = workspace
+        .members
+        .iter()
+        .flat_map(|package| {
+            package
+                .dependencies
+                .iter()
+                .filter(|dependency| {
+                    (dependency.name == TESTING && dependency.kind != Kind::Dev)
+                        || dependency.name == BENCH
+                })
+                .map(|dependency| {
+                    format!(
+                        "{} -> {} ({} dependency)",
+                        package.name, dependency.name, dependency.kind
+                    )
+                })
+        })
+        .collect();
+
+    assert!(
+        misplaced.is_empty(),
+        "{TESTING} may only be a dev-dependency and {BENCH} nobody's dependency; neither may \
+         reach the shipped binary:\n{}",
+        bullet_list(&misplaced)
     );
 }
 

@@ -5,8 +5,7 @@
 //! error answer that has a body is a problem+json document of a listed type; the server neither
 //! panics nor writes an account, and still registers afterwards.
 //!
-//! Needs a PostgreSQL server, as `postgres.rs` does: `REGISTRAR_TEST_DATABASE_URL`, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`. When it cannot be reached the test fails.
+//! The database comes from the test toolkit, as in `postgres.rs`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,7 +22,8 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use common::{Server, database::TestDatabase};
+use common::Server;
+use registrar_testing::postgres::TestDatabase;
 use serde_json::Value;
 
 /// How long one answer may take. Every case is answered in milliseconds; a read that runs out
@@ -882,7 +882,7 @@ fn malformed_requests_leak_nothing_on_the_memory_store() {
 #[test]
 fn malformed_requests_leak_nothing_on_postgres() {
     let database = TestDatabase::create();
-    let url = database.url(None);
+    let url = database.url().to_owned();
     let mut env = ENV.to_vec();
     env.push(("DATABASE_URL", &url));
     let count_users = || database.query("SELECT count(*) FROM users");

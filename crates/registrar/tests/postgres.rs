@@ -1,8 +1,8 @@
 //! End to end with PostgreSQL: the real binary on a fresh database, killed with SIGKILL and
 //! restarted, and cut off from the database through a proxy the test controls.
 //!
-//! Needs a PostgreSQL server: `REGISTRAR_TEST_DATABASE_URL`, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`. When it cannot be reached these tests fail.
+//! The database comes from the test toolkit: `REGISTRAR_TEST_DATABASE_URL`, else
+//! `127.0.0.1:5432`, else a private cluster of the installed PostgreSQL.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -23,10 +23,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
-    PATIENCE, Server,
-    database::TestDatabase,
-    smtp::{SmtpSink, code_in, reserve_port},
+use common::{PATIENCE, Server, code_in, reserve_port};
+use registrar_testing::{
+    postgres::TestDatabase,
+    smtp::{FakeSmtp, Script},
 };
 
 /// A TCP proxy to PostgreSQL that the test can cut (every connection dropped, new ones refused),
@@ -128,6 +128,19 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, swallow: Arc<AtomicBool>) {
 
 const PASSWORD: &str = "correct horse battery staple";
 
+/// The rows of `sql` once they read `expected`, or as they read after [`PATIENCE`]. The mail
+/// server has a message before it replies, and the server records the send after the reply.
+fn settled(database: &TestDatabase, sql: &str, expected: &str) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let rows = database.query(sql);
+        if rows == expected || Instant::now() > deadline {
+            return rows;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn register(server: &Server, email: &str) -> (u16, serde_json::Value) {
     let (status, _, body) = server.request(
         "POST",
@@ -142,7 +155,7 @@ fn register(server: &Server, email: &str) -> (u16, serde_json::Value) {
 fn a_registration_that_answered_201_survives_kill_9() {
     let database = TestDatabase::create();
     let env = [
-        ("DATABASE_URL", database.url(None)),
+        ("DATABASE_URL", database.url().to_owned()),
         ("REGISTRAR_SECRET", "a shared secret for both runs".into()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -167,7 +180,7 @@ fn a_registration_that_answered_201_survives_kill_9() {
 #[test]
 fn registration_activation_and_me_work_on_postgres() {
     let database = TestDatabase::create();
-    let url = database.url(None);
+    let url = database.url().to_owned();
     // Debug logging on: secrets must stay out of the log even then.
     let mut server = Server::start(&[("DATABASE_URL", url.as_str()), ("RUST_LOG", "debug")]);
     let (status, _) = register(&server, "Grace@Example.COM");
@@ -282,7 +295,7 @@ fn assert_recovers(server: &Server) {
 fn the_database_going_away_gives_503_quickly_and_the_service_recovers_by_itself() {
     let database = TestDatabase::create();
     let proxy = Proxy::start(database.port());
-    let url = database.url(Some(proxy.port));
+    let url = database.url_via(proxy.port);
     let server = Server::start(&[
         ("DATABASE_URL", url.as_str()),
         ("REGISTRAR_DATABASE_CONNECT_TIMEOUT", "1s"),
@@ -304,7 +317,7 @@ fn the_database_going_away_gives_503_quickly_and_the_service_recovers_by_itself(
 fn a_database_that_stops_answering_gives_503_within_5_s_with_the_default_timeouts() {
     let database = TestDatabase::create();
     let proxy = Proxy::start(database.port());
-    let url = database.url(Some(proxy.port));
+    let url = database.url_via(proxy.port);
     let server = Server::start(&[("DATABASE_URL", url.as_str())]);
     assert_eq!(register(&server, "before@example.com").0, 201);
 
@@ -319,7 +332,7 @@ fn a_database_that_stops_answering_gives_503_within_5_s_with_the_default_timeout
 #[test]
 fn the_server_prunes_throttle_windows_that_are_over_at_start_up() {
     let database = TestDatabase::create();
-    let url = database.url(None);
+    let url = database.url().to_owned();
     let migrate = Command::new(env!("CARGO_BIN_EXE_registrar"))
         .arg("migrate")
         .env_clear()
@@ -327,7 +340,7 @@ fn the_server_prunes_throttle_windows_that_are_over_at_start_up() {
         .output()
         .unwrap();
     assert!(migrate.status.success(), "{migrate:?}");
-    database.query(
+    database.execute(
         "INSERT INTO throttles (key, window_end, hits) VALUES \
          ('ended', now() - interval '1 minute', 5), ('open', now() + interval '1 hour', 1)",
     );
@@ -346,7 +359,7 @@ const PRUNED: &str = "pruned settled mail, throttle windows that are over and ab
 fn accounts_left_pending_past_the_retention_are_erased_at_start_up_and_their_address_is_free() {
     let database = TestDatabase::create();
     let env = [
-        ("DATABASE_URL", database.url(None)),
+        ("DATABASE_URL", database.url().to_owned()),
         ("REGISTRAR_SECRET", "a shared secret for both runs".into()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -356,7 +369,7 @@ fn accounts_left_pending_past_the_retention_are_erased_at_start_up_and_their_add
     let (clean, log) = first.terminate();
     assert!(clean, "{log:#?}");
     // Ada registered eight days ago (past the default retention of seven); Bob six.
-    database.query(
+    database.execute(
         "UPDATE users SET created_at = now() - CASE email \
          WHEN 'ada@example.com' THEN interval '8 days' ELSE interval '6 days' END",
     );
@@ -393,11 +406,8 @@ fn accounts_left_pending_past_the_retention_are_erased_at_start_up_and_their_add
 #[test]
 fn the_activation_email_goes_out_over_smtp_and_its_code_activates() {
     let database = TestDatabase::create();
-    let sink = SmtpSink::start();
-    let (url, smtp) = (
-        database.url(None),
-        format!("smtp://127.0.0.1:{}", sink.port),
-    );
+    let sink = FakeSmtp::start(Script::default());
+    let (url, smtp) = (database.url().to_owned(), sink.url());
     let server = Server::start(&[
         ("DATABASE_URL", url.as_str()),
         ("SMTP_URL", smtp.as_str()),
@@ -405,7 +415,7 @@ fn the_activation_email_goes_out_over_smtp_and_its_code_activates() {
     ]);
     assert_eq!(register(&server, "lin@example.com").0, 201);
 
-    let message = sink.wait_for_message(1, PATIENCE);
+    let message = sink.wait_for_message(1, PATIENCE).data;
     assert!(message.contains("To: lin@example.com"), "{message}");
     assert!(
         message.contains(r#"From: "Registrar Tests" <registrar@tests.example>"#),
@@ -433,18 +443,25 @@ fn the_activation_email_goes_out_over_smtp_and_its_code_activates() {
 fn with_the_mail_server_down_registration_answers_201_and_the_email_goes_out_when_it_is_back() {
     let database = TestDatabase::create();
     let port = reserve_port();
-    let (url, smtp) = (database.url(None), format!("smtp://127.0.0.1:{port}"));
+    let (url, smtp) = (
+        database.url().to_owned(),
+        format!("smtp://127.0.0.1:{port}"),
+    );
     let mut server = Server::start(&[("DATABASE_URL", url.as_str()), ("SMTP_URL", smtp.as_str())]);
 
     assert_eq!(register(&server, "mo@example.com").0, 201);
     // The first try fails (nothing listens): the dispatcher logs it and schedules a retry.
     server.wait_for(|event| event["message"] == "activation email not accepted; will retry");
-    let sink = SmtpSink::start_on(port);
+    let sink = FakeSmtp::start_on(port, Script::default());
 
-    let message = sink.wait_for_message(1, PATIENCE);
+    let message = sink.wait_for_message(1, PATIENCE).data;
     assert!(message.contains("To: mo@example.com"), "{message}");
     assert_eq!(
-        database.query("SELECT status, attempts > 1 FROM email_outbox"),
+        settled(
+            &database,
+            "SELECT status, attempts > 1 FROM email_outbox",
+            "sent|t"
+        ),
         "sent|t"
     );
 }
@@ -452,15 +469,12 @@ fn with_the_mail_server_down_registration_answers_201_and_the_email_goes_out_whe
 #[test]
 fn a_graceful_shutdown_finishes_the_email_send_in_flight() {
     let database = TestDatabase::create();
-    let sink = SmtpSink::start_holding();
-    let (url, smtp) = (
-        database.url(None),
-        format!("smtp://127.0.0.1:{}", sink.port),
-    );
+    let sink = FakeSmtp::start(Script::holding());
+    let (url, smtp) = (database.url().to_owned(), sink.url());
     let mut server = Server::start(&[("DATABASE_URL", url.as_str()), ("SMTP_URL", smtp.as_str())]);
     assert_eq!(register(&server, "nia@example.com").0, 201);
     // The mail server has the message but has not accepted it yet: the send is in flight.
-    sink.wait_for_message(1, PATIENCE);
+    let _ = sink.wait_for_message(1, PATIENCE);
 
     server.send_sigterm();
     // Only once the shutdown has begun does the mail server answer.
@@ -485,7 +499,7 @@ fn a_graceful_shutdown_finishes_the_email_send_in_flight() {
 #[test]
 fn deleting_an_account_leaves_no_row_of_it_in_the_database() {
     let database = TestDatabase::create();
-    let url = database.url(None);
+    let url = database.url().to_owned();
     let server = Server::start(&[("DATABASE_URL", url.as_str())]);
     assert_eq!(register(&server, "ada@example.com").0, 201);
     assert_eq!(register(&server, "bob@example.com").0, 201);

@@ -15,7 +15,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Server, smtp::SmtpSink};
+use common::Server;
+use registrar_testing::smtp::{FakeSmtp, Script};
 
 /// The bound under test. The old behaviour, one timeout for the HTTP drain and then another
 /// for the email sends, took twice as long with both stuck.
@@ -23,8 +24,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[test]
 fn a_sigterm_with_a_stuck_request_and_a_stuck_email_send_ends_within_the_shutdown_timeout() {
-    let sink = SmtpSink::start_holding();
-    let smtp = format!("smtp://127.0.0.1:{}", sink.port);
+    let sink = FakeSmtp::start(Script::holding());
+    let smtp = sink.url();
     let server = Server::start(&[
         ("SMTP_URL", smtp.as_str()),
         ("REGISTRAR_SHUTDOWN_TIMEOUT", "3s"),
@@ -33,7 +34,7 @@ fn a_sigterm_with_a_stuck_request_and_a_stuck_email_send_ends_within_the_shutdow
     let (status, _, _) = server.request("POST", "/v1/users", None, Some(body));
     assert_eq!(status, 201);
     // The mail server holds the message unanswered: the send is in flight and stays so.
-    sink.wait_for_message(1, common::PATIENCE);
+    let _held = sink.wait_for_message(1, common::PATIENCE);
     // A request whose body never finishes arriving is in flight too.
     let mut stuck = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
     stuck

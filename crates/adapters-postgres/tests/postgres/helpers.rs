@@ -1,14 +1,12 @@
-//! Test databases: each test gets a fresh, migrated database of its own on the server named by
-//! `REGISTRAR_TEST_DATABASE_URL`, dropped again when the test ends, passed or failed.
-//!
-//! Names are `registrar_test_<unix seconds>_<uuid>`. A database is dropped by its guard; one
-//! left behind by a killed run is dropped by a later run once it is an hour old, so test runs
-//! sharing a server never drop each other's live databases.
+//! Test databases: each test gets a fresh, migrated database of its own from the test toolkit
+//! (`registrar_testing::postgres`: `REGISTRAR_TEST_DATABASE_URL`, else `127.0.0.1:5432`, else
+//! a private cluster), dropped again when the test ends, passed or failed; and what the tests
+//! need around it: URLs through a proxy or with TLS parameters, a maintenance connection, a
+//! store that drops its database with it.
 
 use std::{
     net::{SocketAddr, ToSocketAddrs},
     str::FromStr,
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, SystemTime},
 };
 
@@ -23,43 +21,13 @@ use registrar_application::{
 use registrar_domain::{
     Account, CodeDigits, CodeId, CodeSecret, Email, NewCode, PasswordHash, UserId,
 };
+pub(crate) use registrar_testing::postgres::with_host;
+use registrar_testing::postgres::{self as toolkit, server_url};
 use tokio_postgres::{NoTls, config::Host};
-
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const PREFIX: &str = "registrar_test_";
-/// Leftovers older than this are from runs that were killed.
-const LEFTOVER_AGE: Duration = Duration::from_hours(1);
-
-/// The maintenance URL of the test server.
-pub(crate) fn server_url() -> String {
-    std::env::var("REGISTRAR_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
-
-/// `url` with its database name replaced by `database`.
-pub(crate) fn with_database(url: &str, database: &str) -> String {
-    let (scheme, rest) = url
-        .split_once("://")
-        .expect("REGISTRAR_TEST_DATABASE_URL must be a postgres:// URL");
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let query = tail.find('?').map_or("", |at| &tail[at..]);
-    format!("{scheme}://{authority}/{database}{query}")
-}
 
 /// `url` with its host and port replaced by `127.0.0.1:port` (to go through a proxy).
 pub(crate) fn with_port(url: &str, port: u16) -> String {
     with_host(url, "127.0.0.1", port)
-}
-
-/// `url` with its host and port replaced by `host:port`.
-pub(crate) fn with_host(url: &str, host: &str, port: u16) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let userinfo = authority
-        .rsplit_once('@')
-        .map_or(String::new(), |(user, _)| format!("{user}@"));
-    format!("{scheme}://{userinfo}{host}:{port}{tail}")
 }
 
 /// `url` with `params` (`key=value&…`) added to its query; for the TLS parameters, a later
@@ -71,7 +39,7 @@ pub(crate) fn with_params(url: &str, params: &str) -> String {
 
 /// The PostgreSQL server's TCP address, from the test URL.
 pub(crate) fn server_address() -> SocketAddr {
-    let config = tokio_postgres::Config::from_str(&server_url()).unwrap();
+    let config = tokio_postgres::Config::from_str(server_url()).unwrap();
     let Some(Host::Tcp(host)) = config.get_hosts().first() else {
         panic!("these tests need a TCP host in REGISTRAR_TEST_DATABASE_URL");
     };
@@ -83,72 +51,31 @@ pub(crate) fn server_address() -> SocketAddr {
         .unwrap()
 }
 
-/// A connection to the server's maintenance database; fails the test with instructions when
-/// the server is not there.
+/// A connection to the server's maintenance database.
 pub(crate) async fn maintenance() -> tokio_postgres::Client {
-    let url = server_url();
-    let connect = async {
-        let (client, connection) = tokio_postgres::connect(&url, NoTls).await?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok::<_, tokio_postgres::Error>(client)
-    };
-    match tokio::time::timeout(Duration::from_secs(10), connect).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(error)) => {
-            let cause = std::error::Error::source(&error).map(ToString::to_string);
-            let error =
-                cause.map_or_else(|| error.to_string(), |cause| format!("{error}: {cause}"));
-            panic!("{}", unreachable_message(&url, &error))
-        }
-        Err(elapsed) => panic!("{}", unreachable_message(&url, &elapsed.to_string())),
-    }
-}
-
-fn unreachable_message(url: &str, error: &str) -> String {
-    // Never show a password from the URL.
-    let url = match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}@{host}")
-            }
-            None => url.to_owned(),
-        },
-        None => "the configured server".to_owned(),
-    };
-    format!(
-        "PostgreSQL is not reachable at {url} ({error}).\n\
-         These tests need a real server. Start the local one with\n    \
-         pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start\n\
-         or point REGISTRAR_TEST_DATABASE_URL at a server where this user may CREATE DATABASE."
-    )
+    let (client, connection) = tokio_postgres::connect(server_url(), NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {}: {e}", server_url()));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
 }
 
 /// A database that exists until this guard is dropped.
 #[derive(Debug)]
 pub(crate) struct TestDatabase {
-    name: String,
-    url: String,
+    database: toolkit::TestDatabase,
 }
 
 impl TestDatabase {
     /// Creates an empty database (not migrated).
     pub(crate) async fn empty() -> Self {
-        let admin = maintenance().await;
-        drop_leftovers(&admin).await;
-        let created = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let name = format!("{PREFIX}{created}_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        // Creating blocks on a thread of its own; the runtime's other workers go on meanwhile.
+        let database = tokio::task::spawn_blocking(toolkit::TestDatabase::create)
             .await
-            .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
-        let url = with_database(&server_url(), &name);
-        Self { name, url }
+            .unwrap();
+        Self { database }
     }
 
     /// Creates a database and applies the migrations.
@@ -164,84 +91,26 @@ impl TestDatabase {
 
     /// The database's name.
     pub(crate) fn name(&self) -> &str {
-        &self.name
+        self.database.name()
     }
 
     /// Its URL.
     pub(crate) fn url(&self) -> &str {
-        &self.url
+        self.database.url()
     }
 
     /// Store settings for it, with the defaults.
     pub(crate) fn settings(&self) -> PgSettings {
-        PgSettings::new(self.url.clone())
+        PgSettings::new(self.url().to_owned())
     }
 
     /// A plain connection to it, for arranging and inspecting what the store cannot.
     pub(crate) async fn connect(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(self.url(), NoTls).await.unwrap();
         tokio::spawn(async move {
             let _ = connection.await;
         });
         client
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop may run inside the test's runtime (which must not block on another future) or
-        // while it shuts down: do the work on a thread with a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                let admin = maintenance().await;
-                admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .await
-            })
-        })
-        .join();
-        // A failure to clean up fails the test, unless it is failing already.
-        assert!(
-            matches!(dropped, Ok(Ok(()))) || std::thread::panicking(),
-            "could not drop test database {}: {dropped:?}",
-            self.name
-        );
-    }
-}
-
-/// Drops test databases that killed runs left behind (once per test process).
-async fn drop_leftovers(admin: &tokio_postgres::Client) {
-    static DONE: AtomicBool = AtomicBool::new(false);
-    if DONE.swap(true, Ordering::SeqCst) {
-        return;
-    }
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let rows = admin
-        .query(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
-            &[&PREFIX],
-        )
-        .await
-        .unwrap();
-    for row in rows {
-        let name: String = row.get(0);
-        let created = name[PREFIX.len()..]
-            .split('_')
-            .next()
-            .and_then(|secs| secs.parse::<u64>().ok());
-        if created.is_some_and(|created| now.saturating_sub(created) > LEFTOVER_AGE.as_secs()) {
-            let _ = admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .await;
-        }
     }
 }
 

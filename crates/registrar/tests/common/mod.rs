@@ -1,10 +1,11 @@
-//! The harness for driving the real `registrar` binary: start it with an environment, read
+//! The harness for driving the real `registrar` binary: start it with an environment (the test
+//! toolkit's spawner), read its JSON log, talk HTTP/1.1 to it over a plain socket, stop it with
+//! SIGTERM or SIGKILL. The database and the SMTP server come from the toolkit too.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     reason = "test code: a panic is a failed test"
 )]
-//! its JSON log, talk HTTP/1.1 to it over a plain socket, stop it with SIGTERM or SIGKILL.
 #![allow(
     dead_code,
     reason = "each test binary uses a different part of the harness"
@@ -12,86 +13,42 @@
 
 use std::{
     fmt::Write as _,
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
-    process::{Child, Command, Stdio},
-    sync::mpsc::{self, Receiver},
-    time::{Duration, Instant},
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    time::Duration,
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
+use registrar_testing::process::{Process, serve_command};
 use serde_json::Value;
-
-pub(crate) mod database;
-pub(crate) mod smtp;
 
 /// How long to wait for the server to say something; generous for a loaded CI machine.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
+/// The real `registrar` binary, started by the toolkit's spawner.
 pub(crate) struct Server {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
+    process: Process,
     pub(crate) port: u16,
 }
 
 impl Server {
     pub(crate) fn start(extra_env: &[(&str, &str)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_registrar"));
-        command
-            .arg("serve")
-            .env_clear()
-            .env("REGISTRAR_LISTEN", "127.0.0.1:0")
-            .env("REGISTRAR_LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            // Light Argon2 parameters keep the test quick; the parameters are tested elsewhere.
-            .env("REGISTRAR_ARGON2_MEMORY_KIB", "1024")
-            .env("REGISTRAR_ARGON2_ITERATIONS", "1")
-            .envs(extra_env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut server = Self {
-            child,
-            lines,
-            seen: Vec::new(),
-            port: 0,
-        };
-        let listening = server.wait_for(|event| event["message"] == "listening");
-        server.port = u16::try_from(listening["port"].as_u64().unwrap()).unwrap();
-        server
+        let mut process = Process::spawn(
+            serve_command(env!("CARGO_BIN_EXE_registrar"))
+                // Light Argon2 parameters keep the test quick; the parameters are tested elsewhere.
+                .env("REGISTRAR_ARGON2_MEMORY_KIB", "1024")
+                .env("REGISTRAR_ARGON2_ITERATIONS", "1")
+                .envs(extra_env.iter().copied()),
+        )
+        .unwrap();
+        let listening = process.wait_for_event(PATIENCE, |event| event["message"] == "listening");
+        let port = u16::try_from(listening["port"].as_u64().unwrap()).unwrap();
+        Self { process, port }
     }
 
     /// Waits for a log event matching `wanted`, failing after [`PATIENCE`].
     pub(crate) fn wait_for(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = self
-                .lines
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("no such log event; saw:\n{}", self.seen.join("\n")));
-            self.seen.push(line.clone());
-            let event: Value = serde_json::from_str(&line)
-                .unwrap_or_else(|_| panic!("a log line is not JSON: {line}"));
-            if wanted(&event) {
-                return event;
-            }
-        }
+        self.process.wait_for_event(PATIENCE, wanted)
     }
 
     pub(crate) fn request(
@@ -160,38 +117,44 @@ impl Server {
 
     /// Waits for the process to exit; returns whether it exited cleanly, and its whole log.
     pub(crate) fn exit(mut self) -> (bool, Vec<String>) {
-        let status = self.child.wait().unwrap();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
-            self.seen.push(line);
-        }
-        (status.success(), std::mem::take(&mut self.seen))
+        let status = self.process.wait().unwrap();
+        (
+            status.success(),
+            self.process.into_log(Duration::from_secs(2)),
+        )
     }
-}
 
-impl Server {
     /// The process id of the server.
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.id()
     }
 
     /// Asks the process to stop, as an orchestrator would, without waiting for it.
     pub(crate) fn send_sigterm(&self) {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        self.process.sigterm();
     }
 
     /// Kills the process with SIGKILL, as a crash would, and waits for it.
     pub(crate) fn kill_9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.process.kill();
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
+/// A port nothing listens on yet (bound, read, released).
+pub(crate) fn reserve_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The 4-digit code in a message: the first line of the plain-text part that is only 4 digits.
+pub(crate) fn code_in(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .find(|line| line.len() == 4 && line.bytes().all(|b| b.is_ascii_digit()))
+        .unwrap_or_else(|| panic!("no code in the email:\n{message}"))
+        .to_owned()
 }

@@ -1,7 +1,7 @@
 //! Benchmark: ten times more concurrent registrations than the password-hashing pool can hold.
 //!
-//! Run it with `just bench-overload` (`cargo bench -p registrar --bench overload`; cargo bench
-//! builds in release). It drives the real release binary with the in-memory store, the log
+//! Run it with `just bench-overload` (`cargo bench -p registrar-bench --bench overload`, after
+//! `cargo build --release -p registrar`; cargo bench builds in release). It drives the real release binary with the in-memory store, the log
 //! mailer, per-address rate limits off, JSON logs, the default Argon2id cost (m = 19456 KiB,
 //! t = 2, p = 1) and an explicit pool: `REGISTRAR_HASH_THREADS=2`, `REGISTRAR_HASH_QUEUE=32`,
 //! `REGISTRAR_HASH_QUEUE_TIMEOUT=2s`, so at most 2 + 32 = 34 registrations are in the pool.
@@ -48,14 +48,12 @@
     reason = "counts, kibibytes and clock ticks far below 2^52 are shown as f64"
 )]
 
-mod support;
-
 use std::{
     collections::BTreeMap,
-    fs::{File, OpenOptions},
-    io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
-    path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
+    fs::OpenOptions,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, ExitCode},
     sync::{
         Arc, OnceLock, RwLock,
         atomic::{AtomicBool, Ordering},
@@ -64,8 +62,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+use registrar_bench::{self as support, Stats, http, ms, number};
+use registrar_testing::process::{Process, serve_command};
 use serde_json::{Value, json};
-use support::{Stats, http, ms, number};
 
 /// Dedicated hashing threads given to the server.
 const HASH_THREADS: usize = 2;
@@ -97,7 +96,7 @@ fn main() -> ExitCode {
 
 /// What the run is asked to do.
 struct Plan {
-    binary: &'static str,
+    binary: PathBuf,
     duration: Duration,
     warmup: usize,
     /// Client threads of each load phase.
@@ -126,12 +125,14 @@ impl Plan {
 fn run() -> Result<(), String> {
     let plan = Plan::from_env()?;
     let clock_ticks = clock_ticks();
-    let mut server = Server::start(plan.binary)?;
+    let mut server = Server::start(&plan.binary)?;
     let baseline = proc_status(server.pid).ok_or("cannot read the server's /proc status")?;
     println!(
         "overload: server {} (pid {}, port {}), in-memory store, log mailer, \
          REGISTRAR_RATE_LIMITS=off, REGISTRAR_LOG_FORMAT=json, RUST_LOG=info",
-        plan.binary, server.pid, server.port
+        plan.binary.display(),
+        server.pid,
+        server.port
     );
     println!(
         "hashing pool: REGISTRAR_HASH_THREADS={HASH_THREADS} REGISTRAR_HASH_QUEUE={HASH_QUEUE} \
@@ -775,10 +776,10 @@ impl Report {
             "capacity_hashes_per_s": round(capacity.per_second, 1),
             "one_hash_ms": millis(capacity.one),
             "created_per_s": round(self.throughput(), 1),
-            "created_latency": self.created.json(),
-            "overloaded_latency": self.overloaded.json(),
-            "server_created_latency": self.server_created.json(),
-            "server_overloaded_latency": self.server_overloaded.json(),
+            "created_latency": json_of(&self.created),
+            "overloaded_latency": json_of(&self.overloaded),
+            "server_created_latency": json_of(&self.server_created),
+            "server_overloaded_latency": json_of(&self.server_overloaded),
             "admitted_bound_ms": millis(capacity.admitted_bound()),
             "created_slower_than_bound": self.created_slow,
             "server_created_slower_than_bound": self.server_created_slow,
@@ -972,95 +973,41 @@ fn register(port: u16, email: &str) -> Result<Response, (&'static str, std::io::
 // The server
 
 struct Server {
-    child: Child,
+    process: Process,
     pid: u32,
     port: u16,
     log_path: PathBuf,
-    /// How far the log has been read.
-    log_offset: u64,
 }
 
 impl Server {
-    fn start(binary: &str) -> Result<Self, String> {
+    fn start(binary: &Path) -> Result<Self, String> {
         let log_path =
             std::env::temp_dir().join(format!("registrar-overload-{}.log", std::process::id()));
-        File::create(&log_path).map_err(|error| format!("{}: {error}", log_path.display()))?;
-        let log = OpenOptions::new()
-            .append(true)
-            .open(&log_path)
-            .map_err(|error| format!("{}: {error}", log_path.display()))?;
-        let log_too = log
-            .try_clone()
-            .map_err(|error| format!("{}: {error}", log_path.display()))?;
-        let child = support::serve_command(binary)
-            .env("REGISTRAR_HASH_THREADS", HASH_THREADS.to_string())
-            .env("REGISTRAR_HASH_QUEUE", HASH_QUEUE.to_string())
-            .env("REGISTRAR_HASH_QUEUE_TIMEOUT", QUEUE_TIMEOUT_SETTING)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_too))
-            .spawn()
-            .map_err(|error| format!("could not start {binary}: {error}"))?;
-        let pid = child.id();
-        let mut server = Self {
-            child,
-            pid,
-            port: 0,
+        let mut process = Process::spawn_logging_to(
+            serve_command(binary)
+                .env("REGISTRAR_RATE_LIMITS", "off")
+                .env("REGISTRAR_HASH_THREADS", HASH_THREADS.to_string())
+                .env("REGISTRAR_HASH_QUEUE", HASH_QUEUE.to_string())
+                .env("REGISTRAR_HASH_QUEUE_TIMEOUT", QUEUE_TIMEOUT_SETTING),
+            &log_path,
+        )
+        .map_err(|error| format!("could not start {}: {error}", binary.display()))?;
+        let port = process
+            .wait_for_listening(START_PATIENCE)
+            .map_err(|log| format!("the server did not say it was listening: {log}"))?;
+        Ok(Self {
+            pid: process.id(),
+            process,
+            port,
             log_path,
-            log_offset: 0,
-        };
-        let deadline = Instant::now() + START_PATIENCE;
-        while server.port == 0 {
-            let mut port = None;
-            let mut seen = Vec::new();
-            server.drain_log(|line| {
-                seen.push(line.to_owned());
-                if let Some(listening) = support::listening_port(line) {
-                    port = listening.ok();
-                }
-            });
-            if let Some(port) = port {
-                server.port = port;
-            } else if !matches!(server.child.try_wait(), Ok(None)) || Instant::now() > deadline {
-                return Err(format!(
-                    "the server did not say it was listening; its log:\n{}",
-                    seen.join("\n")
-                ));
-            } else {
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(server)
+        })
     }
 
-    /// Calls `each` with every complete line written since the last call.
-    fn drain_log(&mut self, mut each: impl FnMut(&str)) -> u64 {
-        let Ok(mut file) = File::open(&self.log_path) else {
-            return 0;
-        };
-        let Ok(end) = file.seek(SeekFrom::End(0)) else {
-            return 0;
-        };
-        if file.seek(SeekFrom::Start(self.log_offset)).is_err() {
-            return 0;
-        }
-        let mut reader = BufReader::new(file.take(end.saturating_sub(self.log_offset)));
-        let mut line = String::new();
-        let mut consumed = 0_u64;
-        loop {
-            line.clear();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(read) if line.ends_with('\n') => {
-                    consumed += read as u64;
-                    each(line.trim_end());
-                }
-                // A line still being written: read it next time.
-                Ok(_) => break,
-            }
-        }
-        self.log_offset += consumed;
-        consumed
+    /// Calls `each` with every complete line written since the last call; returns their size.
+    fn drain_log(&mut self, each: impl FnMut(&str)) -> u64 {
+        let (lines, bytes) = self.process.drain();
+        lines.iter().map(String::as_str).for_each(each);
+        bytes
     }
 
     /// `/metrics` as `name{labels}` → value.
@@ -1084,7 +1031,7 @@ impl Server {
     fn terminate(mut self) -> Shutdown {
         self.drain_log(|_| {});
         let asked = Instant::now();
-        let success = support::terminate(&mut self.child);
+        let success = self.process.terminate(support::STOP_PATIENCE);
         let took = asked.elapsed();
         let mut last_lines = Vec::new();
         self.drain_log(|line| last_lines.push(brief(line)));
@@ -1098,7 +1045,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        support::kill_if_running(&mut self.child);
+        self.process.kill();
         if std::env::var_os("REGISTRAR_BENCH_KEEP_LOG").is_some() {
             println!("server log kept: {}", self.log_path.display());
         } else {
@@ -1402,11 +1349,9 @@ fn mean_seconds(
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-impl Stats {
-    /// The figures as JSON: [`Stats::json_with`] this benchmark's [`millis`].
-    fn json(&self) -> Value {
-        self.json_with(millis)
-    }
+/// The figures as JSON: [`Stats::json_with`] this benchmark's [`millis`].
+fn json_of(stats: &Stats) -> Value {
+    stats.json_with(millis)
 }
 
 /// Milliseconds to one decimal, for the summary line.

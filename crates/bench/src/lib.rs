@@ -1,39 +1,40 @@
-//! What the `mail_latency` and `overload` benchmarks share: the entry point that only explains
-//! itself outside `cargo bench`, their knobs, starting the release `registrar` binary and stopping
-//! it with SIGTERM, reading its JSON log lines, the plain HTTP/1.1 client and the order statistics
-//! they print.
+//! Registrar's load drivers (dev-only): what the `mail_latency` and `overload` benchmarks share.
+//! The entry point that only explains itself outside `cargo bench`, their knobs, finding the
+//! release `registrar` binary, the plain HTTP/1.1 client, brief log lines and the order
+//! statistics they print. Starting and stopping the server, the SMTP sink and the database come
+//! from the test toolkit (`registrar-testing`), as in the tests.
 //!
-//! Each benchmark is its own binary and includes this file with `mod support;`; neither uses all
-//! of it.
+//! The benchmarks drive the built binary rather than depend on the `registrar` crate: they
+//! measure what ships, and the bin crate stays the thin composer.
 #![allow(
-    dead_code,
-    reason = "shared by two benchmark binaries, each of which uses only part of it"
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports on its output"
 )]
 
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    path::Path,
-    process::{Child, Command, ExitCode},
-    thread,
-    time::{Duration, Instant},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
 };
 
 use serde_json::{Value, json};
 
 /// A password the strength rules accept (zxcvbn score 4, no local part).
-pub(crate) const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "correct horse battery staple";
 /// The longest one HTTP request may take before the client gives up on it.
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a server that got SIGTERM may take to exit before it is killed.
-const STOP_PATIENCE: Duration = Duration::from_secs(30);
+pub const STOP_PATIENCE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
 // The run
 
 /// The benchmark `name`'s `main`: without `--bench` (as `cargo test --benches` runs it) it only
 /// says to run it with `just {recipe}`; with it, it runs `run` and reports its error.
-pub(crate) fn main(name: &str, recipe: &str, run: impl FnOnce() -> Result<(), String>) -> ExitCode {
+pub fn main(name: &str, recipe: &str, run: impl FnOnce() -> Result<(), String>) -> ExitCode {
     if !std::env::args().any(|arg| arg == "--bench") {
         println!("{name} is a benchmark: run it with `just {recipe}` (cargo bench)");
         return ExitCode::SUCCESS;
@@ -47,24 +48,33 @@ pub(crate) fn main(name: &str, recipe: &str, run: impl FnOnce() -> Result<(), St
     }
 }
 
-/// The `registrar` binary cargo built next to this benchmark, when it is a release build (the
-/// error says to run `just {recipe}` instead).
-pub(crate) fn release_binary(recipe: &str) -> Result<&'static str, String> {
-    let binary = env!("CARGO_BIN_EXE_registrar");
-    let profile_dir = Path::new(binary)
+/// The release `registrar` binary in the target folder this benchmark was built into (cargo
+/// bench builds in release: `target/release/deps/<bench>` → `target/release/registrar`); the
+/// error says to run `just {recipe}`, which builds it first.
+pub fn release_binary(recipe: &str) -> Result<PathBuf, String> {
+    let bench = std::env::current_exe().map_err(|error| format!("where am I? {error}"))?;
+    let profile_dir = bench
         .parent()
-        .and_then(Path::file_name)
-        .and_then(|name| name.to_str());
-    if profile_dir != Some("release") {
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{} is not in a target folder", bench.display()))?;
+    let binary = profile_dir.join("registrar");
+    if profile_dir.file_name().and_then(|name| name.to_str()) != Some("release") {
         return Err(format!(
-            "{binary} is not a release build; run `just {recipe}` (cargo bench builds in release)"
+            "{} is not a release build; run `just {recipe}` (cargo bench builds in release)",
+            bench.display()
+        ));
+    }
+    if !binary.is_file() {
+        return Err(format!(
+            "{} is not built; run `just {recipe}` (it builds it first)",
+            binary.display()
         ));
     }
     Ok(binary)
 }
 
 /// The whole number in the environment variable `variable`, or `default` when it is not set.
-pub(crate) fn number(variable: &str, default: usize) -> Result<usize, String> {
+pub fn number(variable: &str, default: usize) -> Result<usize, String> {
     match std::env::var(variable) {
         Ok(text) => text
             .trim()
@@ -75,66 +85,12 @@ pub(crate) fn number(variable: &str, default: usize) -> Result<usize, String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The server
-
-/// `binary serve` with an empty environment but for what both benchmarks run it with: a free
-/// loopback port, JSON logs at `info`, per-address rate limits off.
-pub(crate) fn serve_command(binary: &str) -> Command {
-    let mut command = Command::new(binary);
-    command
-        .arg("serve")
-        .env_clear()
-        .env("REGISTRAR_LISTEN", "127.0.0.1:0")
-        .env("REGISTRAR_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .env("REGISTRAR_RATE_LIMITS", "off");
-    command
-}
-
-/// `None` when the log line `line` is not the server's `listening` event; otherwise the port it
-/// names, or an error when it names none.
-pub(crate) fn listening_port(line: &str) -> Option<Result<u16, String>> {
-    let event = serde_json::from_str::<Value>(line).ok()?;
-    (event["message"] == "listening").then(|| {
-        event["port"]
-            .as_u64()
-            .and_then(|port| u16::try_from(port).ok())
-            .ok_or_else(|| format!("no port in the listening line: {line}"))
-    })
-}
-
-/// SIGTERM to `child`, then waits for it to exit (SIGKILL after 30 s); says whether it exited
-/// with success.
-pub(crate) fn terminate(child: &mut Child) -> bool {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let deadline = Instant::now() + STOP_PATIENCE;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status.success(),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break false;
-            }
-        }
-    }
-}
-
-/// Kills `child` and waits for it, unless it has already exited.
-pub(crate) fn kill_if_running(child: &mut Child) {
-    if matches!(child.try_wait(), Ok(None)) {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
+// The server's log
 
 /// A log line as the values of `fields` (`level`, `message`, …) joined by spaces, followed by
 /// ` (error)` when it has an `error`; or as it is when it is not JSON.
-pub(crate) fn brief(line: &str, fields: &[&str]) -> String {
+#[must_use]
+pub fn brief(line: &str, fields: &[&str]) -> String {
     let Ok(event) = serde_json::from_str::<Value>(line) else {
         return line.to_owned();
     };
@@ -153,13 +109,14 @@ pub(crate) fn brief(line: &str, fields: &[&str]) -> String {
 // The client
 
 /// The JSON body of a registration of `email` with [`PASSWORD`].
-pub(crate) fn registration_body(email: &str) -> String {
+#[must_use]
+pub fn registration_body(email: &str) -> String {
     json!({ "email": email, "password": PASSWORD }).to_string()
 }
 
 /// One HTTP/1.1 request to `127.0.0.1:port` on a fresh connection (`Connection: close`), read to
 /// the end: status, head and body; or the stage that failed (`connect`, `write`, `read`) and why.
-pub(crate) fn http(
+pub fn http(
     port: u16,
     request_line: &str,
     json_body: Option<&str>,
@@ -209,18 +166,25 @@ pub(crate) fn http(
 
 /// Order statistics of a set of durations.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Stats {
-    pub(crate) count: usize,
-    pub(crate) p50: Duration,
-    pub(crate) p90: Duration,
-    pub(crate) p99: Duration,
-    pub(crate) max: Duration,
-    pub(crate) mean: Duration,
+pub struct Stats {
+    /// How many samples.
+    pub count: usize,
+    /// The median.
+    pub p50: Duration,
+    /// The 90th percentile.
+    pub p90: Duration,
+    /// The 99th percentile.
+    pub p99: Duration,
+    /// The largest sample.
+    pub max: Duration,
+    /// The mean.
+    pub mean: Duration,
 }
 
 impl Stats {
     /// Nearest-rank percentiles.
-    pub(crate) fn of(mut samples: Vec<Duration>) -> Self {
+    #[must_use]
+    pub fn of(mut samples: Vec<Duration>) -> Self {
         if samples.is_empty() {
             return Self::default();
         }
@@ -239,7 +203,8 @@ impl Stats {
     }
 
     /// `p50 … | p90 … | p99 … | max … (n = …)`.
-    pub(crate) fn line(&self) -> String {
+    #[must_use]
+    pub fn line(&self) -> String {
         format!(
             "p50 {} | p90 {} | p99 {} | max {} (n = {})",
             ms(self.p50),
@@ -251,7 +216,8 @@ impl Stats {
     }
 
     /// [`Stats::line`] with the mean: `p50 … | p90 … | p99 … | max … | mean … (n = …)`.
-    pub(crate) fn line_with_mean(&self) -> String {
+    #[must_use]
+    pub fn line_with_mean(&self) -> String {
         format!(
             "p50 {} | p90 {} | p99 {} | max {} | mean {} (n = {})",
             ms(self.p50),
@@ -265,7 +231,8 @@ impl Stats {
 
     /// `{"n", "p50_ms", "p90_ms", "p99_ms", "max_ms"}`, the durations as `millis` gives them (each
     /// benchmark keeps its own rounding to a tenth of a millisecond).
-    pub(crate) fn json_with(&self, millis: fn(Duration) -> f64) -> Value {
+    #[must_use]
+    pub fn json_with(&self, millis: fn(Duration) -> f64) -> Value {
         json!({
             "n": self.count,
             "p50_ms": millis(self.p50),
@@ -277,6 +244,7 @@ impl Stats {
 }
 
 /// `12.3 ms`.
-pub(crate) fn ms(duration: Duration) -> String {
+#[must_use]
+pub fn ms(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
 }

@@ -1,13 +1,14 @@
 //! Benchmark: how long an activation email takes to reach the mail server after the client has
 //! read the registration's 201.
 //!
-//! Run it with `just bench-mail` (`cargo bench -p registrar --bench mail_latency`; cargo bench
-//! builds in release). It drives the real release binary, as a deployment would run it:
-//! - a fresh PostgreSQL database (created with `psql` on `REGISTRAR_BENCH_DATABASE_URL`, default
-//!   `postgres://postgres@127.0.0.1:5432/postgres`, and dropped at the end);
-//! - an SMTP sink in this process (plain TCP, just enough ESMTP for lettre) that records, per
-//!   recipient, the instant right before it writes the `250` reply to the message data: the
-//!   moment the contract calls acceptance;
+//! Run it with `just bench-mail` (`cargo bench -p registrar-bench --bench mail_latency`, after
+//! `cargo build --release -p registrar`; cargo bench builds in release). It drives the real
+//! release binary, as a deployment would run it:
+//! - a fresh PostgreSQL database on `REGISTRAR_BENCH_DATABASE_URL`, or else on the server the
+//!   tests find (`127.0.0.1:5432` first; see `registrar_testing::postgres`), dropped at the end;
+//! - the test toolkit's SMTP server in this process (plain TCP, just enough ESMTP for lettre),
+//!   which records, per message, the instant right before it writes the `250` reply to the
+//!   message data: the moment the contract calls acceptance;
 //! - the server with `SMTP_URL` pointing at the sink, per-address rate limits off and the default
 //!   Argon2id cost (m = 19456 KiB, t = 2, p = 1);
 //! - a warm-up (32 registrations, not counted), then 1,000 registrations with distinct addresses
@@ -36,27 +37,22 @@
     reason = "a benchmark reports its figures on its output"
 )]
 
-mod support;
-
 use std::{
-    collections::{BTreeMap, HashMap},
-    io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
-    process::{Child, Command, ExitCode, Stdio},
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-        mpsc::{self, Receiver},
-    },
+    collections::{BTreeMap, HashMap, HashSet},
+    path::PathBuf,
+    process::ExitCode,
+    sync::atomic::{AtomicUsize, Ordering},
     thread,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
+use registrar_bench::{self as support, Stats, http, ms, number};
+use registrar_testing::{
+    postgres::{self, TestDatabase},
+    process::{Process, serve_command},
+    smtp::{FakeSmtp, Received, Script},
+};
 use serde_json::{Value, json};
-use support::{Stats, http, ms, number};
-
-/// Where databases are created when `REGISTRAR_BENCH_DATABASE_URL` is not set.
-const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// The issue's target for the p99 of 201 → SMTP acceptance.
 const TARGET_P99: Duration = Duration::from_millis(100);
 /// How long every email that got a 201 may take to be accepted.
@@ -74,7 +70,7 @@ struct Plan {
     concurrency: usize,
     warmup: usize,
     admin_url: String,
-    binary: &'static str,
+    binary: PathBuf,
 }
 
 impl Plan {
@@ -85,7 +81,7 @@ impl Plan {
             concurrency: number("REGISTRAR_BENCH_CONCURRENCY", 16)?.max(1),
             warmup: number("REGISTRAR_BENCH_WARMUP", 32)?,
             admin_url: std::env::var("REGISTRAR_BENCH_DATABASE_URL")
-                .unwrap_or_else(|_| DEFAULT_ADMIN_URL.to_owned()),
+                .unwrap_or_else(|_| postgres::server_url().to_owned()),
             binary,
         })
     }
@@ -93,13 +89,18 @@ impl Plan {
 
 fn run() -> Result<(), String> {
     let plan = Plan::from_env()?;
-    let database = Database::create(&plan.admin_url)?;
+    let database = TestDatabase::create_on(&plan.admin_url, "registrar_bench_");
     let sink = Sink::start();
-    let mut server = Server::start(plan.binary, &database.url, sink.port)?;
+    let mut server = Server::start(&plan.binary, database.url(), sink.port())?;
     println!(
         "mail_latency: {} registrations ({} warm-up not counted), {} client threads, \
          server {}, database {}, SMTP sink on 127.0.0.1:{}",
-        plan.registrations, plan.warmup, plan.concurrency, plan.binary, database.name, sink.port
+        plan.registrations,
+        plan.warmup,
+        plan.concurrency,
+        plan.binary.display(),
+        database.name(),
+        sink.port()
     );
 
     // Warm-up: database connections, the LISTEN connection, caches, the first SMTP sessions.
@@ -124,6 +125,7 @@ fn run() -> Result<(), String> {
     // The sink records acceptance before the server has read the 250 and recorded the outcome.
     thread::sleep(Duration::from_millis(250));
     let metrics = server.metrics();
+    let sink = sink.accepted();
     let report = Report::new(&outcomes, &created, &sink, all_accepted);
     report.print(&plan, &sink, &metrics);
 
@@ -161,305 +163,95 @@ fn run() -> Result<(), String> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// PostgreSQL
-
-/// A database made for this run, dropped when this value is.
-struct Database {
-    admin_url: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    fn create(admin_url: &str) -> Result<Self, String> {
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_millis());
-        let name = format!("registrar_bench_{}_{stamp}", std::process::id());
-        let url = database_url(admin_url, &name)?;
-        psql(admin_url, &format!("CREATE DATABASE {name}"))?;
-        Ok(Self {
-            admin_url: admin_url.to_owned(),
-            name,
-            url,
-        })
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-        if let Err(message) = psql(&self.admin_url, &sql) {
-            eprintln!("mail_latency: could not drop {}: {message}", self.name);
-        }
-    }
-}
-
-/// `admin_url` with its database name replaced by `name` (its query string kept).
-fn database_url(admin_url: &str, name: &str) -> Result<String, String> {
-    let (base, query) = match admin_url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (admin_url, None),
-    };
-    let authority_start = base.find("://").ok_or_else(|| {
-        format!("REGISTRAR_BENCH_DATABASE_URL {admin_url:?} is not a postgres:// URL")
-    })? + 3;
-    let server = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    Ok(match query {
-        Some(query) => format!("{server}/{name}?{query}"),
-        None => format!("{server}/{name}"),
-    })
-}
-
-fn psql(url: &str, sql: &str) -> Result<(), String> {
-    let output = Command::new("psql")
-        .arg(url)
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .env("PGCONNECT_TIMEOUT", "5")
-        .output()
-        .map_err(|error| {
-            format!("could not run psql ({error}); the benchmark needs the PostgreSQL client")
-        })?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(format!(
-        "`{sql}` failed on {url}: {}\nIs PostgreSQL running there, and may that user connect \
-         without a password and create databases? Start it (the default is \
-         {DEFAULT_ADMIN_URL}), or set REGISTRAR_BENCH_DATABASE_URL to such a server.",
-        String::from_utf8_lossy(&output.stderr).trim()
-    ))
-}
-
-// ---------------------------------------------------------------------------------------------
 // SMTP sink
 
-/// When one email was handed over.
-#[derive(Debug, Clone, Copy)]
-struct Acceptance {
-    /// The sink accepted the TCP connection of its SMTP session.
-    connected: Instant,
-    /// The first line of the message data was read.
-    data_started: Instant,
-    /// The end-of-data line (`.`) was read.
-    data_ended: Instant,
-    /// Right before the sink wrote `250` to the end of the message data.
-    accepted: Instant,
-}
-
-#[derive(Default)]
-struct SinkState {
-    /// First acceptance per recipient (the `To:` address).
-    accepted: Mutex<HashMap<String, Acceptance>>,
-    /// Emails accepted again for a recipient that already had one (delivery is at-least-once).
-    duplicates: AtomicUsize,
-    /// SMTP sessions open now, and the most at once.
-    open: AtomicUsize,
-    most_open: AtomicUsize,
-}
-
-/// An SMTP server on 127.0.0.1 that accepts every message.
+/// The toolkit's SMTP server, accepting every message.
 struct Sink {
-    port: u16,
-    state: Arc<SinkState>,
+    server: FakeSmtp,
+}
+
+/// What the sink accepted, by recipient.
+struct Accepted {
+    /// The first email accepted for each recipient.
+    first: HashMap<String, Received>,
+    /// Emails accepted again for a recipient that already had one (delivery is at-least-once).
+    duplicates: usize,
+    /// The most SMTP sessions open at once.
+    most_open: usize,
 }
 
 impl Sink {
     fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(SinkState::default());
-        let shared = Arc::clone(&state);
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let connected = Instant::now();
-                let state = Arc::clone(&shared);
-                let open = state.open.fetch_add(1, Ordering::SeqCst) + 1;
-                state.most_open.fetch_max(open, Ordering::SeqCst);
-                thread::spawn(move || {
-                    serve(stream, connected, &state);
-                    state.open.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-        });
-        Self { port, state }
+        Self {
+            server: FakeSmtp::start(Script::default()),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        self.server.port()
     }
 
     /// Waits until every address in `emails` has been accepted or `patience` is over; says
-    /// whether they all were.
+    /// whether they all were. Looks at each message once, so waiting costs little CPU.
     fn wait_for(&self, emails: &[&str], patience: Duration) -> bool {
-        let deadline = Instant::now() + patience;
-        loop {
-            let done = {
-                let accepted = self.state.accepted.lock().unwrap();
-                emails.iter().all(|email| accepted.contains_key(*email))
-            };
-            if done {
-                return true;
+        let mut missing: HashSet<&str> = emails.iter().copied().collect();
+        let mut looked_at = 0;
+        self.server.wait_until(patience, |messages| {
+            for message in &messages[looked_at..] {
+                missing.remove(message.to().as_str());
             }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
+            looked_at = messages.len();
+            missing.is_empty()
+        })
     }
 
-    fn acceptance(&self, email: &str) -> Option<Acceptance> {
-        self.state.accepted.lock().unwrap().get(email).copied()
-    }
-}
-
-/// One SMTP session: 220, EHLO, MAIL, RCPT, DATA, QUIT (protocol as in `tests/common/smtp.rs`).
-fn serve(stream: TcpStream, connected: Instant, state: &SinkState) {
-    // The sink's own replies are never held back by Nagle's algorithm.
-    let _ = stream.set_nodelay(true);
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
-    let mut reply = |text: &str| writer.write_all(format!("{text}\r\n").as_bytes()).is_ok();
-    if !reply("220 sink.bench ESMTP") {
-        return;
-    }
-    let mut envelope_to = None;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+    /// The figures of what was accepted so far.
+    fn accepted(&self) -> Accepted {
+        let messages = self.server.messages();
+        let total = messages.len();
+        let mut first = HashMap::new();
+        for message in messages {
+            first.entry(message.to()).or_insert(message);
         }
-        let command = line.trim_end().to_ascii_uppercase();
-        let ok = if command.starts_with("EHLO") {
-            reply("250-sink.bench\r\n250 8BITMIME")
-        } else if command.starts_with("RCPT TO:") {
-            envelope_to = Some(address_in(&line["RCPT TO:".len()..]));
-            reply("250 ok")
-        } else if command == "DATA" {
-            if !reply("354 go ahead") {
-                return;
-            }
-            let mut header_to = None;
-            let mut in_headers = true;
-            let mut data_started = None;
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    return;
-                }
-                data_started.get_or_insert_with(Instant::now);
-                if line == ".\r\n" {
-                    break;
-                }
-                if in_headers {
-                    if line == "\r\n" {
-                        in_headers = false;
-                    } else if line.len() > 3 && line[..3].eq_ignore_ascii_case("to:") {
-                        header_to = Some(address_in(&line[3..]));
-                    }
-                }
-            }
-            let data_ended = Instant::now();
-            let data_started = data_started.unwrap_or(data_ended);
-            let to = header_to.or_else(|| envelope_to.take()).unwrap_or_default();
-            let accepted = Instant::now();
-            match state.accepted.lock().unwrap().entry(to) {
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    state.duplicates.fetch_add(1, Ordering::SeqCst);
-                }
-                std::collections::hash_map::Entry::Vacant(entry) => {
-                    entry.insert(Acceptance {
-                        connected,
-                        data_started,
-                        data_ended,
-                        accepted,
-                    });
-                }
-            }
-            reply("250 2.0.0 queued")
-        } else if command == "QUIT" {
-            reply("221 bye");
-            return;
-        } else {
-            reply("250 ok")
-        };
-        if !ok {
-            return;
+        Accepted {
+            duplicates: total - first.len(),
+            first,
+            most_open: self.server.most_sessions_at_once(),
         }
     }
 }
 
-/// The bare address in `<ada@example.com>`, `Ada <ada@example.com>` or `ada@example.com`,
-/// lower-cased (the registrations use lower-case addresses).
-fn address_in(text: &str) -> String {
-    let text = text.trim();
-    let inner = match (text.rfind('<'), text.rfind('>')) {
-        (Some(open), Some(close)) if open < close => &text[open + 1..close],
-        _ => text,
-    };
-    inner.trim().to_ascii_lowercase()
+impl Accepted {
+    fn acceptance(&self, email: &str) -> Option<&Received> {
+        self.first.get(email)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // The server
 
 struct Server {
-    child: Child,
-    lines: Receiver<String>,
+    process: Process,
     port: u16,
 }
 
 impl Server {
-    fn start(binary: &str, database_url: &str, smtp_port: u16) -> Result<Self, String> {
-        let mut child = support::serve_command(binary)
-            .env("DATABASE_URL", database_url)
-            .env("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
-            .env(
-                "REGISTRAR_SECRET",
-                "mail-latency-benchmark-secret-0123456789",
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|error| format!("could not start {binary}: {error}"))?;
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut server = Self {
-            child,
-            lines,
-            port: 0,
-        };
-        let deadline = Instant::now() + START_PATIENCE;
-        let mut seen = Vec::new();
-        while server.port == 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = server.lines.recv_timeout(left) else {
-                return Err(format!(
-                    "the server did not say it was listening within {START_PATIENCE:?}; its \
-                     output:\n{}",
-                    seen.join("\n")
-                ));
-            };
-            if let Some(port) = support::listening_port(&line) {
-                server.port = port?;
-            }
-            seen.push(line);
-        }
-        Ok(server)
+    fn start(binary: &std::path::Path, database_url: &str, smtp_port: u16) -> Result<Self, String> {
+        let mut process = Process::spawn(
+            serve_command(binary)
+                .env("REGISTRAR_RATE_LIMITS", "off")
+                .env("DATABASE_URL", database_url)
+                .env("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}"))
+                .env(
+                    "REGISTRAR_SECRET",
+                    "mail-latency-benchmark-secret-0123456789",
+                ),
+        )
+        .map_err(|error| format!("could not start {}: {error}", binary.display()))?;
+        let port = process.wait_for_listening(START_PATIENCE).map_err(|log| {
+            format!("the server did not say it was listening within {START_PATIENCE:?}: {log}")
+        })?;
+        Ok(Self { process, port })
     }
 
     /// The counters of `/metrics` that say how delivery and hashing went.
@@ -488,12 +280,9 @@ impl Server {
 
     /// SIGTERM, then waits for the exit (SIGKILL after 30 s).
     fn terminate(&mut self) -> Shutdown {
-        let before: Vec<String> = self.lines.try_iter().collect();
-        let success = support::terminate(&mut self.child);
-        let mut after = Vec::new();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(500)) {
-            after.push(line);
-        }
+        let (before, _) = self.process.drain();
+        let success = self.process.terminate(support::STOP_PATIENCE);
+        let after = self.process.rest(Duration::from_millis(500));
         Shutdown {
             success,
             problems_before: problems(&before),
@@ -526,12 +315,6 @@ fn problems(log: &[String]) -> Vec<String> {
         })
         .cloned()
         .collect()
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        support::kill_if_running(&mut self.child);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -588,13 +371,11 @@ fn register_all(port: u16, prefix: &str, count: usize, concurrency: usize) -> Ve
 // ---------------------------------------------------------------------------------------------
 // Figures
 
-impl Stats {
-    /// The figures as JSON: [`Stats::json_with`] this benchmark's [`millis`], and `mean_ms`.
-    fn json(&self) -> Value {
-        let mut value = self.json_with(millis);
-        value["mean_ms"] = json!(millis(self.mean));
-        value
-    }
+/// The figures as JSON: [`Stats::json_with`] this benchmark's [`millis`], and `mean_ms`.
+fn json_of(stats: &Stats) -> Value {
+    let mut value = stats.json_with(millis);
+    value["mean_ms"] = json!(millis(stats.mean));
+    value
 }
 
 /// Milliseconds to one decimal, for the summary line.
@@ -627,7 +408,12 @@ struct Report {
 }
 
 impl Report {
-    fn new(outcomes: &[Outcome], created: &[&Outcome], sink: &Sink, all_accepted: bool) -> Self {
+    fn new(
+        outcomes: &[Outcome],
+        created: &[&Outcome],
+        sink: &Accepted,
+        all_accepted: bool,
+    ) -> Self {
         let mut statuses = BTreeMap::new();
         for outcome in outcomes {
             let key = outcome
@@ -707,7 +493,7 @@ impl Report {
         }
     }
 
-    fn print(&self, plan: &Plan, sink: &Sink, metrics: &[String]) {
+    fn print(&self, plan: &Plan, sink: &Accepted, metrics: &[String]) {
         let statuses: Vec<String> = self
             .statuses
             .iter()
@@ -765,8 +551,7 @@ impl Report {
         );
         println!(
             "sink: {} duplicate emails, at most {} SMTP sessions open at once",
-            sink.state.duplicates.load(Ordering::SeqCst),
-            sink.state.most_open.load(Ordering::SeqCst)
+            sink.duplicates, sink.most_open
         );
         println!("server metrics after the run:");
         for line in metrics {
@@ -780,15 +565,15 @@ impl Report {
             "statuses": self.statuses,
             "wall_s": (self.wall.as_secs_f64() * 100.0).round() / 100.0,
             "registrations_per_s": (self.throughput() * 10.0).round() / 10.0,
-            "registration_latency": self.client.json(),
-            "mail_latency": self.latency.json(),
-            "mail_latency_to_connect": self.to_connect.json(),
-            "mail_latency_session": self.session.json(),
-            "mail_latency_session_to_data": self.to_data.json(),
-            "mail_latency_session_data": self.data.json(),
+            "registration_latency": json_of(&self.client),
+            "mail_latency": json_of(&self.latency),
+            "mail_latency_to_connect": json_of(&self.to_connect),
+            "mail_latency_session": json_of(&self.session),
+            "mail_latency_session_to_data": json_of(&self.to_data),
+            "mail_latency_session_data": json_of(&self.data),
             "accepted_before_201": self.early,
             "missing": self.missing,
-            "duplicates": sink.state.duplicates.load(Ordering::SeqCst),
+            "duplicates": sink.duplicates,
             "target_p99_ms": millis(TARGET_P99),
             "target_met": met,
         });
