@@ -72,10 +72,8 @@ deny:
     cargo fetch --locked
     cargo deny --offline check
 
-# deploy-check (the container and Kubernetes files) joins `ci` here once it exists.
-
 # Everything CI runs (`.ci/run` installs the tools, then runs this).
-ci: fmt-check lint deny test (fuzz "10")
+ci: fmt-check lint deny deploy-check test (fuzz "10")
 
 # Benchmark: 201 → SMTP acceptance of the activation email over 1,000 registrations (needs PostgreSQL).
 bench-mail:
