@@ -451,7 +451,9 @@ fn corpus() -> Vec<Case> {
         app("method: PUT users", http("PUT", USERS, &[JSON], "{}")),
         app("method: GET users", get(USERS, &[])),
         app("method: PATCH me", http("PATCH", ME, &[JSON, &owner()], "{}")),
-        app("method: DELETE me", http("DELETE", ME, &[&owner()], "")),
+        app("method: PUT me", http("PUT", ME, &[JSON, &owner()], "{}")),
+        // DELETE is the erasure route: without credentials, or with a body it ignores.
+        app("method: DELETE me unauthenticated", http("DELETE", ME, &[JSON], r#"{"confirm":true}"#)),
         app("method: PUT activation", http("PUT", ACTIVATION, &[JSON, &owner()], r#"{"code":"x"}"#)),
         app("method: GET activation", get(ACTIVATION, &[&owner()])),
         app("method: DELETE new code", http("DELETE", NEW_CODE, &[], "")),
