@@ -119,11 +119,11 @@ fn run() -> Result<bool, String> {
     }
     let (server_cpu, driver_cpu) = (machine.cpus[0], *machine.cpus.last().unwrap_or(&0));
 
-    let bounds = bound::measure(&machine)?;
-    let one_core = bounds[0].per_second();
-    let whole_machine = bound::whole_machine(&bounds);
-    let bounds_line = bound::describe(&bounds);
-    println!("Argon2id m=19456 t=2 p=1, the server's hasher with one thread: {bounds_line}");
+    let before = bound::measure(&machine)?;
+    println!(
+        "Argon2id m=19456 t=2 p=1, the server's hasher with one thread: {}",
+        bound::describe(&before)
+    );
 
     let mut database_warning = None;
     let database = Database::start(pinning.then_some(driver_cpu), &mut database_warning)?;
@@ -139,10 +139,28 @@ fn run() -> Result<bool, String> {
         pinned: pinning.then(|| (server_cpu.to_string(), driver_cpu.to_string())),
         all_cpus: machine.all_cpus(),
     };
-    let result = run.everything(&database, one_core, whole_machine);
+    let result = run.everything(
+        &database,
+        before[0].per_second(),
+        bound::whole_machine(&before),
+    );
     let database_line = database.description.clone();
     database.remove();
     let (memory, health) = result?;
+
+    let after = bound::measure(&machine)?;
+    println!(
+        "Argon2 bound measured again after the load: {}",
+        bound::describe(&after)
+    );
+    let bounds = bound::faster(&before, &after);
+    let (one_core, whole_machine) = bound_rows(&mut run.rows, &bounds);
+    let bounds_line = format!(
+        "{} (before the load: {}; after it: {})",
+        bound::describe(&bounds),
+        bound::describe(&before),
+        bound::describe(&after)
+    );
 
     println!("\n{}", report::table(&run.rows));
     let verdicts = verdicts(
@@ -153,15 +171,7 @@ fn run() -> Result<bool, String> {
         one_core,
         whole_machine,
     );
-    println!("\ntargets:");
-    for verdict in &verdicts {
-        println!(
-            "  [{}] {}: {}",
-            if verdict.met { "met" } else { "NOT met" },
-            verdict.target,
-            verdict.measured
-        );
-    }
+    print_verdicts(&verdicts);
     let context = Context {
         machine: machine_line,
         bounds: bounds_line,
@@ -174,6 +184,31 @@ fn run() -> Result<bool, String> {
     publish(&docs, &run.rows, &verdicts, &context, one_core)?;
     let odd: usize = run.rows.iter().map(|row| row.outcome.odd()).sum();
     Ok(odd == 0 && run.setup_odd == 0 && run.lost == 0)
+}
+
+/// Sets every row's bound from `bounds`; returns one core's and the whole machine's.
+fn bound_rows(rows: &mut [Row], bounds: &[bound::CpuBound]) -> (f64, f64) {
+    let (one_core, whole_machine) = (bounds[0].per_second(), bound::whole_machine(bounds));
+    for row in rows {
+        row.bound = if row.placement == Placement::WholeMachine {
+            whole_machine
+        } else {
+            one_core
+        };
+    }
+    (one_core, whole_machine)
+}
+
+fn print_verdicts(verdicts: &[Verdict]) {
+    println!("\ntargets:");
+    for verdict in verdicts {
+        println!(
+            "  [{}] {}: {}",
+            if verdict.met { "met" } else { "NOT met" },
+            verdict.target,
+            verdict.measured
+        );
+    }
 }
 
 /// Writes the document and the chart under `docs`.
@@ -467,11 +502,16 @@ impl Run<'_> {
     }
 
     /// The accounts of `created`, topped up with more registrations (16 clients, not a row) until
-    /// the activation rows cannot run out at 1.2 × the bound: they would end early and, at 256
-    /// clients, leave clients without work.
+    /// the activation rows cannot run out at 1.2 × the bound (or the fastest row so far, if
+    /// faster): they would end early and, at 256 clients, leave clients without work.
     fn enough_accounts(&mut self, server: &Server, created: &[String], bound: f64) -> Vec<Account> {
         let mut accounts = self.accounts(server, created);
-        let needed = activations_needed(bound, self.duration);
+        let fastest = self
+            .rows
+            .iter()
+            .map(|row| row.outcome.rate())
+            .fold(bound, f64::max);
+        let needed = activations_needed(fastest, self.duration);
         let mut round = 0;
         while accounts.len() < needed && round < TOP_UP_ROUNDS {
             let outcome = client::register_for(
@@ -495,15 +535,15 @@ impl Run<'_> {
     }
 }
 
-/// Accounts the activation rows use up at most: 1.2 × the bound for every row, plus one per
-/// client of the largest row.
+/// Accounts the activation rows use up at most at `rate`: 1.2 × `rate` for every row, plus one
+/// per client of the largest row.
 #[allow(
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss,
     reason = "a positive count of a few thousand at most"
 )]
-fn activations_needed(bound: f64, duration: Duration) -> usize {
-    (1.2 * bound * duration.as_secs_f64() * count(CLIENTS.len())).ceil() as usize
+fn activations_needed(rate: f64, duration: Duration) -> usize {
+    (1.2 * rate * duration.as_secs_f64() * count(CLIENTS.len())).ceil() as usize
         + CLIENTS[CLIENTS.len() - 1]
 }
 
