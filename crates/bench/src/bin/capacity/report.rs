@@ -234,7 +234,7 @@ just bench
 ### Method
 
 One run of one program (`crates/bench`, binary `capacity`) measures everything below on the same
-machine, so every figure can be compared with the bound taken minutes before it:
+machine, so every figure can be compared with a bound taken minutes before or after it:
 
 1. **The bound.** On each CPU in turn, the program re-runs itself under `taskset -c N` and hashes
    with the server's own hasher (`registrar-adapters-argon2`, one thread, the default Argon2id
@@ -242,8 +242,9 @@ machine, so every figure can be compared with the bound taken minutes before it:
    time of one hash. It does so before the load and again after it, and keeps the faster of the
    two per CPU (other processes only ever slow hashing down). One CPU's bound is
    1 / (seconds per hash); the whole machine's is the sum over its CPUs. The progress lines
-   printed during the run use the first measurement; the table and this page the kept one. A registration costs one
-   hash and an activation one verify (HTTP Basic), which costs the same, so one bound serves both.
+   printed during the run use the first measurement; the table and this page the kept one. A
+   registration costs one hash and an activation one verify (HTTP Basic), which costs the same,
+   so one bound serves both.
 2. **The set-ups.** PostgreSQL is a private throw-away cluster (initdb in a temporary directory,
    default settings, a free port) started under `taskset -c 1` and deleted at the end. The
    release server runs with its defaults (pool sizes follow the CPUs it is given), the log
@@ -259,9 +260,8 @@ machine, so every figure can be compared with the bound taken minutes before it:
    accounts registered by the earlier rows (codes read from the server's log) with Basic auth,
    back to back for 5 s or until none is left (more are registered first, outside any row, when
    the earlier rows left fewer than 1.2 × the bound, or the fastest row if faster, × 5 rows ×
-   5 s + 256). Latencies are the clients' (connect to last byte)
-   of the successes; ok/s is successes over the row's wall time; ratio is ok/s over the bound of
-   the CPUs the server had.
+   5 s + 256). Latencies are the clients' (connect to last byte) of the successes; ok/s is
+   successes over the row's wall time; ratio is ok/s over the bound of the CPUs the server had.
 4. **Memory and `/healthz`.** VmRSS after start-up (idle) and VmHWM (peak) from
    `/proc/<pid>/status` of the PostgreSQL 1-core server. `/healthz` p99 idle: 300 sequential
    requests before any load; under load: a separate client polling it every 10 ms during the
