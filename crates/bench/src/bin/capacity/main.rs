@@ -6,12 +6,13 @@
 //! registrations and activations at 1, 4, 16, 64 and 256 clients, bursts of 64 and 256, and 64
 //! clients that never back off; then activations on the in-memory store, and registrations with
 //! the whole machine shared. It prints a table and rewrites its section of `docs/benchmarks.md`
-//! and `docs/benchmarks.svg`. `method` in `report.rs` says how each figure is taken.
+//! and `docs/benchmarks.svg`. `METHOD` in `report.rs` says how each figure is taken.
 //!
 //! Knobs: `REGISTRAR_BENCH_SECONDS` (5, per closed-loop row); `REGISTRAR_BENCH_DOCS` (the
 //! `docs/` directory to write, default the workspace's). The exit status is 1 when the run could
 //! not be made or a contract check failed (a malformed 503, an unexpected status, a lost email);
-//! missed speed or memory targets are reported, not fatal.
+//! missed speed or memory targets are reported, not fatal. The servers' logs stay in the
+//! temporary directory (`registrar-capacity-{postgres,memory,whole}.log`) until the next run.
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
