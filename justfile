@@ -83,8 +83,9 @@ bench-mail:
 bench-overload:
     cargo build --release -p registrar && cargo bench -p registrar-bench --bench overload
 
-# Every benchmark; the figures are kept in docs/.
-bench: bench-mail bench-overload
+# Capacity against the Argon2 bound, in one run: throughput and latency by clients (server pinned to CPU 0, PostgreSQL and the driver on CPU 1), bursts, RSS, /healthz under load, the whole machine; rewrites docs/benchmarks.md and docs/benchmarks.svg.
+bench:
+    cargo build --release -p registrar && cargo run --release -p registrar-bench --bin capacity
 
 # Fuzz every parser for SECONDS each (needs `cargo install --locked cargo-fuzz`).
 fuzz SECONDS="60":

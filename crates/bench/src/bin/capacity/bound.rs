@@ -1,0 +1,166 @@
+//! The Argon2 bound: how many passwords one CPU hashes per second with the hasher the server
+//! runs (the `registrar-adapters-argon2` pool with one thread, default costs), so every
+//! throughput figure can be read as a share of what the hashing alone allows.
+//!
+//! Each CPU is measured by this program re-run as `capacity hash-bound` under `taskset -c N`:
+//! the whole child process, its hashing thread included, runs on that CPU only.
+
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use registrar_adapters_argon2::{Argon2Hasher, Argon2Settings};
+use registrar_application::ports::PasswordHasher;
+use registrar_domain::Password;
+
+use crate::{PASSWORD, machine::Machine};
+
+/// The hidden subcommand that measures the CPU it runs on.
+pub(crate) const SUBCOMMAND: &str = "hash-bound";
+/// Hashes before the measured ones: the first one also faults in the thread's Argon2 array.
+const WARM_UP: usize = 2;
+/// The measured hashes run for at least this long...
+const MEASURE_FOR: Duration = Duration::from_secs(2);
+/// ...and number at least this many.
+const MEASURE_AT_LEAST: usize = 8;
+
+/// The hash time measured on one CPU.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CpuBound {
+    /// The CPU, or `None` when the child could not be pinned.
+    pub(crate) cpu: Option<usize>,
+    /// Median wall time of one hash, seconds.
+    pub(crate) seconds_per_hash: f64,
+}
+
+impl CpuBound {
+    /// Hashes per second: registrations (one hash) or activations (one verify, the same cost).
+    pub(crate) fn per_second(&self) -> f64 {
+        1.0 / self.seconds_per_hash
+    }
+}
+
+/// Per CPU, the faster of two measurements: other processes on the CPU only ever slow hashing
+/// down, so the faster one is nearer what the CPU can do.
+pub(crate) fn faster(first: &[CpuBound], second: &[CpuBound]) -> Vec<CpuBound> {
+    first
+        .iter()
+        .zip(second)
+        .map(|(one, other)| {
+            if other.seconds_per_hash < one.seconds_per_hash {
+                *other
+            } else {
+                *one
+            }
+        })
+        .collect()
+}
+
+/// The bound of every CPU together.
+pub(crate) fn whole_machine(bounds: &[CpuBound]) -> f64 {
+    bounds.iter().map(CpuBound::per_second).sum()
+}
+
+/// `CPU 0 52.1 ms per hash = 19.2/s; …; whole machine 38.0/s`.
+pub(crate) fn describe(bounds: &[CpuBound]) -> String {
+    let each: Vec<String> = bounds
+        .iter()
+        .map(|bound| {
+            format!(
+                "{} {:.1} ms per hash = {:.1}/s",
+                bound
+                    .cpu
+                    .map_or_else(|| "unpinned".to_owned(), |cpu| format!("CPU {cpu}")),
+                bound.seconds_per_hash * 1000.0,
+                bound.per_second()
+            )
+        })
+        .collect();
+    format!(
+        "{}; whole machine {:.1}/s",
+        each.join("; "),
+        whole_machine(bounds)
+    )
+}
+
+/// Measures every CPU of `machine` in turn, pinned; on a machine where nothing can be pinned, one
+/// unpinned measurement.
+pub(crate) fn measure(machine: &Machine) -> Result<Vec<CpuBound>, String> {
+    let program = std::env::current_exe()
+        .map_err(|error| format!("cannot find this program to re-run it: {error}"))?;
+    let targets: Vec<Option<usize>> = if machine.taskset {
+        machine.cpus.iter().copied().map(Some).collect()
+    } else {
+        vec![None]
+    };
+    targets
+        .into_iter()
+        .map(|cpu| {
+            let mut command = match cpu {
+                Some(cpu) => {
+                    let mut command = Command::new("taskset");
+                    command.arg("-c").arg(cpu.to_string()).arg(&program);
+                    command
+                }
+                None => Command::new(&program),
+            };
+            let output = command
+                .arg(SUBCOMMAND)
+                .output()
+                .map_err(|error| format!("cannot run the hash measurement: {error}"))?;
+            let text = String::from_utf8_lossy(&output.stdout);
+            let seconds_per_hash = text
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|seconds| output.status.success() && *seconds > 0.0)
+                .ok_or_else(|| {
+                    format!(
+                        "the hash measurement on CPU {cpu:?} failed: {}{}",
+                        text.trim(),
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    )
+                })?;
+            Ok(CpuBound {
+                cpu,
+                seconds_per_hash,
+            })
+        })
+        .collect()
+}
+
+/// The child's side: hashes with the server's hasher (one thread, default costs) on whatever
+/// CPU it was started on, and returns the median seconds per hash: a neighbour that takes the
+/// CPU now and then stretches a few hashes, which moves a mean but hardly a median.
+pub(crate) fn seconds_per_hash() -> Result<f64, String> {
+    let hasher = Argon2Hasher::new(Argon2Settings {
+        threads: 1,
+        ..Argon2Settings::default()
+    })
+    .map_err(|error| format!("cannot start the hasher: {error}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|error| format!("cannot start a runtime: {error}"))?;
+    runtime.block_on(async {
+        for _ in 0..WARM_UP {
+            hash_once(&hasher).await?;
+        }
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        while start.elapsed() < MEASURE_FOR || samples.len() < MEASURE_AT_LEAST {
+            let hashing = Instant::now();
+            hash_once(&hasher).await?;
+            samples.push(hashing.elapsed());
+        }
+        Ok(crate::report::percentile(&samples, 50).as_secs_f64())
+    })
+}
+
+async fn hash_once(hasher: &Argon2Hasher) -> Result<(), String> {
+    hasher
+        .hash(Password::new(PASSWORD))
+        .await
+        .map(drop)
+        .map_err(|error| format!("hashing failed: {error}"))
+}

@@ -1,0 +1,136 @@
+//! The machine the run measures: which CPUs it may use, what they are, how processes are pinned
+//! to them (`taskset`, so no `unsafe` is needed for `sched_setaffinity`), and a process's memory.
+
+use std::{fs, process::Command};
+
+/// What is printed and written about the machine.
+pub(crate) struct Machine {
+    /// The CPUs this process may run on, in order.
+    pub(crate) cpus: Vec<usize>,
+    /// `lscpu`'s model name.
+    pub(crate) model: String,
+    /// `uname -r`.
+    pub(crate) kernel: String,
+    /// Total memory, MiB.
+    pub(crate) memory_mib: u64,
+    /// Whether `taskset` works here; without it nothing is pinned.
+    pub(crate) taskset: bool,
+}
+
+impl Machine {
+    /// Reads the machine as this process sees it.
+    pub(crate) fn read() -> Self {
+        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let cpus = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .and_then(|list| cpu_list(list.trim()))
+            .unwrap_or_else(|| vec![0]);
+        let model = command_output("lscpu", &[])
+            .lines()
+            .find_map(|line| line.strip_prefix("Model name:"))
+            .map_or_else(|| "unknown CPU".to_owned(), |name| name.trim().to_owned());
+        let kernel = command_output("uname", &["-r"]).trim().to_owned();
+        let memory_mib = fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|value| {
+                value
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(0, |kib| kib / 1024);
+        let taskset = Command::new("taskset")
+            .args(["-c", &cpus[0].to_string(), "true"])
+            .status()
+            .is_ok_and(|status| status.success());
+        Self {
+            cpus,
+            model,
+            kernel,
+            memory_mib,
+            taskset,
+        }
+    }
+
+    /// Whether the server, and PostgreSQL with the driver, can each have a CPU of their own.
+    pub(crate) fn can_pin(&self) -> bool {
+        self.taskset && self.cpus.len() >= 2
+    }
+
+    /// Every CPU, as `taskset -c` writes a list.
+    pub(crate) fn all_cpus(&self) -> String {
+        self.cpus
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// `0-1,4` → `[0, 1, 4]`.
+fn cpu_list(text: &str) -> Option<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in text.split(',').filter(|part| !part.is_empty()) {
+        match part.split_once('-') {
+            Some((first, last)) => cpus.extend(first.parse::<usize>().ok()?..=last.parse().ok()?),
+            None => cpus.push(part.parse().ok()?),
+        }
+    }
+    (!cpus.is_empty()).then_some(cpus)
+}
+
+/// The standard output of `program args`, or nothing.
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Moves every thread of process `pid` to the CPUs `cpus` (a `taskset -c` list). Threads and
+/// processes it starts later inherit the setting.
+pub(crate) fn pin(pid: u32, cpus: &str) -> Result<(), String> {
+    let output = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .map_err(|error| format!("cannot run taskset: {error}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "taskset -a -p -c {cpus} {pid} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// Resident memory of process `pid` now and at its highest, KiB (`VmRSS`, `VmHWM`).
+pub(crate) fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_list;
+
+    #[test]
+    fn cpu_lists_expand_ranges_and_refuse_garbage() {
+        assert_eq!(cpu_list("0-1,4"), Some(vec![0, 1, 4]));
+        assert_eq!(cpu_list("3"), Some(vec![3]));
+        assert_eq!(cpu_list("a-b"), None);
+        assert_eq!(cpu_list(""), None);
+    }
+}

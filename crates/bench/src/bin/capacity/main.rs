@@ -1,0 +1,692 @@
+//! `just bench`: the capacity of the release server, side by side with what Argon2 alone allows,
+//! in one run on one machine.
+//!
+//! It measures the Argon2 bound on each CPU, starts a private PostgreSQL cluster on CPU 1, runs
+//! the release `registrar` on CPU 0 (the driver beside PostgreSQL on CPU 1), and measures
+//! registrations and activations at 1, 4, 16, 64 and 256 clients, bursts of 64 and 256, and 64
+//! clients that never back off; then activations on the in-memory store, and registrations with
+//! the whole machine shared. It prints a table and rewrites its section of `docs/benchmarks.md`
+//! and `docs/benchmarks.svg`. `METHOD` in `report.rs` says how each figure is taken.
+//!
+//! Knobs: `REGISTRAR_BENCH_SECONDS` (5, per closed-loop row); `REGISTRAR_BENCH_DOCS` (the
+//! `docs/` directory to write, default the workspace's). The exit status is 1 when the run could
+//! not be made or a contract check failed (a malformed 503, an unexpected status, a lost email);
+//! missed speed or memory targets are reported, not fatal. The servers' logs stay in the
+//! temporary directory (`registrar-capacity-{postgres,memory,whole}.log`) until the next run.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports its figures and its warnings on the terminal"
+)]
+
+mod bound;
+mod chart;
+mod client;
+mod machine;
+mod postgres;
+mod report;
+mod server;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+use client::{Account, OnRefusal, Outcome, count};
+use machine::Machine;
+use postgres::Database;
+use report::{Context, Placement, Row, Verdict, Work};
+use server::{Server, Setup};
+
+/// A password the strength rules accept.
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
+/// The client counts of the closed-loop rows.
+const CLIENTS: [usize; 5] = [1, 4, 16, 64, 256];
+/// Sequential `/healthz` requests on the idle server.
+const HEALTH_IDLE_REQUESTS: usize = 300;
+/// How long the log mailer may take to write the last email of a row.
+const MAIL_PATIENCE: Duration = Duration::from_secs(15);
+/// Registrations that top up the accounts for the activation rows: at most this many rounds...
+const TOP_UP_ROUNDS: usize = 10;
+/// ...of this long each.
+const TOP_UP_ROUND: Duration = Duration::from_secs(3);
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some(bound::SUBCOMMAND) {
+        return match bound::seconds_per_hash() {
+            Ok(seconds) => {
+                println!("{seconds}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("{message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run() {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("capacity: a contract check failed (see above)");
+            ExitCode::FAILURE
+        }
+        Err(message) => {
+            eprintln!("capacity: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The whole run; `Ok(false)` when it completed but a contract check failed.
+fn run() -> Result<bool, String> {
+    let binary = server::release_binary()?;
+    let docs = std::env::var_os("REGISTRAR_BENCH_DOCS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs"),
+        PathBuf::from,
+    );
+    let seconds = std::env::var("REGISTRAR_BENCH_SECONDS")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(5)
+        .max(1);
+    let duration = Duration::from_secs(seconds);
+    let started = utc_now();
+    let machine = Machine::read();
+    let mut warnings = Vec::new();
+    let machine_line = format!(
+        "{}, {} CPUs ({}), {} MiB, Linux {}",
+        machine.model,
+        machine.cpus.len(),
+        machine.all_cpus(),
+        machine.memory_mib,
+        machine.kernel
+    );
+    println!("capacity: {machine_line}; {} s per row", duration.as_secs());
+    let pinning = machine.can_pin();
+    if !pinning {
+        warnings.push(
+            "fewer than two CPUs (or no taskset): nothing was pinned, the 1-core rows share \
+             the machine"
+                .to_owned(),
+        );
+        eprintln!("capacity: warning: {}", warnings[warnings.len() - 1]);
+    }
+    let (server_cpu, driver_cpu) = (machine.cpus[0], *machine.cpus.last().unwrap_or(&0));
+
+    let before = bound::measure(&machine)?;
+    println!(
+        "Argon2id m=19456 t=2 p=1, the server's hasher with one thread: {}",
+        bound::describe(&before)
+    );
+
+    let mut database_warning = None;
+    let database = Database::start(pinning.then_some(driver_cpu), &mut database_warning)?;
+    warnings.extend(database_warning.inspect(|warning| eprintln!("capacity: warning: {warning}")));
+    println!("PostgreSQL: {}", database.description);
+
+    let mut run = Run {
+        binary: &binary,
+        duration,
+        rows: Vec::new(),
+        lost: 0,
+        setup_odd: 0,
+        pinned: pinning.then(|| (server_cpu.to_string(), driver_cpu.to_string())),
+        all_cpus: machine.all_cpus(),
+    };
+    let result = run.everything(
+        &database,
+        before[0].per_second(),
+        bound::whole_machine(&before),
+    );
+    let database_line = database.description.clone();
+    database.remove();
+    let (memory, health) = result?;
+
+    let after = bound::measure(&machine)?;
+    println!(
+        "Argon2 bound measured again after the load: {}",
+        bound::describe(&after)
+    );
+    let bounds = bound::faster(&before, &after);
+    let (one_core, whole_machine) = bound_rows(&mut run.rows, &bounds);
+    let bounds_line = format!(
+        "{} (before the load: {}; after it: {})",
+        bound::describe(&bounds),
+        bound::describe(&before),
+        bound::describe(&after)
+    );
+
+    println!("\n{}", report::table(&run.rows));
+    let verdicts = verdicts(
+        &run.rows,
+        &memory,
+        &health,
+        run.lost,
+        one_core,
+        whole_machine,
+    );
+    print_verdicts(&verdicts);
+    let context = Context {
+        machine: machine_line,
+        bounds: bounds_line,
+        database: database_line,
+        warnings,
+        memory: memory.line(),
+        health: health.line(),
+        started,
+    };
+    publish(&docs, &run.rows, &verdicts, &context, one_core)?;
+    let odd: usize = run.rows.iter().map(|row| row.outcome.odd()).sum();
+    Ok(odd == 0 && run.setup_odd == 0 && run.lost == 0)
+}
+
+/// Sets every row's bound from `bounds`; returns one core's and the whole machine's.
+fn bound_rows(rows: &mut [Row], bounds: &[bound::CpuBound]) -> (f64, f64) {
+    let (one_core, whole_machine) = (bounds[0].per_second(), bound::whole_machine(bounds));
+    for row in rows {
+        row.bound = if row.placement == Placement::WholeMachine {
+            whole_machine
+        } else {
+            one_core
+        };
+    }
+    (one_core, whole_machine)
+}
+
+fn print_verdicts(verdicts: &[Verdict]) {
+    println!("\ntargets:");
+    for verdict in verdicts {
+        println!(
+            "  [{}] {}: {}",
+            if verdict.met { "met" } else { "NOT met" },
+            verdict.target,
+            verdict.measured
+        );
+    }
+}
+
+/// Writes the document and the chart under `docs`.
+fn publish(
+    docs: &Path,
+    rows: &[Row],
+    verdicts: &[Verdict],
+    context: &Context,
+    one_core: f64,
+) -> Result<(), String> {
+    let document = docs.join("benchmarks.md");
+    let svg = docs.join("benchmarks.svg");
+    report::write_document(&document, &report::markdown(rows, verdicts, context))?;
+    chart::draw(&svg, rows, one_core)?;
+    println!("\nwrote {} and {}", document.display(), svg.display());
+    Ok(())
+}
+
+/// The server's memory, KiB.
+#[derive(Debug, Default)]
+struct Memory {
+    idle_kib: u64,
+    /// `VmHWM` after the 256-client row.
+    peak_kib: u64,
+}
+
+impl Memory {
+    fn line(&self) -> String {
+        format!(
+            "idle {:.1} MiB, peak {:.1} MiB (through the 256-client row)",
+            mib(self.idle_kib),
+            mib(self.peak_kib)
+        )
+    }
+}
+
+/// `/healthz` latency, idle and under the 256-client row.
+#[derive(Debug, Default)]
+struct Health {
+    idle_p99: Duration,
+    loaded_p99: Duration,
+    loaded_count: usize,
+    loaded_failures: usize,
+}
+
+impl Health {
+    fn line(&self) -> String {
+        format!(
+            "p99 idle {:.2} ms; p99 under 256 clients {:.2} ms over {} requests ({} not 200)",
+            self.idle_p99.as_secs_f64() * 1000.0,
+            self.loaded_p99.as_secs_f64() * 1000.0,
+            self.loaded_count,
+            self.loaded_failures
+        )
+    }
+}
+
+/// What the rows share.
+struct Run<'a> {
+    binary: &'a Path,
+    duration: Duration,
+    rows: Vec<Row>,
+    /// Addresses that got a 201 but whose email never reached the log.
+    lost: usize,
+    /// Odd answers (neither success nor well-formed refusal) outside the rows.
+    setup_odd: usize,
+    /// (server CPU, driver CPU) when pinning works.
+    pinned: Option<(String, String)>,
+    all_cpus: String,
+}
+
+impl Run<'_> {
+    fn everything(
+        &mut self,
+        database: &Database,
+        one_core: f64,
+        whole: f64,
+    ) -> Result<(Memory, Health), String> {
+        let log_dir = std::env::temp_dir();
+        let log = |name: &str| log_dir.join(format!("registrar-capacity-{name}.log"));
+
+        // 1 core, PostgreSQL.
+        if let Some((_, driver)) = &self.pinned {
+            machine::pin(std::process::id(), driver)?;
+        }
+        let server = Server::start(&Setup {
+            binary: self.binary,
+            cpus: self.pinned.as_ref().map(|(server, _)| server.clone()),
+            database_url: Some(&database.url),
+            log: log("postgres"),
+        })?;
+        let (memory, health) = self.pinned_postgres(&server, one_core);
+        if !server.stop() {
+            eprintln!("capacity: warning: the PostgreSQL server did not stop cleanly on SIGTERM");
+        }
+
+        // 1 core, in-memory store.
+        let server = Server::start(&Setup {
+            binary: self.binary,
+            cpus: self.pinned.as_ref().map(|(server, _)| server.clone()),
+            database_url: None,
+            log: log("memory"),
+        })?;
+        self.pinned_memory(&server, one_core);
+        server.stop();
+
+        // The whole machine.
+        if self.pinned.is_some() {
+            machine::pin(std::process::id(), &self.all_cpus)?;
+            database.repin(&self.all_cpus)?;
+        }
+        let server = Server::start(&Setup {
+            binary: self.binary,
+            cpus: None,
+            database_url: Some(&database.url),
+            log: log("whole"),
+        })?;
+        self.whole_machine(&server, whole);
+        server.stop();
+        Ok((memory, health))
+    }
+
+    fn pinned_postgres(&mut self, server: &Server, bound: f64) -> (Memory, Health) {
+        let placement = Placement::PinnedPostgres;
+        thread::sleep(Duration::from_secs(1));
+        let idle_kib = server.memory_kib().map_or(0, |(rss, _)| rss);
+        let idle = client::health_idle(server.port, HEALTH_IDLE_REQUESTS);
+        let mut health = Health {
+            idle_p99: report::percentile(&idle.ok, 99),
+            ..Health::default()
+        };
+        let mut created = Vec::new();
+        let mut peak_kib = 0;
+        for clients in CLIENTS {
+            let prefix = format!("reg{clients}");
+            let outcome = if clients == 256 {
+                let stop = AtomicBool::new(false);
+                let (outcome, polled) = thread::scope(|scope| {
+                    let poller = scope.spawn(|| client::poll_health(server.port, &stop));
+                    let outcome = client::register_for(
+                        server.port,
+                        clients,
+                        self.duration,
+                        &prefix,
+                        OnRefusal::BackOff,
+                    );
+                    stop.store(true, Ordering::Relaxed);
+                    (outcome, poller.join().unwrap_or_default())
+                });
+                health.loaded_p99 = report::percentile(&polled.ok, 99);
+                health.loaded_count = polled.ok.len() + polled.odd() + polled.refused;
+                health.loaded_failures = polled.odd() + polled.refused;
+                peak_kib = server.memory_kib().map_or(0, |(_, hwm)| hwm);
+                outcome
+            } else {
+                client::register_for(
+                    server.port,
+                    clients,
+                    self.duration,
+                    &prefix,
+                    OnRefusal::BackOff,
+                )
+            };
+            self.push(
+                placement,
+                Work::Register,
+                clients,
+                bound,
+                outcome,
+                &mut created,
+            );
+        }
+        for clients in [64, 256] {
+            let outcome = client::burst(server.port, clients, &format!("burst{clients}"));
+            self.push(
+                placement,
+                Work::Burst,
+                clients,
+                bound,
+                outcome,
+                &mut created,
+            );
+        }
+        let outcome =
+            client::register_for(server.port, 64, self.duration, "hammer", OnRefusal::Hammer);
+        self.push(placement, Work::Hammer, 64, bound, outcome, &mut created);
+
+        let accounts = Mutex::new(self.enough_accounts(server, &created, bound));
+        for clients in CLIENTS {
+            let outcome = client::activate_for(server.port, clients, self.duration, &accounts);
+            self.push(
+                placement,
+                Work::Activate,
+                clients,
+                bound,
+                outcome,
+                &mut Vec::new(),
+            );
+        }
+        (Memory { idle_kib, peak_kib }, health)
+    }
+
+    fn pinned_memory(&mut self, server: &Server, bound: f64) {
+        let placement = Placement::PinnedMemory;
+        let mut created = Vec::new();
+        let outcome =
+            client::register_for(server.port, 16, self.duration, "mem", OnRefusal::BackOff);
+        self.push(placement, Work::Register, 16, bound, outcome, &mut created);
+        let accounts = Mutex::new(self.accounts(server, &created));
+        let outcome = client::activate_for(server.port, 16, self.duration, &accounts);
+        self.push(
+            placement,
+            Work::Activate,
+            16,
+            bound,
+            outcome,
+            &mut Vec::new(),
+        );
+    }
+
+    fn whole_machine(&mut self, server: &Server, bound: f64) {
+        let placement = Placement::WholeMachine;
+        let mut created = Vec::new();
+        let outcome = client::burst(server.port, 64, "whole-burst");
+        self.push(placement, Work::Burst, 64, bound, outcome, &mut created);
+        let outcome =
+            client::register_for(server.port, 16, self.duration, "whole", OnRefusal::BackOff);
+        self.push(placement, Work::Register, 16, bound, outcome, &mut created);
+        self.accounts(server, &created);
+    }
+
+    /// Records a row and prints it at once (a long run shows progress).
+    fn push(
+        &mut self,
+        placement: Placement,
+        work: Work,
+        clients: usize,
+        bound: f64,
+        mut outcome: Outcome,
+        created: &mut Vec<String>,
+    ) {
+        created.append(&mut outcome.created);
+        let row = Row {
+            placement,
+            work,
+            clients,
+            bound,
+            outcome,
+        };
+        println!(
+            "{}",
+            report::table(std::slice::from_ref(&row))
+                .lines()
+                .nth(1)
+                .unwrap_or("")
+        );
+        for (what, times) in &row.outcome.other {
+            eprintln!("capacity:   {times} × {what}");
+        }
+        if row.outcome.malformed_refusals > 0 {
+            eprintln!(
+                "capacity:   {} × 503 without a well-formed overloaded problem and Retry-After",
+                row.outcome.malformed_refusals
+            );
+        }
+        self.rows.push(row);
+    }
+
+    /// The accounts of `created` with their codes from the server's log, waiting for the mail
+    /// dispatcher; counts the addresses whose email never came as lost.
+    fn accounts(&mut self, server: &Server, created: &[String]) -> Vec<Account> {
+        let deadline = std::time::Instant::now() + MAIL_PATIENCE;
+        let mut codes: HashMap<String, String> = server.codes();
+        while created.iter().any(|email| !codes.contains_key(email))
+            && std::time::Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(200));
+            codes = server.codes();
+        }
+        let mut accounts = Vec::with_capacity(created.len());
+        for email in created {
+            match codes.remove(email) {
+                Some(code) => accounts.push((email.clone(), code)),
+                None => self.lost += 1,
+            }
+        }
+        if self.lost > 0 {
+            eprintln!("capacity: {} addresses got a 201 but no email", self.lost);
+        }
+        accounts
+    }
+
+    /// The accounts of `created`, topped up with more registrations (16 clients, not a row) until
+    /// the activation rows cannot run out at 1.2 × the bound (or the fastest row so far, if
+    /// faster): they would end early and, at 256 clients, leave clients without work.
+    fn enough_accounts(&mut self, server: &Server, created: &[String], bound: f64) -> Vec<Account> {
+        let mut accounts = self.accounts(server, created);
+        let fastest = self
+            .rows
+            .iter()
+            .map(|row| row.outcome.rate())
+            .fold(bound, f64::max);
+        let needed = activations_needed(fastest, self.duration);
+        let mut round = 0;
+        while accounts.len() < needed && round < TOP_UP_ROUNDS {
+            let outcome = client::register_for(
+                server.port,
+                16,
+                TOP_UP_ROUND,
+                &format!("extra{round}"),
+                OnRefusal::BackOff,
+            );
+            self.setup_odd += outcome.odd();
+            accounts.extend(self.accounts(server, &outcome.created));
+            round += 1;
+        }
+        if accounts.len() < needed {
+            eprintln!(
+                "capacity: warning: {} accounts for the activation rows, {needed} wanted",
+                accounts.len()
+            );
+        }
+        accounts
+    }
+}
+
+/// Accounts the activation rows use up at most at `rate`: 1.2 × `rate` for every row, plus one
+/// per client of the largest row.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a positive count of a few thousand at most"
+)]
+fn activations_needed(rate: f64, duration: Duration) -> usize {
+    (1.2 * rate * duration.as_secs_f64() * count(CLIENTS.len())).ceil() as usize
+        + CLIENTS[CLIENTS.len() - 1]
+}
+
+/// Each target of the issue against this run's rows.
+fn verdicts(
+    rows: &[Row],
+    memory: &Memory,
+    health: &Health,
+    lost: usize,
+    one_core: f64,
+    whole: f64,
+) -> Vec<Verdict> {
+    let find = |placement: Placement, work: Work, clients: usize| {
+        rows.iter()
+            .find(|row| row.placement == placement && row.work == work && row.clients == clients)
+    };
+    let mut verdicts = Vec::new();
+    let mut burst = |placement: Placement, target: &str| {
+        if let Some(row) = find(placement, Work::Burst, 64) {
+            verdicts.push(Verdict {
+                target: target.to_owned(),
+                measured: format!(
+                    "{} × 201, {} refused, {} other",
+                    row.outcome.ok.len(),
+                    row.outcome.refused,
+                    row.outcome.odd()
+                ),
+                met: row.outcome.ok.len() == 64,
+            });
+        }
+    };
+    burst(
+        Placement::WholeMachine,
+        "64 registrations at the same instant, whole machine, default settings: 64 × 201",
+    );
+    burst(
+        Placement::PinnedPostgres,
+        "the same burst with the server pinned to one core: 64 × 201",
+    );
+    let mut rate = |row: Option<&Row>, target: &str, at_least: f64, bound: f64| {
+        if let Some(row) = row {
+            let rate = row.outcome.rate();
+            verdicts.push(Verdict {
+                target: target.to_owned(),
+                measured: format!("{rate:.1}/s = {:.2} × {bound:.1}/s", rate / bound),
+                met: rate >= at_least * bound,
+            });
+        }
+    };
+    rate(
+        find(Placement::PinnedPostgres, Work::Register, 16),
+        "registrations/s, 1 core, PostgreSQL, 16 clients: ≥ 0.9 × one core's Argon2 rate",
+        0.9,
+        one_core,
+    );
+    rate(
+        find(Placement::PinnedPostgres, Work::Activate, 16),
+        "activations/s, 1 core, PostgreSQL, 16 clients: ≥ 0.9 × one core's Argon2 rate",
+        0.9,
+        one_core,
+    );
+    rate(
+        find(Placement::PinnedMemory, Work::Activate, 16),
+        "activations/s, 1 core, memory store, 16 clients: ≥ 0.9 × one core's Argon2 rate",
+        0.9,
+        one_core,
+    );
+    rate(
+        find(Placement::PinnedPostgres, Work::Hammer, 64),
+        "201s/s, 64 clients resending at once on every 503, 1 core: ≥ 0.85 × one core's Argon2 rate",
+        0.85,
+        one_core,
+    );
+    rate(
+        find(Placement::WholeMachine, Work::Register, 16),
+        "registrations/s, whole machine, 16 clients: ≥ 0.8 × both cores' Argon2 rate",
+        0.8,
+        whole,
+    );
+    verdicts.extend(health_verdicts(rows, memory, health, lost));
+    verdicts
+}
+
+/// The targets that hold today: memory, `/healthz`, refusals, nothing lost.
+fn health_verdicts(rows: &[Row], memory: &Memory, health: &Health, lost: usize) -> Vec<Verdict> {
+    let refused: usize = rows.iter().map(|row| row.outcome.refused).sum();
+    let malformed: usize = rows.iter().map(|row| row.outcome.malformed_refusals).sum();
+    let created: usize = rows
+        .iter()
+        .filter(|row| row.work != Work::Activate)
+        .map(|row| row.outcome.ok.len())
+        .sum();
+    vec![
+        Verdict {
+            target: "peak RSS ≤ 80 MiB at 256 clients".to_owned(),
+            measured: format!("{:.1} MiB", mib(memory.peak_kib)),
+            met: memory.peak_kib > 0 && memory.peak_kib <= 80 * 1024,
+        },
+        Verdict {
+            target: "idle RSS ≤ 15 MiB".to_owned(),
+            measured: format!("{:.1} MiB", mib(memory.idle_kib)),
+            met: memory.idle_kib > 0 && memory.idle_kib <= 15 * 1024,
+        },
+        Verdict {
+            target: "`/healthz` p99 under full load within 2 ms of its idle p99".to_owned(),
+            measured: format!(
+                "{:.2} ms vs {:.2} ms idle, {} of {} not 200",
+                health.loaded_p99.as_secs_f64() * 1000.0,
+                health.idle_p99.as_secs_f64() * 1000.0,
+                health.loaded_failures,
+                health.loaded_count
+            ),
+            met: health.loaded_count > 0
+                && health.loaded_failures == 0
+                && health.loaded_p99 <= health.idle_p99 + Duration::from_millis(2),
+        },
+        Verdict {
+            target: "every refusal a well-formed `overloaded` with `Retry-After`".to_owned(),
+            measured: format!("{refused} well-formed, {malformed} not"),
+            met: malformed == 0,
+        },
+        Verdict {
+            target: "nothing lost: every 201 has its email".to_owned(),
+            measured: format!(
+                "{} of {created} emails written by the log mailer",
+                created.saturating_sub(lost)
+            ),
+            met: lost == 0,
+        },
+    ]
+}
+
+#[allow(clippy::cast_precision_loss, reason = "kibibytes far below 2^52")]
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `2026-11-30 06:10 UTC`, from `date`.
+fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default()
+}

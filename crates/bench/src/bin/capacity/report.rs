@@ -1,0 +1,323 @@
+//! The figures of a run: one row per measurement with its ratio to the Argon2 bound, the
+//! targets each row is held to, the table printed on the terminal and `docs/benchmarks.md`.
+
+use std::{fmt::Write as _, fs, path::Path, time::Duration};
+
+use crate::client::Outcome;
+
+/// Where the server, PostgreSQL and the driver ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// Server on CPU 0, PostgreSQL and the driver on CPU 1, PostgreSQL store.
+    PinnedPostgres,
+    /// Server on CPU 0, the driver on CPU 1, in-memory store.
+    PinnedMemory,
+    /// Everything shares every CPU, PostgreSQL store.
+    WholeMachine,
+}
+
+impl Placement {
+    /// The short label of the table.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::PinnedPostgres => "1 core, PostgreSQL",
+            Self::PinnedMemory => "1 core, memory",
+            Self::WholeMachine => "whole machine",
+        }
+    }
+}
+
+/// What a row measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Work {
+    /// Closed-loop registrations, clients back off on 503.
+    Register,
+    /// Closed-loop activations (Basic auth: one verify, one store write).
+    Activate,
+    /// Registrations sent at one instant, once each.
+    Burst,
+    /// Closed-loop registrations, clients retry every 503 at once.
+    Hammer,
+}
+
+impl Work {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Activate => "activate",
+            Self::Burst => "burst",
+            Self::Hammer => "never back off",
+        }
+    }
+}
+
+/// One measurement.
+pub(crate) struct Row {
+    pub(crate) placement: Placement,
+    pub(crate) work: Work,
+    pub(crate) clients: usize,
+    /// Argon2 operations per second the row's CPUs allow.
+    pub(crate) bound: f64,
+    pub(crate) outcome: Outcome,
+}
+
+impl Row {
+    /// Successes per second, over the bound.
+    pub(crate) fn ratio(&self) -> f64 {
+        self.outcome.rate() / self.bound
+    }
+
+    fn percentiles(&self) -> [Duration; 4] {
+        [50, 90, 99, 100].map(|percent| percentile(&self.outcome.ok, percent))
+    }
+
+    fn cells(&self) -> Vec<String> {
+        let [p50, p90, p99, max] = self.percentiles();
+        let other = self.outcome.odd();
+        vec![
+            self.placement.label().to_owned(),
+            self.work.label().to_owned(),
+            self.clients.to_string(),
+            self.outcome.ok.len().to_string(),
+            self.outcome.refused.to_string(),
+            other.to_string(),
+            format!("{:.2}", self.outcome.elapsed.as_secs_f64()),
+            format!("{:.1}", self.outcome.rate()),
+            format!("{:.1}", self.bound),
+            format!("{:.2}", self.ratio()),
+            ms(p50),
+            ms(p90),
+            ms(p99),
+            ms(max),
+        ]
+    }
+}
+
+/// The nearest-rank `percent`-th percentile of `samples` (zero when there are none).
+pub(crate) fn percentile(samples: &[Duration], percent: usize) -> Duration {
+    let mut samples = samples.to_vec();
+    samples.sort_unstable();
+    samples
+        .get((percent * samples.len()).div_ceil(100).max(1) - 1)
+        .copied()
+        .unwrap_or_default()
+}
+
+const HEADERS: [&str; 14] = [
+    "set-up", "work", "clients", "ok", "503", "other", "s", "ok/s", "bound/s", "ratio", "p50 ms",
+    "p90 ms", "p99 ms", "max ms",
+];
+
+fn ms(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64() * 1000.0)
+}
+
+/// A target and whether the run met it.
+pub(crate) struct Verdict {
+    pub(crate) target: String,
+    pub(crate) measured: String,
+    pub(crate) met: bool,
+}
+
+/// Everything the document says besides the rows.
+pub(crate) struct Context {
+    pub(crate) machine: String,
+    pub(crate) bounds: String,
+    pub(crate) database: String,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) memory: String,
+    pub(crate) health: String,
+    pub(crate) started: String,
+}
+
+/// The rows as a fixed-width table for the terminal.
+pub(crate) fn table(rows: &[Row]) -> String {
+    let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
+    let widths: Vec<usize> = HEADERS
+        .iter()
+        .enumerate()
+        .map(|(column, header)| {
+            cells
+                .iter()
+                .map(|row| row[column].len())
+                .chain([header.len()])
+                .max()
+                .unwrap_or_default()
+        })
+        .collect();
+    let line = |row: &[String]| {
+        row.iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(column, (cell, width))| {
+                if column < 2 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut text = line(&HEADERS.map(str::to_owned));
+    for row in &cells {
+        text.push('\n');
+        text.push_str(&line(row));
+    }
+    text
+}
+
+/// The rows as a Markdown table.
+fn markdown_table(rows: &[Row]) -> String {
+    let mut text = format!("| {} |\n", HEADERS.join(" | "));
+    let _ = writeln!(
+        text,
+        "|{}",
+        HEADERS
+            .iter()
+            .enumerate()
+            .map(|(column, _)| if column < 2 { "---|" } else { "---:|" })
+            .collect::<String>()
+    );
+    for row in rows {
+        let _ = writeln!(text, "| {} |", row.cells().join(" | "));
+    }
+    text
+}
+
+/// The capacity section of `docs/benchmarks.md`, between its markers.
+pub(crate) fn markdown(rows: &[Row], verdicts: &[Verdict], context: &Context) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "{BEGIN}");
+    text.push_str(METHOD);
+    let _ = writeln!(text, "\n### This run ({})\n", context.started);
+    let _ = writeln!(text, "- Machine: {}", context.machine);
+    let _ = writeln!(text, "- Argon2 bound: {}", context.bounds);
+    let _ = writeln!(text, "- PostgreSQL: {}", context.database);
+    let _ = writeln!(text, "- Server memory: {}", context.memory);
+    let _ = writeln!(text, "- `/healthz`: {}", context.health);
+    for warning in &context.warnings {
+        let _ = writeln!(text, "- **Warning:** {warning}");
+    }
+    let _ = writeln!(
+        text,
+        "\n![Throughput and p99 latency against clients, with the Argon2 bound]\
+         (benchmarks.svg)\n"
+    );
+    text.push_str(&markdown_table(rows));
+    let _ = writeln!(text, "\n### Targets\n");
+    let _ = writeln!(text, "| target | measured | met |\n|---|---|---|");
+    for verdict in verdicts {
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} |",
+            verdict.target,
+            verdict.measured,
+            if verdict.met { "yes" } else { "**no**" }
+        );
+    }
+    let _ = writeln!(text, "{END}");
+    text
+}
+
+const BEGIN: &str =
+    "<!-- capacity: written by `just bench`; edits between these markers are lost -->";
+const END: &str = "<!-- capacity: end -->";
+
+const METHOD: &str = "## Capacity: throughput and latency against the Argon2 bound
+
+```sh
+just bench
+# = cargo build --release -p registrar && cargo run --release -p registrar-bench --bin capacity
+```
+
+### Method
+
+One run of one program (`crates/bench`, binary `capacity`) measures everything below on the same
+machine, so every figure can be compared with a bound taken minutes before or after it:
+
+1. **The bound.** On each CPU in turn, the program re-runs itself under `taskset -c N` and hashes
+   with the server's own hasher (`registrar-adapters-argon2`, one thread, the default Argon2id
+   costs m = 19456 KiB, t = 2, p = 1) for 2 s after two warm-up hashes, and takes the median
+   time of one hash. It does so before the load and again after it, and keeps the faster of the
+   two per CPU (other processes only ever slow hashing down). One CPU's bound is
+   1 / (seconds per hash); the whole machine's is the sum over its CPUs. The progress lines
+   printed during the run use the first measurement; the table and this page the kept one. A
+   registration costs one hash and an activation one verify (HTTP Basic), which costs the same,
+   so one bound serves both.
+2. **The set-ups.** PostgreSQL is a private throw-away cluster (initdb in a temporary directory,
+   default settings, a free port) started under `taskset -c 1` and deleted at the end. The
+   release server runs with its defaults (pool sizes follow the CPUs it is given), the log
+   mailer, JSON logs to a file, per-address rate limits off and codes valid for 30 minutes.
+   *1 core*: the server under `taskset -c 0`, the driver moved to CPU 1 beside PostgreSQL; on
+   PostgreSQL and again on the in-memory store. *Whole machine*: server, PostgreSQL and driver
+   all on every CPU. With one CPU nothing is pinned and the run says so.
+3. **The rows.** *register*: N clients register distinct addresses back to back for 5 s, one
+   `Connection: close` HTTP/1.1 request per connection; a client that gets a 503 waits its
+   `Retry-After` and sends the same registration again. *never back off*: the same with 64
+   clients that resend at once on every 503. *burst*: N registrations released at the same
+   instant from connections opened beforehand, each sent once. *activate*: N clients activate
+   accounts registered by the earlier rows (codes read from the server's log) with Basic auth,
+   back to back for 5 s or until none is left (more are registered first, outside any row, when
+   the earlier rows left fewer than 1.2 × the bound, or the fastest row if faster, × 5 rows ×
+   5 s + 256). Latencies are the clients' (connect to last byte) of the successes; ok/s is
+   successes over the row's wall time; ratio is ok/s over the bound of the CPUs the server had.
+4. **Memory and `/healthz`.** VmRSS after start-up (idle) and VmHWM (peak) from
+   `/proc/<pid>/status` of the PostgreSQL 1-core server. `/healthz` p99 idle: 300 sequential
+   requests before any load; under load: a separate client polling it every 10 ms during the
+   256-client registration row.
+5. **Checks.** Every 503 must be an `application/problem+json` `overloaded` problem with a
+   whole-seconds `Retry-After`; every address that got a 201 must have its activation email in
+   the log (nothing lost); anything else is counted under *other*.
+
+The figures are one run on a shared machine: read them with that noise in mind. Nothing is
+tuned to them.
+";
+
+/// Replaces the capacity section of `path` (or puts it after the title when there is none yet),
+/// keeping everything else the document says.
+pub(crate) fn write_document(path: &Path, section: &str) -> Result<(), String> {
+    let existing = fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
+    let document = match (existing.find(BEGIN), existing.find(END)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{section}\n{}",
+            &existing[..begin],
+            &existing[end + END.len()..].trim_start_matches('\n')
+        ),
+        _ => {
+            let (title, rest) = existing.split_once('\n').unwrap_or((existing.as_str(), ""));
+            format!("{title}\n\n{section}\n{}", rest.trim_start_matches('\n'))
+        }
+    };
+    fs::write(path, document).map_err(|error| format!("cannot write {}: {error}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, time::Duration};
+
+    use super::{BEGIN, END, percentile, write_document};
+
+    #[test]
+    fn the_section_replaces_its_previous_version_and_keeps_the_rest_of_the_document() {
+        let path = std::env::temp_dir().join(format!("capacity-doc-{}.md", std::process::id()));
+        fs::write(&path, "# Benchmarks\n\n## Mail latency\n\nkept\n").ok();
+        write_document(&path, &format!("{BEGIN}\nfirst\n{END}\n")).ok();
+        write_document(&path, &format!("{BEGIN}\nsecond\n{END}\n")).ok();
+        let document = fs::read_to_string(&path).unwrap_or_default();
+        fs::remove_file(&path).ok();
+        assert_eq!(
+            document,
+            format!("# Benchmarks\n\n{BEGIN}\nsecond\n{END}\n\n## Mail latency\n\nkept\n")
+        );
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_and_zero_without_samples() {
+        let samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentile(&samples, 50), Duration::from_millis(50));
+        assert_eq!(percentile(&samples, 99), Duration::from_millis(99));
+        assert_eq!(percentile(&samples, 100), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 99), Duration::ZERO);
+    }
+}
