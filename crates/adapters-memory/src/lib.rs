@@ -341,6 +341,14 @@ impl Store for MemoryStore {
         Ok(true)
     }
 
+    async fn mail_being_sent(&self, code: CodeId, now: SystemTime) -> Result<bool, StoreError> {
+        Ok(self.lock()?.outbox.iter().any(|row| {
+            row.code_id == code
+                && row.status == MailStatus::Pending
+                && row.lease_until.is_some_and(|until| until > now)
+        }))
+    }
+
     async fn outbox_depth(&self) -> Result<u64, StoreError> {
         let state = self.lock()?;
         let pending = state

@@ -269,6 +269,14 @@ pub(crate) const PRUNE_PENDING_ACCOUNTS: &str = "
 /// No row: the account is gone or changed since it was loaded.
 pub(crate) const DELETE_ACCOUNT: &str = "DELETE FROM users WHERE id = $1 AND version = $2";
 
+/// Whether a message carrying code `$1` is being sent at `$2`: pending, under a live lease
+/// (index `email_outbox_by_code`).
+pub(crate) const MAIL_BEING_SENT: &str = "
+    SELECT EXISTS (
+        SELECT 1 FROM email_outbox
+        WHERE code_id = $1 AND status = 'pending' AND lease_until > $2
+    )";
+
 /// Rows one prune statement deletes at most.
 pub(crate) const PRUNE_BATCH: i64 = 1000;
 

@@ -18,7 +18,7 @@ use registrar_application::ports::{
     AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, SaveError, Store, StoreError,
     ThrottleKey, Versioned,
 };
-use registrar_domain::{CodePolicy, Email, UserId};
+use registrar_domain::{CodeId, CodePolicy, Email, UserId};
 use tokio::{
     runtime::Handle,
     time::{Instant, error::Elapsed, timeout_at},
@@ -402,6 +402,19 @@ impl Store for PgStore {
         })
         .await
         .map_err(|f| f.into_store_error("finish mail"))
+    }
+
+    #[tracing::instrument(name = "store: mail being sent", skip_all)]
+    async fn mail_being_sent(&self, code: CodeId, now: SystemTime) -> Result<bool, StoreError> {
+        self.run(async |connection| {
+            let params: [Param<'_>; 2] = [&code.as_uuid(), &now];
+            let row = connection
+                .query_one(&prepared(connection, sql::MAIL_BEING_SENT).await?, &params)
+                .await?;
+            Ok(row.try_get::<_, bool>(0)?)
+        })
+        .await
+        .map_err(|f| f.into_store_error("check mail being sent"))
     }
 
     #[tracing::instrument(name = "store: outbox depth", skip_all)]

@@ -7,9 +7,9 @@ use std::{
 };
 
 use registrar_domain::{
-    Account, ActivationRefused, CodeDigits, CodeId, CodeIssued, CodePolicy, CodeSecret, Email,
-    IssueRefused, NewCode, NewPassword, Password, PasswordHash, PasswordPolicy, TakeoverRefused,
-    User, UserId,
+    Account, ActivationCode, ActivationRefused, CodeDigits, CodeId, CodeIssued, CodePolicy,
+    CodeSecret, CodeStatus, Email, IssueRefused, NewCode, NewPassword, Password, PasswordHash,
+    PasswordPolicy, TakeoverRefused, User, UserId,
 };
 use tokio::sync::OnceCell;
 
@@ -278,6 +278,22 @@ where
             .ok_or(Error::Unauthorized)
     }
 
+    /// The account's current code, when it awaits delivery and its email is being sent.
+    async fn code_being_sent(&self, id: UserId) -> Result<Option<CodeId>, Error> {
+        let now = self.clock.now();
+        let Versioned { account, .. } = self.load(id).await?;
+        let awaiting = account
+            .code()
+            .filter(|code| {
+                code.status(now, self.settings.codes.ttl()) == CodeStatus::AwaitingDelivery
+            })
+            .map(ActivationCode::id);
+        let Some(code) = awaiting else {
+            return Ok(None);
+        };
+        Ok(self.store.mail_being_sent(code, now).await?.then_some(code))
+    }
+
     /// Loads an account, lets `decide` change it, and saves it at the version it was loaded at;
     /// when a concurrent change won the race, loads and decides again. `decide` returns the
     /// answer to give once the change is saved (which may be an error, such as a counted wrong
@@ -481,7 +497,22 @@ where
     #[tracing::instrument(name = "activate account", skip_all, fields(user_id = %who.user.id()))]
     async fn activate(&self, who: &Authenticated, code: CodeDigits) -> Result<User, Error> {
         let policy = self.settings.codes;
+        let sending = self.code_being_sent(who.user.id()).await?;
         self.change(who.user.id(), |account, now| {
+            // A code is usable once its email's acceptance is recorded. The right digits for a
+            // code whose email is being sent prove that the email arrived before the record:
+            // they count as delivered now. Wrong digits are counted as before.
+            if let Some(sent) = sending {
+                let mut delivered = account.clone();
+                delivered.mark_code_delivered(sent, now);
+                if delivered
+                    .activate(code, &self.settings.secret, now, &policy)
+                    .is_ok()
+                {
+                    *account = delivered;
+                    return Ok((Ok(account.user().clone()), None));
+                }
+            }
             match account.activate(code, &self.settings.secret, now, &policy) {
                 Ok(()) => Ok((Ok(account.user().clone()), None)),
                 // The attempt was counted: save it, then report it.

@@ -338,6 +338,14 @@ pub trait Store: Send + Sync + 'static {
         outcome: MailOutcome,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Whether a message carrying code `code` is being sent at `now`: claimed under a lease
+    /// that has not run out, its outcome not recorded yet.
+    fn mail_being_sent(
+        &self,
+        code: CodeId,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Messages waiting to be sent (pending, whether due or not).
     fn outbox_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 

@@ -169,6 +169,10 @@ impl Store for TestStore {
         self.store.finish_mail(mail, outcome).await
     }
 
+    async fn mail_being_sent(&self, code: CodeId, now: SystemTime) -> Result<bool, StoreError> {
+        self.store.mail_being_sent(code, now).await
+    }
+
     async fn outbox_depth(&self) -> Result<u64, StoreError> {
         self.store.outbox_depth().await
     }

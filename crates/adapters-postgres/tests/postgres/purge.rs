@@ -134,7 +134,13 @@ async fn a_takeover_racing_the_purge_either_renews_the_account_or_conflicts() {
         undeliverable,
         |loaded, later| {
             let digits = CodeDigits::parse("9999").unwrap();
-            let new_code = NewCode::new(CodeId::from_uuid(uuid::Uuid::new_v4()), digits, &secret());
+            // A new id per round: the account's own, moved out of the range `register` uses.
+            let id = loaded.account.user().id().as_uuid().as_u128() + (1 << 64);
+            let new_code = NewCode::new(
+                CodeId::from_uuid(uuid::Uuid::from_u128(id)),
+                digits,
+                &secret(),
+            );
             let email = loaded.account.user().email().clone();
             loaded
                 .account

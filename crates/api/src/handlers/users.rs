@@ -61,7 +61,7 @@ pub(crate) async fn me<A: Accounts>(
     operation_id = "activate",
     tags(Users),
     summary = "Activate the account with the emailed code",
-    description = "Checks, in order: credentials (401), code format (422), already active (409), a usable code (410, `reason`: `expired` or `too_many_attempts`), the code itself (400 with `attempts_remaining`). A code is usable from the moment the mail server accepted its email, for the configured TTL (60 s by default); a guess at a code whose email has not been accepted yet counts as wrong. The 5th wrong attempt kills the code.",
+    description = "Checks, in order: credentials (401), code format (422), already active (409), a usable code (410, `reason`: `expired` or `too_many_attempts`), the code itself (400 with `attempts_remaining`). A code is usable from the moment the mail server accepted its email, for the configured TTL (60 s by default); while its email is being sent, the right code is accepted too (holding it proves the email arrived); a guess at a code whose email is not being sent yet counts as wrong. The 5th wrong attempt kills the code.",
     consumes = "application/json",
     produces = "application/json"
 )]

@@ -44,6 +44,7 @@ macro_rules! store_contract_tests {
             throttle_keys_are_independent,
             a_throttle_key_may_be_any_user_name,
             pruning_deletes_settled_mail_before_the_cutoff_and_throttle_windows_that_are_over,
+            mail_is_being_sent_only_while_claimed_under_a_live_lease,
             deleting_an_account_erases_it_with_its_codes_and_mail,
             deleting_at_a_stale_version_erases_nothing,
             a_claim_on_the_mail_of_a_deleted_account_goes_stale,
@@ -760,6 +761,47 @@ async fn register_at(
         .await
         .unwrap();
     account
+}
+
+/// A message is being sent from its claim until its outcome is recorded or its lease runs out.
+pub async fn mail_is_being_sent_only_while_claimed_under_a_live_lease(store: impl Store) {
+    let ada = register(&store, 10, "ada@example.com", "0421").await;
+    let bob = register(&store, 20, "bob@example.com", "1234").await;
+    let (adas, bobs) = (ada.code().unwrap().id(), bob.code().unwrap().id());
+    assert!(!store.mail_being_sent(adas, t0()).await.unwrap());
+
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+
+    assert!(
+        store
+            .mail_being_sent(adas, t0() + 29 * SECOND)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .mail_being_sent(adas, t0() + 30 * SECOND)
+            .await
+            .unwrap()
+    );
+    let sent = MailOutcome::Sent {
+        accepted_at: t0() + SECOND,
+    };
+    let bobs_mail = claimed.iter().find(|mail| mail.code_id == bobs).unwrap();
+    assert!(store.finish_mail(bobs_mail, sent).await.unwrap());
+    assert!(
+        !store
+            .mail_being_sent(bobs, t0() + 2 * SECOND)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .mail_being_sent(adas, t0() + 2 * SECOND)
+            .await
+            .unwrap()
+    );
 }
 
 /// Erasing an account takes its codes and every message with it; the address is free again.

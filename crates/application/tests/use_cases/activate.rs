@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use registrar_application::{Accounts, Error};
+use registrar_application::{Accounts, Error, ports::Store as _};
 use registrar_domain::UserStatus;
 use tokio::sync::Barrier;
 
@@ -194,4 +194,71 @@ async fn a_new_code_kills_the_previous_one() {
         "{old:?}"
     );
     assert!(new.is_ok(), "{new:?}");
+}
+
+#[tokio::test]
+async fn the_right_code_is_accepted_while_its_email_is_being_sent() {
+    let app = App::new();
+    let who = app.registered("ada@example.com", "0421").await;
+    // A dispatcher holds the message: the mail server may have it, its acceptance is not
+    // recorded yet (the client read the email first).
+    let claimed = app
+        .store
+        .claim_mail(app.now(), app.delivery.lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    app.advance(SECOND);
+
+    let user = app.activate(&who, "0421").await.unwrap();
+
+    assert_eq!(
+        user.status(),
+        UserStatus::Active {
+            activated_at: app.now()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_code_while_its_email_is_being_sent_counts_as_before() {
+    let app = App::new();
+    let who = app.registered("ada@example.com", "0421").await;
+    app.store
+        .claim_mail(app.now(), app.delivery.lease, 10)
+        .await
+        .unwrap();
+
+    let wrong = app.activate(&who, "9999").await;
+
+    assert!(
+        matches!(
+            wrong,
+            Err(Error::WrongCode {
+                attempts_remaining: 4
+            })
+        ),
+        "{wrong:?}"
+    );
+    // The wrong guess did not make the code count as delivered.
+    let stored = app.stored("ada@example.com").await.unwrap();
+    assert_eq!(stored.account.code().unwrap().delivered_at(), None);
+}
+
+#[tokio::test]
+async fn the_right_code_of_an_email_not_being_sent_yet_is_still_a_wrong_attempt() {
+    let app = App::new();
+    let who = app.registered("ada@example.com", "0421").await;
+
+    let early = app.activate(&who, "0421").await;
+
+    assert!(
+        matches!(
+            early,
+            Err(Error::WrongCode {
+                attempts_remaining: 4
+            })
+        ),
+        "{early:?}"
+    );
 }
