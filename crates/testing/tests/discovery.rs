@@ -5,8 +5,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    clippy::print_stdout,
-    reason = "test code: a panic is a failed test; the abandoning child reports on its output"
+    reason = "test code: a panic is a failed test"
 )]
 
 use std::{
@@ -18,10 +17,6 @@ use std::{
 
 use registrar_testing::postgres::{Discovery, NotFound, Source, TestDatabase};
 
-/// The name of the test the abandoning child process runs.
-const ABANDONING_CHILD: &str = "child_abandons_a_cluster";
-/// Set for that child only; it is ignored otherwise.
-const CHILD_VARIABLE: &str = "REGISTRAR_TESTING_ABANDON_CLUSTER";
 /// Generous for a loaded CI machine.
 const PATIENCE: Duration = Duration::from_mins(1);
 
@@ -161,9 +156,7 @@ fn without_postgresql_installed_the_failure_is_one_line_saying_what_to_do() {
 
 #[test]
 fn a_cluster_is_removed_when_its_process_dies_without_cleaning_up() {
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([ABANDONING_CHILD, "--exact", "--ignored", "--nocapture"])
-        .env(CHILD_VARIABLE, "1")
+    let output = Command::new(env!("CARGO_BIN_EXE_abandon-cluster"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -173,7 +166,7 @@ fn a_cluster_is_removed_when_its_process_dies_without_cleaning_up() {
         .and_then(|rest| rest.split_once(' '))
         .unwrap_or_else(|| panic!("the child said no cluster:\n{stdout}"));
     let folder = PathBuf::from(folder);
-    // The child panicked with the cluster still referenced: nobody dropped it.
+    // The child exited with the cluster still referenced: nobody dropped it.
     assert!(!output.status.success(), "the child was meant to fail");
 
     assert!(gone(&folder), "{} outlived its process", folder.display());
@@ -181,22 +174,4 @@ fn a_cluster_is_removed_when_its_process_dies_without_cleaning_up() {
         !listening(address.parse().unwrap()),
         "{address} still listens"
     );
-}
-
-/// Run by the test above, in a process of its own: starts a cluster and fails, keeping the
-/// cluster (no destructor runs for it).
-#[test]
-#[ignore = "run by a_cluster_is_removed_when_its_process_dies_without_cleaning_up"]
-fn child_abandons_a_cluster() {
-    if std::env::var_os(CHILD_VARIABLE).is_none() {
-        return;
-    }
-    let server = Box::leak(Box::new(private_only().run().unwrap()));
-    let cluster = server.cluster().unwrap();
-    println!(
-        "cluster {} {}",
-        cluster.folder().display(),
-        cluster.address()
-    );
-    panic!("failing with the cluster running");
 }
