@@ -101,23 +101,7 @@ fn mail_for(account: &Account, n: u128, digits: &str, at: SystemTime) -> QueuedM
 
 /// Registers `email` at `t0` with code `digits`, queueing its mail; returns the saved account.
 async fn register(store: &impl Store, n: u128, email: &str, digits: &str) -> Account {
-    let account = Account::register(
-        UserId::from_uuid(uuid(n)),
-        Email::parse(email).unwrap(),
-        hash("pw"),
-        new_code(n + 1, digits),
-        t0(),
-    );
-    let mail = mail_for(&account, n + 2, digits, t0());
-    store
-        .save(AccountChange {
-            account: account.clone(),
-            expected_version: None,
-            mail: Some(mail),
-        })
-        .await
-        .unwrap();
-    account
+    register_at(store, n, email, digits, t0()).await
 }
 
 async fn load(store: &impl Store, email: &str, now: SystemTime) -> Versioned {
