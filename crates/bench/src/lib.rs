@@ -1,6 +1,6 @@
 //! Registrar's load drivers (dev-only): what the `mail_latency` and `overload` benchmarks share.
 //! The entry point that only explains itself outside `cargo bench`, their knobs, finding the
-//! release `registrar` binary, the plain HTTP/1.1 client, brief log lines and the order
+//! release `registrar` binary, the plain HTTP/1.1 client (the capacity run's too), brief log lines and the order
 //! statistics they print. Starting and stopping the server, the SMTP sink and the database come
 //! from the test toolkit (`registrar-testing`), as in the tests.
 //!
@@ -114,20 +114,40 @@ pub fn registration_body(email: &str) -> String {
     json!({ "email": email, "password": PASSWORD }).to_string()
 }
 
+/// What failed in an HTTP exchange: the stage (`connect`, `write`, `read`) and why.
+pub type HttpError = (&'static str, std::io::Error);
+
 /// One HTTP/1.1 request to `127.0.0.1:port` on a fresh connection (`Connection: close`), read to
 /// the end: status, head and body; or the stage that failed (`connect`, `write`, `read`) and why.
 pub fn http(
     port: u16,
     request_line: &str,
     json_body: Option<&str>,
-) -> Result<(u16, String, String), (&'static str, std::io::Error)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|error| ("connect", error))?;
+) -> Result<(u16, String, String), HttpError> {
+    exchange(connect(port)?, request_line, "", json_body)
+}
+
+/// A connection to `127.0.0.1:port` for one request, with [`REQUEST_TIMEOUT`] on reads. Made
+/// apart from [`exchange`] so that a burst can connect first and send all at one instant.
+pub fn connect(port: u16) -> Result<TcpStream, HttpError> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).map_err(|error| ("connect", error))?;
     stream
         .set_read_timeout(Some(REQUEST_TIMEOUT))
         .map_err(|error| ("connect", error))?;
     stream
         .set_nodelay(true)
         .map_err(|error| ("connect", error))?;
+    Ok(stream)
+}
+
+/// One request on `stream` (`Connection: close`), with `headers` (whole `Name: value\r\n`
+/// lines, or nothing), read to the end: status, head and body.
+pub fn exchange(
+    mut stream: TcpStream,
+    request_line: &str,
+    headers: &str,
+    json_body: Option<&str>,
+) -> Result<(u16, String, String), HttpError> {
     let body = json_body.unwrap_or("");
     let content_type = if json_body.is_some() {
         "Content-Type: application/json\r\n"
@@ -135,7 +155,7 @@ pub fn http(
         ""
     };
     let request = format!(
-        "{request_line} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{content_type}\
+        "{request_line} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}{content_type}\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     );

@@ -12,9 +12,10 @@ use std::{
 
 use registrar_adapters_argon2::{Argon2Hasher, Argon2Settings};
 use registrar_application::ports::PasswordHasher;
+use registrar_bench::PASSWORD;
 use registrar_domain::Password;
 
-use crate::{PASSWORD, machine::Machine};
+use crate::machine::Machine;
 
 /// The hidden subcommand that measures the CPU it runs on.
 pub(crate) const SUBCOMMAND: &str = "hash-bound";

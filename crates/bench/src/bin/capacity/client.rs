@@ -6,7 +6,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
     net::TcpStream,
     sync::{
         Barrier, Mutex,
@@ -19,10 +18,8 @@ use std::{
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::PASSWORD;
+use registrar_bench::{PASSWORD, registration_body};
 
-/// The longest one request may take before the client gives up on it.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Stack of each client thread: they only format a request and read a short response.
 const CLIENT_STACK: usize = 256 * 1024;
 /// A client's pause after a socket-level failure, so a refused connect does not spin.
@@ -106,7 +103,7 @@ pub(crate) fn register_for(
         while Instant::now() < deadline {
             let email = format!("{prefix}-{client}-{n}@example.com");
             n += 1;
-            let body = json!({ "email": email, "password": PASSWORD }).to_string();
+            let body = registration_body(&email);
             let created = until_answered(&mut outcome, deadline, on_refusal, 201, || {
                 http(port, "POST /v1/users", None, Some(&body))
             });
@@ -157,7 +154,7 @@ pub(crate) fn burst(port: u16, clients: usize, prefix: &str) -> Outcome {
     run_clients(clients, |client| {
         let mut outcome = Outcome::default();
         let email = format!("{prefix}-{client}@example.com");
-        let body = json!({ "email": email, "password": PASSWORD }).to_string();
+        let body = registration_body(&email);
         let stream = connect(port);
         barrier.wait();
         let started = Instant::now();
@@ -339,53 +336,25 @@ fn http(
 }
 
 fn connect(port: u16) -> Result<TcpStream, String> {
-    let stream =
-        TcpStream::connect(("127.0.0.1", port)).map_err(|error| format!("connect: {error}"))?;
-    stream
-        .set_read_timeout(Some(REQUEST_TIMEOUT))
-        .and_then(|()| stream.set_nodelay(true))
-        .map_err(|error| format!("connect: {error}"))?;
-    Ok(stream)
+    registrar_bench::connect(port).map_err(failure)
 }
 
 /// Writes the request, reads the response to the end of the connection.
 fn exchange(
-    mut stream: TcpStream,
+    stream: TcpStream,
     request_line: &str,
     headers: Option<&str>,
     json_body: Option<&str>,
 ) -> Result<Response, String> {
-    let body = json_body.unwrap_or("");
-    let content_type = if json_body.is_some() {
-        "Content-Type: application/json\r\n"
-    } else {
-        ""
-    };
-    let request = format!(
-        "{request_line} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{}{content_type}\
-         Content-Length: {}\r\n\r\n{body}",
-        headers.unwrap_or(""),
-        body.len()
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|error| format!("write: {error}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .map_err(|error| format!("read: {error}"))?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| "read: not an HTTP response".to_owned())?;
-    Ok(Response {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    })
+    let (status, head, body) =
+        registrar_bench::exchange(stream, request_line, headers.unwrap_or(""), json_body)
+            .map_err(failure)?;
+    Ok(Response { status, head, body })
+}
+
+/// `stage: why`, the key a failed request is counted under.
+fn failure((stage, error): registrar_bench::HttpError) -> String {
+    format!("{stage}: {error}")
 }
 
 #[cfg(test)]

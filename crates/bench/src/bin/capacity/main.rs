@@ -45,8 +45,6 @@ use postgres::Database;
 use report::{Context, Placement, Row, Verdict, Work};
 use server::{Server, Setup};
 
-/// A password the strength rules accept.
-pub(crate) const PASSWORD: &str = "correct horse battery staple";
 /// The client counts of the closed-loop rows.
 const CLIENTS: [usize; 5] = [1, 4, 16, 64, 256];
 /// Sequential `/healthz` requests on the idle server.
@@ -347,8 +345,11 @@ impl Run<'_> {
             let prefix = format!("reg{clients}");
             let outcome = if clients == 256 {
                 let stop = AtomicBool::new(false);
+                // The port alone crosses to the poller's thread (the server's process handle
+                // is not `Sync`).
+                let port = server.port;
                 let (outcome, polled) = thread::scope(|scope| {
-                    let poller = scope.spawn(|| client::poll_health(server.port, &stop));
+                    let poller = scope.spawn(|| client::poll_health(port, &stop));
                     let outcome = client::register_for(
                         server.port,
                         clients,

@@ -1,14 +1,16 @@
-//! The run's PostgreSQL: a private throw-away cluster on a free port, started pinned to the
-//! driver's CPU so it never competes with the server's, and removed at the end. Where no cluster
-//! can be started (no PostgreSQL binaries, no `postgres` user), a fresh database on the local
-//! server, unpinned, with a warning.
+//! The run's PostgreSQL: a private throw-away cluster from the test toolkit (never a server that
+//! happens to listen on the default port), its processes then pinned to the driver's CPU so they
+//! never compete with the server's; the toolkit removes it when it is dropped, or when this
+//! process ends however it ends. Where no cluster can be started (no PostgreSQL binaries, no
+//! `postgres` user), a fresh database on the local server, unpinned, with a warning.
 
 use std::{
     fs,
-    net::TcpListener,
-    path::{Path, PathBuf},
+    net::{Ipv4Addr, SocketAddr, TcpListener},
     process::Command,
 };
+
+use registrar_testing::postgres::{Discovery, NotFound, Server};
 
 use crate::machine;
 
@@ -26,8 +28,11 @@ pub(crate) struct Database {
 }
 
 enum Owned {
-    Cluster { bin: PathBuf, dir: PathBuf },
-    LocalDatabase { name: String },
+    /// The toolkit's find, holding the private cluster: dropping it stops and deletes it.
+    Cluster(Server),
+    LocalDatabase {
+        name: String,
+    },
 }
 
 impl Database {
@@ -48,10 +53,13 @@ impl Database {
 
     /// Lets PostgreSQL run on `cpus` from now on (connections opened later inherit it).
     pub(crate) fn repin(&self, cpus: &str) -> Result<(), String> {
-        let Owned::Cluster { dir, .. } = &self.owned else {
+        let Owned::Cluster(server) = &self.owned else {
             return Ok(());
         };
-        let pid_file = fs::read_to_string(dir.join("data/postmaster.pid"))
+        let Some(cluster) = server.cluster() else {
+            return Ok(());
+        };
+        let pid_file = fs::read_to_string(cluster.folder().join("data/postmaster.pid"))
             .map_err(|error| format!("cannot read postmaster.pid: {error}"))?;
         let postmaster: u32 = pid_file
             .lines()
@@ -69,14 +77,7 @@ impl Database {
     /// Stops and deletes the cluster, or drops the database.
     pub(crate) fn remove(self) {
         match self.owned {
-            Owned::Cluster { bin, dir } => {
-                let _ = as_postgres(&bin.join("pg_ctl"))
-                    .arg("-D")
-                    .arg(dir.join("data"))
-                    .args(["-m", "immediate", "-w", "stop"])
-                    .output();
-                let _ = fs::remove_dir_all(&dir);
-            }
+            Owned::Cluster(server) => drop(server),
             Owned::LocalDatabase { name } => {
                 let _ = psql(LOCAL_ADMIN_URL, &format!("DROP DATABASE IF EXISTS {name}"));
             }
@@ -84,61 +85,50 @@ impl Database {
     }
 }
 
-/// `initdb` and `pg_ctl start` as the `postgres` user (we may be root), under `taskset -c cpu`.
+/// The toolkit's private cluster, with nothing configured and a default address where nothing
+/// listens, so that it never settles for the local server; then pinned to `cpu`.
 fn private_cluster(cpu: Option<usize>) -> Result<Database, String> {
-    let bin = postgres_bin().ok_or("no /usr/lib/postgresql/*/bin/initdb")?;
-    let port = free_port()?;
-    let dir = std::env::temp_dir().join(format!("registrar-bench-pg-{}", std::process::id()));
-    fs::create_dir_all(&dir)
-        .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
-    let owned = Owned::Cluster {
-        bin: bin.clone(),
-        dir: dir.clone(),
-    };
-    let cleanup = |reason: String| {
-        let _ = fs::remove_dir_all(&dir);
-        reason
-    };
-    run(Command::new("chown").arg("postgres:postgres").arg(&dir)).map_err(cleanup)?;
-    let pinned = |program: &Path| match cpu {
-        Some(cpu) => {
-            let mut command = as_postgres(Path::new("taskset"));
-            command.arg("-c").arg(cpu.to_string()).arg(program);
-            command
+    let server = Discovery {
+        configured: None,
+        default_address: closed_address()?,
+        ..Discovery::from_environment()
+    }
+    .run()
+    .map_err(|error| match error {
+        NotFound::NotInstalled => {
+            "no initdb and pg_ctl on PATH or under /usr/lib/postgresql/*/bin".to_owned()
         }
-        None => as_postgres(program),
-    };
-    run(pinned(&bin.join("initdb"))
-        .arg("-D")
-        .arg(dir.join("data"))
-        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync"]))
-    .map_err(cleanup)?;
-    run(pinned(&bin.join("pg_ctl"))
-        .arg("-D")
-        .arg(dir.join("data"))
-        .arg("-l")
-        .arg(dir.join("postgres.log"))
-        .arg("-o")
-        .arg(format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1",
-            dir.display()
-        ))
-        .args(["-w", "start"]))
-    .map_err(cleanup)?;
+        NotFound::ClusterFailed(why) => why,
+    })?;
+    let cluster = server
+        .cluster()
+        .ok_or("the toolkit found a server instead of starting a cluster")?;
+    let port = cluster.address().port();
+    // PG_VERSION holds the major version, as /usr/lib/postgresql/<version> names it.
+    let version = fs::read_to_string(cluster.folder().join("data/PG_VERSION"))
+        .map(|version| format!("PostgreSQL {}, ", version.trim()))
+        .unwrap_or_default();
     let pinning = cpu.map_or_else(|| "unpinned".to_owned(), |cpu| format!("on CPU {cpu}"));
-    Ok(Database {
-        url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+    let database = Database {
+        url: server.url().to_owned(),
         description: format!(
-            "a private throw-away cluster ({}, port {port}, default settings) {pinning}",
-            bin.parent()
-                .and_then(Path::file_name)
-                .map_or_else(String::new, |version| format!(
-                    "PostgreSQL {}",
-                    version.to_string_lossy()
-                ))
+            "a private throw-away cluster ({version}port {port}, the test toolkit's settings: \
+             durability off) {pinning}"
         ),
-        owned,
-    })
+        owned: Owned::Cluster(server),
+    };
+    if let Some(cpu) = cpu {
+        // On failure the cluster goes with `database`.
+        database.repin(&cpu.to_string())?;
+    }
+    Ok(database)
+}
+
+/// A loopback address nothing listens on (bound, read, released).
+fn closed_address() -> Result<SocketAddr, String> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map_err(|error| format!("no free port: {error}"))
 }
 
 /// A fresh database on the local server.
@@ -150,46 +140,6 @@ fn local_database() -> Result<Database, String> {
         description: format!("database {name} on the local server at 127.0.0.1:5432, unpinned"),
         owned: Owned::LocalDatabase { name },
     })
-}
-
-/// The newest `/usr/lib/postgresql/<version>/bin` that has `initdb`.
-fn postgres_bin() -> Option<PathBuf> {
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let version = entry.file_name().to_string_lossy().parse().ok()?;
-            let bin = entry.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().map(|(_, bin)| bin)
-}
-
-/// `program` run as the `postgres` user when this process is root (initdb refuses root).
-fn as_postgres(program: &Path) -> Command {
-    let root = fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().next())
-        == Some("0");
-    if root {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-/// A loopback port nobody listens on right now.
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|error| format!("no free port: {error}"))
 }
 
 /// The processes whose parent is `pid`.
@@ -213,23 +163,16 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// One SQL statement through `psql`.
+/// One SQL statement through `psql`; its standard error is the failure.
 fn psql(url: &str, sql: &str) -> Result<(), String> {
-    run(Command::new("psql").args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql]))
-}
-
-/// Runs `command` to the end; its standard error is the failure.
-fn run(command: &mut Command) -> Result<(), String> {
-    let output = command
+    let output = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
         .output()
-        .map_err(|error| format!("cannot run {}: {error}", command.get_program().display()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} failed: {}",
-            command.get_program().display(),
+        .map_err(|error| format!("cannot run psql: {error}"))?;
+    output.status.success().then_some(()).ok_or_else(|| {
+        format!(
+            "psql failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
+        )
+    })
 }

@@ -245,8 +245,10 @@ machine, so every figure can be compared with a bound taken minutes before or af
    printed during the run use the first measurement; the table and this page the kept one. A
    registration costs one hash and an activation one verify (HTTP Basic), which costs the same,
    so one bound serves both.
-2. **The set-ups.** PostgreSQL is a private throw-away cluster (initdb in a temporary directory,
-   default settings, a free port) started under `taskset -c 1` and deleted at the end. The
+2. **The set-ups.** PostgreSQL is the test toolkit's private throw-away cluster (initdb in a
+   temporary directory, a free port, durability off as in the tests: `fsync`,
+   `synchronous_commit` and `full_page_writes` off), moved to CPU 1 once started (the postmaster
+   and its processes; connections inherit it) and deleted at the end. The
    release server runs with its defaults (pool sizes follow the CPUs it is given), the log
    mailer, JSON logs to a file, per-address rate limits off and codes valid for 30 minutes.
    *1 core*: the server under `taskset -c 0`, the driver moved to CPU 1 beside PostgreSQL; on

@@ -1,24 +1,24 @@
 //! The release `registrar` binary under test: where it is, how it is started (pinned or not, on
 //! PostgreSQL or the in-memory store, the log mailer, JSON logs to a file), what its log says
-//! (its port, the activation codes), its memory, and its SIGTERM.
+//! (its port, the activation codes), its memory, and its SIGTERM. The process itself is the test
+//! toolkit's, as in the tests and the other benchmarks.
 
 use std::{
     collections::HashMap,
-    fs::{self, File},
+    fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    process::Command,
+    time::Duration,
 };
 
+use registrar_bench::STOP_PATIENCE;
+use registrar_testing::process::Process;
 use serde_json::Value;
 
 use crate::machine;
 
 /// How long the server may take to listen (migrations on a fresh database included).
 const START_PATIENCE: Duration = Duration::from_mins(1);
-/// How long a server that got SIGTERM may take to exit before it is killed.
-const STOP_PATIENCE: Duration = Duration::from_secs(30);
 /// Codes stay valid for the whole run, so accounts registered early can be activated later.
 const CODE_TTL: &str = "30m";
 
@@ -54,9 +54,8 @@ pub(crate) struct Setup<'a> {
 
 /// A running server.
 pub(crate) struct Server {
-    child: Child,
-    /// Its process id (`taskset` execs the binary, so it is the server's).
-    pub(crate) pid: u32,
+    /// The server (`taskset` execs the binary, so its process id is the server's).
+    process: Process,
     /// The loopback port it listens on.
     pub(crate) port: u16,
     log: PathBuf,
@@ -84,43 +83,22 @@ impl Server {
         if let Some(url) = setup.database_url {
             command.env("DATABASE_URL", url);
         }
-        let log = File::create(&setup.log)
-            .map_err(|error| format!("cannot create {}: {error}", setup.log.display()))?;
-        let log_too = log
-            .try_clone()
-            .map_err(|error| format!("cannot share the log file: {error}"))?;
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_too)
-            .spawn()
+        // Killed when dropped, so a server that never listens does not outlive the error.
+        let mut process = Process::spawn_logging_to(&mut command, &setup.log)
             .map_err(|error| format!("cannot start {}: {error}", setup.binary.display()))?;
-        let mut server = Self {
-            pid: child.id(),
-            child,
-            port: 0,
+        let port = process
+            .wait_for_listening(START_PATIENCE)
+            .map_err(|error| format!("the server did not start listening: {error}"))?;
+        Ok(Self {
+            process,
+            port,
             log: setup.log.clone(),
-        };
-        let deadline = Instant::now() + START_PATIENCE;
-        loop {
-            if let Some(port) = server.lines().iter().find_map(|line| listening_port(line)) {
-                server.port = port;
-                return Ok(server);
-            }
-            if !matches!(server.child.try_wait(), Ok(None)) || Instant::now() > deadline {
-                let tail = server.lines().into_iter().rev().take(5).collect::<Vec<_>>();
-                server.kill();
-                return Err(format!(
-                    "the server did not start listening; its last log lines: {tail:?}"
-                ));
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        })
     }
 
     /// Resident memory now and at its highest, KiB.
     pub(crate) fn memory_kib(&self) -> Option<(u64, u64)> {
-        machine::memory_kib(self.pid)
+        machine::memory_kib(self.process.id())
     }
 
     /// The activation codes the log mailer has written so far, by address.
@@ -139,27 +117,7 @@ impl Server {
 
     /// SIGTERM, then waits for the exit (SIGKILL after 30 s); says whether it exited cleanly.
     pub(crate) fn stop(mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
-        let deadline = Instant::now() + STOP_PATIENCE;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break status.success(),
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    self.kill();
-                    break false;
-                }
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+        self.process.terminate(STOP_PATIENCE)
     }
 
     fn lines(&self) -> Vec<String> {
@@ -169,13 +127,4 @@ impl Server {
             .map(str::to_owned)
             .collect()
     }
-}
-
-/// The port named by the server's `listening` log event, if `line` is that event.
-fn listening_port(line: &str) -> Option<u16> {
-    let event: Value = serde_json::from_str(line).ok()?;
-    (event["message"] == "listening")
-        .then(|| event["port"].as_u64())
-        .flatten()
-        .and_then(|port| u16::try_from(port).ok())
 }
