@@ -108,12 +108,18 @@ fn private_cluster(cpu: Option<usize>) -> Result<Database, String> {
     let version = fs::read_to_string(cluster.folder().join("data/PG_VERSION"))
         .map(|version| format!("PostgreSQL {}, ", version.trim()))
         .unwrap_or_default();
+    // The toolkit trades durability for test speed; a benchmark measures what production pays.
+    // ALTER SYSTEM overrides postgresql.conf, and a reload applies all three.
+    for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
+        psql(server.url(), &format!("ALTER SYSTEM SET {setting} = on"))?;
+    }
+    psql(server.url(), "SELECT pg_reload_conf()")?;
     let pinning = cpu.map_or_else(|| "unpinned".to_owned(), |cpu| format!("on CPU {cpu}"));
     let database = Database {
         url: server.url().to_owned(),
         description: format!(
-            "a private throw-away cluster ({version}port {port}, the test toolkit's settings: \
-             durability off) {pinning}"
+            "a private throw-away cluster ({version}port {port}, PostgreSQL's default \
+             durability) {pinning}"
         ),
         owned: Owned::Cluster(server),
     };

@@ -246,8 +246,9 @@ machine, so every figure can be compared with a bound taken minutes before or af
    registration costs one hash and an activation one verify (HTTP Basic), which costs the same,
    so one bound serves both.
 2. **The set-ups.** PostgreSQL is the test toolkit's private throw-away cluster (initdb in a
-   temporary directory, a free port, durability off as in the tests: `fsync`,
-   `synchronous_commit` and `full_page_writes` off), moved to CPU 1 once started (the postmaster
+   temporary directory, a free port), with PostgreSQL's default durability restored (`fsync`,
+   `synchronous_commit` and `full_page_writes` on, which the tests turn off), moved to CPU 1
+   once started (the postmaster
    and its processes; connections inherit it) and deleted at the end. The
    release server runs with its defaults (pool sizes follow the CPUs it is given), the log
    mailer, JSON logs to a file, per-address rate limits off and codes valid for 30 minutes.
