@@ -104,6 +104,17 @@ async fn register(store: &impl Store, n: u128, email: &str, digits: &str) -> Acc
     register_at(store, n, email, digits, t0()).await
 }
 
+/// Saves `account` at `version`, queueing no mail.
+async fn save_at(store: &impl Store, account: Account, version: u64) -> Result<(), SaveError> {
+    store
+        .save(AccountChange {
+            account,
+            expected_version: Some(version),
+            mail: None,
+        })
+        .await
+}
+
 async fn load(store: &impl Store, email: &str, now: SystemTime) -> Versioned {
     store
         .account_by_email(&Email::parse(email).unwrap(), now)
@@ -175,24 +186,11 @@ pub async fn a_save_at_a_stale_version_conflicts(store: impl Store) {
         version,
     } = load(&store, "ada@example.com", t0()).await;
     account.set_password_hash(hash("second"));
-    store
-        .save(AccountChange {
-            account: account.clone(),
-            expected_version: Some(version),
-            mail: None,
-        })
-        .await
-        .unwrap();
+    save_at(&store, account.clone(), version).await.unwrap();
     let reloaded = load(&store, "ada@example.com", t0()).await;
     assert_ne!(reloaded.version, version);
     account.set_password_hash(hash("third"));
-    let stale = store
-        .save(AccountChange {
-            account,
-            expected_version: Some(version),
-            mail: None,
-        })
-        .await;
+    let stale = save_at(&store, account, version).await;
     assert!(matches!(stale, Err(SaveError::Conflict)), "{stale:?}");
     assert_eq!(
         load(&store, "ada@example.com", t0())
@@ -216,13 +214,7 @@ pub async fn concurrent_saves_at_one_version_let_exactly_one_win(store: impl Sto
         account.set_password_hash(hash(&format!("racer{i}")));
         let version = loaded.version;
         tasks.push(tokio::spawn(async move {
-            store
-                .save(AccountChange {
-                    account,
-                    expected_version: Some(version),
-                    mail: None,
-                })
-                .await
+            save_at(&*store, account, version).await
         }));
     }
     let mut wins = 0;
@@ -300,14 +292,7 @@ pub async fn a_code_killed_by_wrong_guesses_cancels_its_pending_mail(store: impl
         account.code().unwrap().state(),
         CodeState::Dead(CodeDeath::TooManyAttempts)
     );
-    store
-        .save(AccountChange {
-            account,
-            expected_version: Some(version),
-            mail: None,
-        })
-        .await
-        .unwrap();
+    save_at(&store, account, version).await.unwrap();
 
     assert_eq!(
         load(&store, "ada@example.com", now)
@@ -346,14 +331,7 @@ pub async fn a_claimed_message_whose_code_dies_is_cancelled_and_its_claim_goes_s
     for _ in 0..policy.max_attempts() {
         let _wrong = account.activate(CodeDigits::parse("9999").unwrap(), &secret(), now, &policy);
     }
-    store
-        .save(AccountChange {
-            account,
-            expected_version: Some(version),
-            mail: None,
-        })
-        .await
-        .unwrap();
+    save_at(&store, account, version).await.unwrap();
     assert_eq!(store.outbox_depth().await.unwrap(), 0);
 
     let retry = MailOutcome::Retry {
@@ -383,14 +361,7 @@ pub async fn recent_issues_hold_the_codes_of_the_last_24_hours(store: impl Store
     account
         .issue_code(new_code(40, "1111"), later, &policy)
         .unwrap();
-    store
-        .save(AccountChange {
-            account,
-            expected_version: Some(version),
-            mail: None,
-        })
-        .await
-        .unwrap();
+    save_at(&store, account, version).await.unwrap();
     assert_eq!(
         load(&store, "ada@example.com", later)
             .await
@@ -882,14 +853,7 @@ pub async fn pruning_erases_accounts_left_pending_past_the_cutoff_and_nothing_el
             &policy,
         )
         .unwrap();
-    store
-        .save(AccountChange {
-            account,
-            expected_version: Some(version),
-            mail: None,
-        })
-        .await
-        .unwrap();
+    save_at(&store, account, version).await.unwrap();
     let now = cutoff + 3600 * SECOND;
 
     let pruned = store.prune(now, t0(), cutoff).await.unwrap();
@@ -967,26 +931,13 @@ pub async fn a_save_of_an_account_loaded_before_it_was_pruned_conflicts(store: i
             &policy,
         )
         .unwrap();
-    store
-        .save(AccountChange {
-            account,
-            expected_version: Some(version),
-            mail: None,
-        })
-        .await
-        .unwrap();
+    save_at(&store, account, version).await.unwrap();
 
     let pruned = store.prune(later, t0(), t0() + SECOND).await.unwrap();
 
     assert_eq!(pruned.pending_accounts, 1);
     let Versioned { account, version } = stale;
-    let saved = store
-        .save(AccountChange {
-            account,
-            expected_version: Some(version),
-            mail: None,
-        })
-        .await;
+    let saved = save_at(&store, account, version).await;
     assert!(matches!(saved, Err(SaveError::Conflict)), "{saved:?}");
     let email = Email::parse("ada@example.com").unwrap();
     assert_eq!(store.account_by_email(&email, later).await.unwrap(), None);

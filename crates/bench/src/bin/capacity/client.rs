@@ -170,24 +170,22 @@ pub(crate) fn burst(port: u16, clients: usize, prefix: &str) -> Outcome {
 
 /// Polls `/healthz` one request at a time until `stop` is set; the latencies of its 200s.
 pub(crate) fn poll_health(port: u16, stop: &AtomicBool) -> Outcome {
-    let mut outcome = Outcome::default();
-    while !stop.load(Ordering::Relaxed) {
-        let started = Instant::now();
-        record(
-            &mut outcome,
-            http(port, "GET /healthz", None, None),
-            started,
-            200,
-        );
-        thread::sleep(HEALTH_PAUSE);
-    }
-    outcome
+    health(port, || !stop.load(Ordering::Relaxed))
 }
 
 /// `requests` sequential `/healthz` requests on an idle server.
 pub(crate) fn health_idle(port: u16, requests: usize) -> Outcome {
+    let mut sent = 0;
+    health(port, || {
+        sent += 1;
+        sent <= requests
+    })
+}
+
+/// `/healthz`, one request at a time with a pause between, while `more` says so.
+fn health(port: u16, mut more: impl FnMut() -> bool) -> Outcome {
     let mut outcome = Outcome::default();
-    for _ in 0..requests {
+    while more() {
         let started = Instant::now();
         record(
             &mut outcome,
