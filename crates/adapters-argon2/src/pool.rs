@@ -29,19 +29,40 @@ pub(crate) trait Runner: Send + 'static {
     fn run(&mut self, job: Self::Job);
 }
 
-/// Where the pool reads the time, to measure jobs and waits.
+/// Where the pool reads the time, to measure waits and the work of jobs.
 pub(crate) trait Clock: Send + Sync + 'static {
     /// The current instant.
     fn now(&self) -> Instant;
+
+    /// The CPU time the calling thread has used so far.
+    fn thread_time(&self) -> Duration;
 }
 
-/// The monotonic clock of the operating system.
+/// The clocks of the operating system.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
         Instant::now()
+    }
+
+    #[cfg(unix)]
+    fn thread_time(&self) -> Duration {
+        let time = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+        // The kernel never reports a negative CPU time; zero is the harmless reading if it did.
+        Duration::new(
+            u64::try_from(time.tv_sec).unwrap_or_default(),
+            u32::try_from(time.tv_nsec).unwrap_or_default(),
+        )
+    }
+
+    /// Elsewhere, wall time since the first reading: a job's cost then includes its waits for
+    /// the CPU.
+    #[cfg(not(unix))]
+    fn thread_time(&self) -> Duration {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        EPOCH.get_or_init(Instant::now).elapsed()
     }
 }
 
@@ -175,7 +196,7 @@ pub(crate) fn pool_gone() -> HashError {
 }
 
 /// A thread's life: take jobs until every sender is gone, skipping those whose caller left,
-/// and feed the time of each one run to the estimate.
+/// and feed the CPU time of each one run to the estimate.
 fn work<R: Runner, C: Clock>(
     mut runner: R,
     receiver: &Receiver<Queued<R::Job>>,
@@ -188,13 +209,18 @@ fn work<R: Runner, C: Clock>(
             tracing::debug!("password hashing skipped: the caller stopped waiting");
             continue;
         }
-        let now = shared.clock.now();
-        let started = shared.backlog().start(now);
-        metrics::histogram!(metric_names::QUEUE_WAIT_SECONDS)
-            .record(now.saturating_duration_since(enqueued_at).as_secs_f64());
+        shared.backlog().start();
+        metrics::histogram!(metric_names::QUEUE_WAIT_SECONDS).record(
+            shared
+                .clock
+                .now()
+                .saturating_duration_since(enqueued_at)
+                .as_secs_f64(),
+        );
+        let before = shared.clock.thread_time();
         runner.run(job);
-        let now = shared.clock.now();
-        shared.backlog().finish(started, now);
+        let cost = shared.clock.thread_time().saturating_sub(before);
+        shared.backlog().finish(cost);
     }
     tracing::debug!("password hashing thread stopping: the hasher was dropped");
 }

@@ -20,25 +20,47 @@ const HASH: Duration = Duration::from_millis(21);
 const TIMEOUT: Duration = Duration::from_secs(2);
 const PATIENCE: Duration = Duration::from_secs(5);
 
-/// A clock that moves only when a fake job says it took time.
+/// A clock that moves only when a fake job says it took time: of work (CPU time and wall time
+/// alike) or of waiting for a CPU (wall time alone).
 #[derive(Clone)]
-struct FakeClock(Arc<Mutex<Instant>>);
+struct FakeClock {
+    wall: Arc<Mutex<Instant>>,
+    cpu: Arc<Mutex<Duration>>,
+}
 
 impl FakeClock {
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
+    fn new() -> Self {
+        Self {
+            wall: Arc::new(Mutex::new(Instant::now())),
+            cpu: Arc::new(Mutex::new(Duration::ZERO)),
+        }
+    }
+
+    fn work(&self, for_: Duration) {
+        *self.cpu.lock().unwrap() += for_;
+        self.wait(for_);
+    }
+
+    fn wait(&self, for_: Duration) {
+        *self.wall.lock().unwrap() += for_;
     }
 }
 
 impl Clock for FakeClock {
     fn now(&self) -> Instant {
-        *self.0.lock().unwrap()
+        *self.wall.lock().unwrap()
+    }
+
+    fn thread_time(&self) -> Duration {
+        *self.cpu.lock().unwrap()
     }
 }
 
-/// A fake job: takes `cost` on the fake clock, optionally after holding its thread.
+/// A fake job: takes `cost` of work on the fake clock, and `descheduled` of waiting for a CPU,
+/// optionally after holding its thread.
 struct FakeJob {
     cost: Duration,
+    descheduled: Duration,
     /// Told the thread's name when the job starts.
     started: Option<mpsc::Sender<Option<String>>>,
     /// Holds the thread until a message arrives or the sender is dropped.
@@ -69,7 +91,8 @@ impl Runner for FakeRunner {
             // Released by a message or by the sender being dropped: either will do.
             let _released = release.recv();
         }
-        self.clock.advance(job.cost);
+        self.clock.work(job.cost);
+        self.clock.wait(job.descheduled);
         self.ran.fetch_add(1, Ordering::SeqCst);
         let _answered = job.reply.send(());
     }
@@ -82,7 +105,7 @@ struct Fixture {
 }
 
 fn fixture(threads: usize, capacity: usize, seed: Duration) -> Fixture {
-    let clock = FakeClock(Arc::new(Mutex::new(Instant::now())));
+    let clock = FakeClock::new();
     let ran = Arc::new(AtomicUsize::new(0));
     let limits = Limits {
         threads,
@@ -129,6 +152,7 @@ fn gate(pool: &Pool<FakeJob, FakeClock>, cost: Duration) -> Gate {
     let (reply, done) = oneshot::channel();
     pool.submit(FakeJob {
         cost,
+        descheduled: Duration::ZERO,
         started: Some(started_tx),
         release: Some(release_rx),
         reply,
@@ -149,6 +173,7 @@ fn job(
     let (reply, done) = oneshot::channel();
     pool.submit(FakeJob {
         cost,
+        descheduled: Duration::ZERO,
         started: None,
         release: None,
         reply,
@@ -244,6 +269,42 @@ fn the_estimate_follows_the_measured_time_of_jobs_and_admission_with_it() {
     gate.started();
     let (admitted, _) = fill(&fixture.pool, slower);
     assert_eq!(admitted.len() + 1, 48);
+    gate.open();
+    for done in admitted {
+        done.blocking_recv().unwrap();
+    }
+}
+
+#[test]
+fn time_a_job_waits_for_the_cpu_does_not_count_as_its_cost() {
+    let fixture = fixture(1, 1024, HASH);
+    // Clients that resend at once on every refusal take the core from the hashing thread: each
+    // hash now takes four times its work in wall time.
+    for _ in 0..60 {
+        let (reply, done) = oneshot::channel();
+        fixture
+            .pool
+            .submit(FakeJob {
+                cost: HASH,
+                descheduled: HASH * 3,
+                started: None,
+                release: None,
+                reply,
+            })
+            .unwrap();
+        done.blocking_recv().unwrap();
+    }
+    assert_eq!(fixture.pool.estimate(), HASH);
+
+    // So 64 clients still fit in the 2 s (64 × 21 ms), and none is refused to feed the storm.
+    let gate = gate(&fixture.pool, HASH);
+    gate.started();
+    let (admitted, _) = fill(&fixture.pool, HASH);
+    assert_eq!(
+        admitted.len() + 1,
+        96,
+        "2 s / 21 ms = 95.2, plus the job running"
+    );
     gate.open();
     for done in admitted {
         done.blocking_recv().unwrap();

@@ -232,8 +232,14 @@ where
     }
 
     /// Delivers due email whenever `signal` wakes it (mail queued in this process) or every
-    /// `poll`, keeps the `registrar_outbox_depth` gauge, and prunes every
-    /// [`DeliveryPolicy::prune_interval`] (first at start-up), until `stop` holds `true`; a pass in progress is always finished.
+    /// `poll`, keeps the `registrar_outbox_depth` gauge (counted at most once per `poll`), and
+    /// prunes every [`DeliveryPolicy::prune_interval`] (first at start-up), until `stop` holds
+    /// `true`; a pass in progress is always finished.
+    ///
+    /// Under a burst of registrations this loop runs once per email, so it asks the store for no
+    /// more than the work needs: it claims again at once only after a full batch (a shorter one
+    /// means nothing else was due, and mail queued meanwhile has left a wake-up), and it counts
+    /// the outbox for the gauge on a timer rather than after every pass.
     pub async fn run(
         &self,
         signal: DispatchSignal,
@@ -241,20 +247,24 @@ where
         mut stop: watch::Receiver<bool>,
     ) {
         let mut next_prune = tokio::time::Instant::now();
+        let mut next_count = tokio::time::Instant::now();
         loop {
-            let busy = match self.deliver_due().await {
-                Ok(report) => report.handled() > 0,
+            let more = match self.deliver_due().await {
+                Ok(report) => report.handled() >= self.policy.batch,
                 Err(error) => {
                     tracing::warn!(error = %ErrorChain(&error), "could not claim outbox messages");
                     false
                 }
             };
-            if let Ok(depth) = self.depth().await {
-                #[allow(
-                    clippy::cast_precision_loss,
-                    reason = "a gauge; exact above 2^53 messages does not matter"
-                )]
-                metrics::gauge!("registrar_outbox_depth").set(depth as f64);
+            if tokio::time::Instant::now() >= next_count {
+                if let Ok(depth) = self.depth().await {
+                    #[allow(
+                        clippy::cast_precision_loss,
+                        reason = "a gauge; exact above 2^53 messages does not matter"
+                    )]
+                    metrics::gauge!("registrar_outbox_depth").set(depth as f64);
+                }
+                next_count = tokio::time::Instant::now() + poll;
             }
             if tokio::time::Instant::now() >= next_prune {
                 self.prune_and_report().await;
@@ -263,7 +273,7 @@ where
             if *stop.borrow() {
                 return;
             }
-            if busy {
+            if more {
                 continue;
             }
             tokio::select! {

@@ -16,4 +16,5 @@ mod dispatcher;
 mod issue_code;
 mod outage;
 mod register;
+mod schedule;
 mod support;
