@@ -6,16 +6,18 @@
 //! latency. This crate keeps a fixed set of OS threads (`argon2-0`, `argon2-1`, …; a fixed set
 //! also keeps allocator arenas from multiplying) fed by one queue.
 //!
-//! Admission is by time, not by a fixed count. The pool keeps a running estimate of the time of
-//! one job (hash and verify alike; seeded by the fastest of three trial hashes when the hasher
-//! starts, then an average in which old jobs fade and a single outlier counts little). A request
-//! is queued when its expected start, the jobs queued and running ahead of it times that
-//! estimate divided by the threads, is within [`Argon2Settings::queue_timeout`]; otherwise it
-//! is answered [`HashError::Overloaded`] at once, with a `retry_after` of the time the queued
-//! work needs, in whole seconds (at least one). A burst the threads can finish within the timeout is therefore
-//! admitted whole, and a larger one is cut where waiting would take longer. A hard cap on queued
-//! jobs, [`Argon2Settings::queue_capacity`], bounds memory whatever the load. Refusing takes a
-//! lock held for a few comparisons, no allocation and no hashing. A queued job whose caller
+//! Admission is by time, not by a fixed count. The pool keeps a running estimate of the CPU time
+//! of one job (hash and verify alike), seeded by the fastest of three trial hashes when the
+//! hasher starts, then an average in which old jobs fade and a single outlier counts little.
+//! CPU time rather than wall time: a core shared with a storm of refusals must not make hashing
+//! look slower and so refuse more. A request is queued when its expected start, the jobs queued
+//! and running ahead of it times that estimate divided by the threads, is within
+//! [`Argon2Settings::queue_timeout`]; otherwise it is answered [`HashError::Overloaded`] at once,
+//! with a `retry_after` of the time the queued work needs, in whole seconds (at least one). A
+//! burst the threads can finish within the timeout is therefore admitted whole, and a larger one
+//! is cut where waiting would take longer. A hard cap on queued jobs,
+//! [`Argon2Settings::queue_capacity`], bounds memory whatever the load. Refusing takes a lock
+//! held for a few comparisons, no allocation and no hashing. A queued job whose caller
 //! stopped waiting is dropped without being hashed. An admitted job is not refused later.
 //!
 //! Each thread allocates one Argon2 block array of `memory_kib` on its first job and reuses it
