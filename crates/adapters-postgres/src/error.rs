@@ -59,36 +59,45 @@ impl Failure {
             Self::Pool(_) | Self::Conflict | Self::Invalid(_) => false,
         }
     }
+}
 
-    /// The port's error for a failure of operation `op` (a short phrase such as "load account").
-    pub(crate) fn into_store_error(self, op: &'static str) -> StoreError {
-        let unavailable = match &self {
-            Self::Db(error) | Self::Pool(deadpool_postgres::PoolError::Backend(error)) => {
+/// A port's error for a failed operation, which `op` names (a short phrase such as "load
+/// account"): what `PgStore::run` answers with, so each port method names its operation once.
+pub(crate) trait PortError {
+    fn from_failure(failure: Failure, op: &'static str) -> Self;
+}
+
+impl PortError for StoreError {
+    fn from_failure(failure: Failure, op: &'static str) -> Self {
+        let unavailable = match &failure {
+            Failure::Db(error) | Failure::Pool(deadpool_postgres::PoolError::Backend(error)) => {
                 is_unavailable(error)
             }
-            Self::Pool(error) => !matches!(
+            Failure::Pool(error) => !matches!(
                 error,
                 deadpool_postgres::PoolError::Closed
                     | deadpool_postgres::PoolError::NoRuntimeSpecified
                     | deadpool_postgres::PoolError::PostCreateHook(_)
             ),
-            Self::TimedOut => true,
-            Self::Conflict | Self::Invalid(_) => false,
+            Failure::TimedOut => true,
+            Failure::Conflict | Failure::Invalid(_) => false,
         };
-        let cause = Box::new(OperationFailed { op, failure: self });
+        let cause = Box::new(OperationFailed { op, failure });
         if unavailable {
-            StoreError::Unavailable(cause)
+            Self::Unavailable(cause)
         } else {
-            StoreError::Internal(cause)
+            Self::Internal(cause)
         }
     }
+}
 
-    /// The port's error for a failed save.
-    pub(crate) fn into_save_error(self, op: &'static str) -> SaveError {
-        match self {
-            Self::Conflict => SaveError::Conflict,
-            Self::Db(error) if is_account_conflict(&error) => SaveError::Conflict,
-            other => SaveError::Store(other.into_store_error(op)),
+/// A save can also lose the optimistic-concurrency race, or find the address taken.
+impl PortError for SaveError {
+    fn from_failure(failure: Failure, op: &'static str) -> Self {
+        match failure {
+            Failure::Conflict => Self::Conflict,
+            Failure::Db(error) if is_account_conflict(&error) => Self::Conflict,
+            other => Self::Store(StoreError::from_failure(other, op)),
         }
     }
 }

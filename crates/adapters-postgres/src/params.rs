@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::{
     error::Failure,
-    rows::{state_text, to_int},
+    rows::{state_text, to_int, to_version},
 };
 
 /// One bound parameter.
@@ -123,13 +123,7 @@ impl AccountWrite {
         Ok(Self {
             user: UserColumns::new(user),
             code_and_mail: CodeAndMail::new(user, change.account.code(), change.mail.as_ref())?,
-            expected_version: change
-                .expected_version
-                .map(|version| {
-                    i64::try_from(version)
-                        .map_err(|_| Failure::Invalid("version out of range".into()))
-                })
-                .transpose()?,
+            expected_version: change.expected_version.map(to_version).transpose()?,
         })
     }
 

@@ -36,13 +36,23 @@ fn parse_state(text: &str) -> Result<CodeState, Failure> {
     })
 }
 
+/// `value`, unless the conversion or time arithmetic that made it left the range of `what`.
+pub(crate) fn in_range<T>(value: Option<T>, what: &str) -> Result<T, Failure> {
+    value.ok_or_else(|| Failure::Invalid(format!("{what} out of range")))
+}
+
 /// A `u32` count as an `integer` column.
 pub(crate) fn to_int(value: u32, what: &str) -> Result<i32, Failure> {
-    i32::try_from(value).map_err(|_| Failure::Invalid(format!("{what} out of range")))
+    in_range(i32::try_from(value).ok(), what)
 }
 
 fn from_int(value: i32, what: &str) -> Result<u32, Failure> {
-    u32::try_from(value).map_err(|_| Failure::Invalid(format!("{what} out of range")))
+    in_range(u32::try_from(value).ok(), what)
+}
+
+/// An account's version as its `bigint` column.
+pub(crate) fn to_version(version: u64) -> Result<i64, Failure> {
+    in_range(i64::try_from(version).ok(), "version")
 }
 
 fn email(text: &str) -> Result<Email, Failure> {

@@ -162,7 +162,8 @@ pub(crate) const CLAIM_MAIL: &str = "
     ORDER BY m.queued_at, m.id";
 
 /// How to settle the message (used by `finish_mail_then_code!` and alone): its own columns
-/// per outcome.
+/// per outcome. Every `FINISH_*` statement returns one row when it settled the message and
+/// none when the claim was lost, so `finish_mail` reads them all alike.
 /// `$1` message id, `$2` claim; the outcome's own parameters follow.
 macro_rules! settle_mail {
     ($set:literal) => {
@@ -177,7 +178,7 @@ macro_rules! settle_mail {
 /// Settles a message and, through it, its code and the user's version, in one statement: the
 /// message (only under the current claim), then the user (version bump), then the code. Each
 /// step reads the previous one's output, which also fixes the lock order: outbox row, user,
-/// code, like a save's user-then-code. Returns how many messages it settled (0 or 1).
+/// code, like a save's user-then-code.
 macro_rules! finish_mail_then_code {
     ($set_mail:literal, $set_code:literal) => {
         concat!(
@@ -194,7 +195,7 @@ macro_rules! finish_mail_then_code {
             " FROM bumped WHERE activation_codes.id = bumped.code_id
                    AND activation_codes.state = 'live'
              )
-             SELECT count(*) FROM settled"
+             SELECT 1 FROM settled"
         )
     };
 }
@@ -213,10 +214,16 @@ pub(crate) const FINISH_FAILED: &str = finish_mail_then_code!(
 );
 
 /// Retry: `$3` next attempt at, `$4` the error. Only the message changes.
-pub(crate) const FINISH_RETRY: &str = settle_mail!("next_attempt_at = $3, last_error = $4");
+pub(crate) const FINISH_RETRY: &str = concat!(
+    settle_mail!("next_attempt_at = $3, last_error = $4"),
+    " RETURNING 1"
+);
 
 /// Cancelled (its code died): only the message changes, and its code is wiped.
-pub(crate) const FINISH_CANCELLED: &str = settle_mail!("status = 'cancelled', code = NULL");
+pub(crate) const FINISH_CANCELLED: &str = concat!(
+    settle_mail!("status = 'cancelled', code = NULL"),
+    " RETURNING 1"
+);
 
 /// Messages waiting to be sent, due or not (an index-only count on the pending index).
 pub(crate) const OUTBOX_DEPTH: &str = "SELECT count(*) FROM email_outbox WHERE status = 'pending'";

@@ -28,9 +28,10 @@ use tokio_postgres::{Row, Statement};
 use crate::{
     PgSettings, SetupError,
     connect::OnRuntime,
-    error::Failure,
+    error::{Failure, PortError},
     params::{AccountWrite, Param},
-    rows, sql,
+    rows::{self, in_range, to_version},
+    sql,
     tls::Tls,
 };
 
@@ -143,9 +144,41 @@ impl PgStore {
         .await
     }
 
+    /// Runs `operation` on a pooled connection (see [`on_connection`](Self::on_connection));
+    /// its failure becomes the port's error, naming the operation `op`.
+    async fn run<T, E: PortError>(
+        &self,
+        op: &'static str,
+        operation: impl AsyncFnOnce(&mut Object) -> Result<T, Failure>,
+    ) -> Result<T, E> {
+        self.run_with(op, Ok(()), async |connection, ()| {
+            operation(connection).await
+        })
+        .await
+    }
+
+    /// [`run`](Self::run) for an operation whose `input` was computed beforehand and may be
+    /// out of range (a time past what the database holds, a version past `bigint`): then
+    /// that is the operation's failure, and no connection is taken.
+    async fn run_with<I, T, E: PortError>(
+        &self,
+        op: &'static str,
+        input: Result<I, Failure>,
+        operation: impl AsyncFnOnce(&mut Object, I) -> Result<T, Failure>,
+    ) -> Result<T, E> {
+        let outcome = match input {
+            Ok(input) => {
+                self.on_connection(async |connection| operation(connection, input).await)
+                    .await
+            }
+            Err(invalid) => Err(invalid),
+        };
+        outcome.map_err(|failure| E::from_failure(failure, op))
+    }
+
     /// Runs `operation` on a pooled connection under one deadline (the statement timeout),
     /// which covers the wait for the connection too, then settles the connection.
-    async fn run<T>(
+    async fn on_connection<T>(
         &self,
         operation: impl AsyncFnOnce(&mut Object) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
@@ -186,14 +219,15 @@ impl PgStore {
     /// `account_by_email` and `account_by_id` share.
     async fn account_by(
         &self,
+        op: &'static str,
         statement: &'static str,
         key: Param<'_>,
         now: SystemTime,
-    ) -> Result<Option<Versioned>, Failure> {
+    ) -> Result<Option<Versioned>, StoreError> {
         let window_start = now
             .checked_sub(CodePolicy::WINDOW)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        self.run(async |connection| {
+        self.run(op, async |connection| {
             connection
                 .query_opt(
                     &prepared(connection, statement).await?,
@@ -211,13 +245,14 @@ impl PgStore {
     /// batch is an operation of its own, under its own deadline.
     async fn prune_rows(
         &self,
+        op: &'static str,
         statement: &'static str,
         before: SystemTime,
-    ) -> Result<u64, Failure> {
+    ) -> Result<u64, StoreError> {
         let mut deleted = 0;
         loop {
             let batch = self
-                .run(async |connection| {
+                .run(op, async |connection| {
                     let statement = prepared(connection, statement).await?;
                     Ok(connection
                         .execute(&statement, &[&before, &sql::PRUNE_BATCH])
@@ -303,9 +338,13 @@ impl Store for PgStore {
         email: &Email,
         now: SystemTime,
     ) -> Result<Option<Versioned>, StoreError> {
-        self.account_by(sql::ACCOUNT_BY_EMAIL, &email.key(), now)
-            .await
-            .map_err(|f| f.into_store_error("load account by email"))
+        self.account_by(
+            "load account by email",
+            sql::ACCOUNT_BY_EMAIL,
+            &email.key(),
+            now,
+        )
+        .await
     }
 
     #[tracing::instrument(name = "store: account by id", skip_all)]
@@ -314,19 +353,17 @@ impl Store for PgStore {
         id: UserId,
         now: SystemTime,
     ) -> Result<Option<Versioned>, StoreError> {
-        self.account_by(sql::ACCOUNT_BY_ID, &id.as_uuid(), now)
+        self.account_by("load account by id", sql::ACCOUNT_BY_ID, &id.as_uuid(), now)
             .await
-            .map_err(|f| f.into_store_error("load account by id"))
     }
 
     #[tracing::instrument(name = "store: save account", skip_all)]
     async fn save(&self, change: AccountChange) -> Result<(), SaveError> {
-        let saved = async || {
-            let write = AccountWrite::new(&change)?;
-            self.run(async |connection| save(connection, &write).await)
-                .await
-        };
-        saved().await.map_err(|f| f.into_save_error("save account"))
+        let write = AccountWrite::new(&change);
+        self.run_with("save account", write, async |connection, write| {
+            save(connection, &write).await
+        })
+        .await
     }
 
     #[tracing::instrument(name = "store: claim mail", skip_all)]
@@ -336,13 +373,13 @@ impl Store for PgStore {
         lease: Duration,
         limit: usize,
     ) -> Result<Vec<ClaimedMail>, StoreError> {
-        let claimed = async || {
-            let lease_until = now
-                .checked_add(lease)
-                .ok_or_else(|| Failure::Invalid("lease end out of range".into()))?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            self.run(async |connection| {
-                let statement = connection.prepare_cached(sql::CLAIM_MAIL).await?;
+        let lease_until = in_range(now.checked_add(lease), "lease end");
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run_with(
+            "claim mail",
+            lease_until,
+            async |connection, lease_until| {
+                let statement = prepared(connection, sql::CLAIM_MAIL).await?;
                 let claimed = connection
                     .query(&statement, &[&now, &lease_until, &limit])
                     .await?;
@@ -350,12 +387,9 @@ impl Store for PgStore {
                     .iter()
                     .filter_map(|row| rows::claimed_mail(row).transpose())
                     .collect()
-            })
-            .await
-        };
-        claimed()
-            .await
-            .map_err(|f| f.into_store_error("claim mail"))
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(name = "store: finish mail", skip_all)]
@@ -365,48 +399,27 @@ impl Store for PgStore {
         outcome: MailOutcome,
     ) -> Result<bool, StoreError> {
         let (id, claim) = (&mail.id, &mail.claim);
-        self.run(async |connection| match &outcome {
-            MailOutcome::Sent { accepted_at } => counted(
-                &connection
-                    .query_one(
-                        &prepared(connection, sql::FINISH_SENT).await?,
-                        &[id, claim, accepted_at],
-                    )
-                    .await?,
-            ),
-            MailOutcome::Failed { error } => counted(
-                &connection
-                    .query_one(
-                        &prepared(connection, sql::FINISH_FAILED).await?,
-                        &[id, claim, error],
-                    )
-                    .await?,
-            ),
+        let (statement, params): (&str, &[Param<'_>]) = match &outcome {
+            MailOutcome::Sent { accepted_at } => (sql::FINISH_SENT, &[id, claim, accepted_at]),
+            MailOutcome::Failed { error } => (sql::FINISH_FAILED, &[id, claim, error]),
             MailOutcome::Retry {
                 next_attempt_at,
                 error,
-            } => {
-                let params: [Param<'_>; 4] = [id, claim, next_attempt_at, error];
-                Ok(connection
-                    .execute(&prepared(connection, sql::FINISH_RETRY).await?, &params)
-                    .await?
-                    > 0)
-            }
-            MailOutcome::Cancelled => Ok(connection
-                .execute(
-                    &prepared(connection, sql::FINISH_CANCELLED).await?,
-                    &[id, claim],
-                )
-                .await?
-                > 0),
+            } => (sql::FINISH_RETRY, &[id, claim, next_attempt_at, error]),
+            MailOutcome::Cancelled => (sql::FINISH_CANCELLED, &[id, claim]),
+        };
+        self.run("finish mail", async |connection| {
+            let settled = connection
+                .query_opt(&prepared(connection, statement).await?, params)
+                .await?;
+            Ok(settled.is_some())
         })
         .await
-        .map_err(|f| f.into_store_error("finish mail"))
     }
 
     #[tracing::instrument(name = "store: mail being sent", skip_all)]
     async fn mail_being_sent(&self, code: CodeId, now: SystemTime) -> Result<bool, StoreError> {
-        self.run(async |connection| {
+        self.run("check mail being sent", async |connection| {
             let params: [Param<'_>; 2] = [&code.as_uuid(), &now];
             let row = connection
                 .query_one(&prepared(connection, sql::MAIL_BEING_SENT).await?, &params)
@@ -414,12 +427,11 @@ impl Store for PgStore {
             Ok(row.try_get::<_, bool>(0)?)
         })
         .await
-        .map_err(|f| f.into_store_error("check mail being sent"))
     }
 
     #[tracing::instrument(name = "store: outbox depth", skip_all)]
     async fn outbox_depth(&self) -> Result<u64, StoreError> {
-        self.run(async |connection| {
+        self.run("count pending mail", async |connection| {
             let count: i64 = connection
                 .query_one(&prepared(connection, sql::OUTBOX_DEPTH).await?, &[])
                 .await?
@@ -427,7 +439,6 @@ impl Store for PgStore {
             Ok(u64::try_from(count).unwrap_or_default())
         })
         .await
-        .map_err(|f| f.into_store_error("count pending mail"))
     }
 
     #[tracing::instrument(name = "store: throttled until", skip_all)]
@@ -438,14 +449,13 @@ impl Store for PgStore {
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
         let params = (key.as_storage_key(), now, i64::from(limit.max));
-        self.run(async |connection| {
+        self.run("read throttle", async |connection| {
             let statement = prepared(connection, sql::THROTTLED_UNTIL).await?;
             let (key, now, max) = &params;
             let row = connection.query_opt(&statement, &[key, now, max]).await?;
             Ok(row.map(|row| row.try_get(0)).transpose()?)
         })
         .await
-        .map_err(|f| f.into_store_error("read throttle"))
     }
 
     #[tracing::instrument(name = "store: throttle hit", skip_all)]
@@ -456,11 +466,11 @@ impl Store for PgStore {
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
         let key = key.as_storage_key();
-        let hit = async || {
-            let new_window_end = now
-                .checked_add(limit.window)
-                .ok_or_else(|| Failure::Invalid("throttle window end out of range".into()))?;
-            self.run(async |connection| {
+        let window_end = in_range(now.checked_add(limit.window), "throttle window end");
+        self.run_with(
+            "count throttle hit",
+            window_end,
+            async |connection, new_window_end| {
                 let params: [Param<'_>; 3] = [&key, &now, &new_window_end];
                 let row = connection
                     .query_one(&prepared(connection, sql::THROTTLE_HIT).await?, &params)
@@ -471,34 +481,25 @@ impl Store for PgStore {
                 // store does); after that, `hits` above the limit means this event was refused.
                 let refused = hits > i64::from(limit.max.max(1));
                 Ok(refused.then_some(window_end))
-            })
-            .await
-        };
-        hit()
-            .await
-            .map_err(|f| f.into_store_error("count throttle hit"))
+            },
+        )
+        .await
     }
 
     #[tracing::instrument(name = "store: delete account", skip_all)]
     async fn delete_account(&self, id: UserId, expected_version: u64) -> Result<(), SaveError> {
-        let erased = async || {
-            let version = i64::try_from(expected_version)
-                .map_err(|_| Failure::Invalid("version out of range".into()))?;
-            self.run(async |connection| {
-                let params: [Param<'_>; 2] = [&id.as_uuid(), &version];
-                match connection
-                    .execute(&prepared(connection, sql::DELETE_ACCOUNT).await?, &params)
-                    .await?
-                {
-                    0 => Err(Failure::Conflict),
-                    _ => Ok(()),
-                }
-            })
-            .await
-        };
-        erased()
-            .await
-            .map_err(|f| f.into_save_error("delete account"))
+        let version = to_version(expected_version);
+        self.run_with("delete account", version, async |connection, version| {
+            let params: [Param<'_>; 2] = [&id.as_uuid(), &version];
+            match connection
+                .execute(&prepared(connection, sql::DELETE_ACCOUNT).await?, &params)
+                .await?
+            {
+                0 => Err(Failure::Conflict),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     #[tracing::instrument(name = "store: prune", skip_all)]
@@ -509,17 +510,18 @@ impl Store for PgStore {
         pending_registered_before: SystemTime,
     ) -> Result<Pruned, StoreError> {
         let mail = self
-            .prune_rows(sql::PRUNE_MAIL, mail_queued_before)
-            .await
-            .map_err(|f| f.into_store_error("prune mail"))?;
+            .prune_rows("prune mail", sql::PRUNE_MAIL, mail_queued_before)
+            .await?;
         let throttles = self
-            .prune_rows(sql::PRUNE_THROTTLES, now)
-            .await
-            .map_err(|f| f.into_store_error("prune throttles"))?;
+            .prune_rows("prune throttles", sql::PRUNE_THROTTLES, now)
+            .await?;
         let pending_accounts = self
-            .prune_rows(sql::PRUNE_PENDING_ACCOUNTS, pending_registered_before)
-            .await
-            .map_err(|f| f.into_store_error("prune pending accounts"))?;
+            .prune_rows(
+                "prune pending accounts",
+                sql::PRUNE_PENDING_ACCOUNTS,
+                pending_registered_before,
+            )
+            .await?;
         Ok(Pruned {
             mail,
             throttles,
@@ -529,11 +531,10 @@ impl Store for PgStore {
 
     #[tracing::instrument(name = "store: ping", skip_all)]
     async fn ping(&self) -> Result<(), StoreError> {
-        self.run(async |connection| {
+        self.run("ping", async |connection| {
             connection.simple_query(sql::PING).await?;
             Ok(())
         })
         .await
-        .map_err(|f| f.into_store_error("ping"))
     }
 }

@@ -1,7 +1,7 @@
 //! The account use cases: register, authenticate, activate, issue a new code.
 
 use std::{
-    future::Future,
+    future::{self, Future},
     net::IpAddr,
     time::{Duration, SystemTime},
 };
@@ -278,17 +278,23 @@ where
             .ok_or(Error::Unauthorized)
     }
 
-    /// The account's current code, when it awaits delivery and its email is being sent.
-    async fn code_being_sent(&self, id: UserId) -> Result<Option<CodeId>, Error> {
-        let now = self.clock.now();
-        let Versioned { account, .. } = self.load(id).await?;
-        let awaiting = account
+    /// The current code of `account`, when it awaits delivery.
+    fn code_awaiting_delivery(&self, account: &Account, now: SystemTime) -> Option<CodeId> {
+        account
             .code()
             .filter(|code| {
                 code.status(now, self.settings.codes.ttl()) == CodeStatus::AwaitingDelivery
             })
-            .map(ActivationCode::id);
-        let Some(code) = awaiting else {
+            .map(ActivationCode::id)
+    }
+
+    /// `code`, when its email is being sent.
+    async fn being_sent(
+        &self,
+        code: Option<CodeId>,
+        now: SystemTime,
+    ) -> Result<Option<CodeId>, Error> {
+        let Some(code) = code else {
             return Ok(None);
         };
         Ok(self.store.mail_being_sent(code, now).await?.then_some(code))
@@ -307,12 +313,36 @@ where
         ) -> Result<(Result<T, Error>, Option<QueuedMail>), Error>
         + Send,
     ) -> Result<T, Error> {
+        let ask_nothing = |_: &Account, _| future::ready(Ok(()));
+        self.change_asking(id, ask_nothing, |account, now, ()| decide(account, now))
+            .await
+    }
+
+    /// [`change`](Self::change) for a decision that needs the store's answer to a question
+    /// about the account: `ask` puts it for each account loaded, so the answer `decide` gets
+    /// is as fresh as the account.
+    async fn change_asking<T, A, Asked>(
+        &self,
+        id: UserId,
+        mut ask: impl FnMut(&Account, SystemTime) -> Asked + Send,
+        mut decide: impl FnMut(
+            &mut Account,
+            SystemTime,
+            A,
+        ) -> Result<(Result<T, Error>, Option<QueuedMail>), Error>
+        + Send,
+    ) -> Result<T, Error>
+    where
+        Asked: Future<Output = Result<A, Error>>,
+    {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let Versioned {
                 mut account,
                 version,
             } = self.load(id).await?;
-            let (answer, mail) = decide(&mut account, self.clock.now())?;
+            let now = self.clock.now();
+            let asked = ask(&account, now).await?;
+            let (answer, mail) = decide(&mut account, now, asked)?;
             match self.save(account, Some(version), mail).await {
                 Ok(()) => return answer,
                 Err(SaveError::Conflict) => {}
@@ -497,8 +527,10 @@ where
     #[tracing::instrument(name = "activate account", skip_all, fields(user_id = %who.user.id()))]
     async fn activate(&self, who: &Authenticated, code: CodeDigits) -> Result<User, Error> {
         let policy = self.settings.codes;
-        let sending = self.code_being_sent(who.user.id()).await?;
-        self.change(who.user.id(), |account, now| {
+        let code_being_sent = |account: &Account, now| {
+            self.being_sent(self.code_awaiting_delivery(account, now), now)
+        };
+        self.change_asking(who.user.id(), code_being_sent, |account, now, sending| {
             // A code is usable once its email's acceptance is recorded. The right digits for a
             // code whose email is being sent prove that the email arrived before the record:
             // they count as delivered now. Wrong digits are counted as before.

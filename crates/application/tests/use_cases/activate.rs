@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use registrar_application::{Accounts, Error, ports::Store as _};
+use registrar_application::{Accounts, Error};
 use registrar_domain::UserStatus;
 use tokio::sync::Barrier;
 
@@ -199,15 +199,10 @@ async fn a_new_code_kills_the_previous_one() {
 #[tokio::test]
 async fn the_right_code_is_accepted_while_its_email_is_being_sent() {
     let app = App::new();
-    let who = app.registered("ada@example.com", "0421").await;
-    // A dispatcher holds the message: the mail server may have it, its acceptance is not
-    // recorded yet (the client read the email first).
-    let claimed = app
-        .store
-        .claim_mail(app.now(), app.delivery.lease, 10)
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 1);
+    // The client read the email before its acceptance was recorded.
+    let who = app
+        .registered_and_being_sent("ada@example.com", "0421")
+        .await;
     app.advance(SECOND);
 
     let user = app.activate(&who, "0421").await.unwrap();
@@ -223,11 +218,9 @@ async fn the_right_code_is_accepted_while_its_email_is_being_sent() {
 #[tokio::test]
 async fn a_wrong_code_while_its_email_is_being_sent_counts_as_before() {
     let app = App::new();
-    let who = app.registered("ada@example.com", "0421").await;
-    app.store
-        .claim_mail(app.now(), app.delivery.lease, 10)
-        .await
-        .unwrap();
+    let who = app
+        .registered_and_being_sent("ada@example.com", "0421")
+        .await;
 
     let wrong = app.activate(&who, "9999").await;
 
@@ -261,4 +254,24 @@ async fn the_right_code_of_an_email_not_being_sent_yet_is_still_a_wrong_attempt(
         ),
         "{early:?}"
     );
+}
+
+#[tokio::test]
+async fn the_right_code_once_its_sending_lease_ran_out_is_still_a_wrong_attempt() {
+    let app = App::new();
+    let who = app
+        .registered_and_being_sent("ada@example.com", "0421")
+        .await;
+    // The dispatcher that claimed it has not reported: by now it is presumed dead, and the
+    // email may never have gone out.
+    app.advance(app.delivery.lease);
+
+    let late = app.activate(&who, "0421").await;
+
+    let Err(Error::WrongCode { attempts_remaining }) = late else {
+        panic!("expected a counted wrong attempt, got {late:?}");
+    };
+    assert_eq!(attempts_remaining, 4);
+    let stored = app.stored("ada@example.com").await.unwrap();
+    assert_eq!(stored.account.code().unwrap().delivered_at(), None);
 }

@@ -190,6 +190,19 @@ impl App {
         who
     }
 
+    /// As [`App::registered`], with the activation email claimed by a dispatcher now, which has
+    /// not reported back: the mail server may have it, its acceptance is not recorded.
+    pub(crate) async fn registered_and_being_sent(&self, email: &str, code: &str) -> Authenticated {
+        let who = self.registered(email, code).await;
+        let claimed = self
+            .store
+            .claim_mail(self.now(), self.delivery.lease, 10)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "the activation email should be claimed");
+        who
+    }
+
     /// The account as stored.
     pub(crate) async fn stored(&self, email: &str) -> Option<Versioned> {
         self.store
