@@ -14,9 +14,12 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use registrar_application::ports::{
-    AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, SaveError, Store, StoreError,
-    ThrottleKey, Versioned,
+use registrar_application::{
+    TraceContext,
+    ports::{
+        AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, SaveError, Store, StoreError,
+        ThrottleKey, Versioned,
+    },
 };
 use registrar_domain::{
     Account, ActivationCode, CodeDeath, CodeDigits, CodeId, CodePolicy, CodeState, Email, User,
@@ -66,6 +69,7 @@ struct MailRow {
     lease_until: Option<SystemTime>,
     claim: Option<Uuid>,
     last_error: Option<String>,
+    trace: Option<TraceContext>,
 }
 
 impl MemoryStore {
@@ -239,6 +243,7 @@ impl Store for MemoryStore {
                 lease_until: None,
                 claim: None,
                 last_error: None,
+                trace: mail.trace,
             });
         }
         Ok(())
@@ -289,6 +294,7 @@ impl Store for MemoryStore {
                 attempts: row.attempts,
                 queued_at: row.queued_at,
                 code_alive,
+                trace: row.trace,
             });
         }
         Ok(claimed)

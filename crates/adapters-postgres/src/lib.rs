@@ -30,7 +30,9 @@
 //!   last 24 hours).
 //! - `email_outbox`: the code in clear only while `pending` (a check ties `code IS NOT NULL` to
 //!   the status, and the code is four digits); lease and claim are set together and only while
-//!   pending; `sent_at` exactly when sent. Foreign keys to the user and the code. The partial
+//!   pending; `sent_at` exactly when sent; `trace_context` (V6), the request's `traceparent`
+//!   or NULL, checked to be one in version `00` form (a value that does not parse back gives
+//!   no link, never an error). Foreign keys to the user and the code. The partial
 //!   index `(queued_at, id) WHERE status = 'pending'` serves the claim (oldest due first) and
 //!   the pending count, and holds only the backlog; the indexes `(user_id)` and `(code_id)`
 //!   (V5, replacing V2's pending-only `(user_id)`) serve a save's cancellation of the

@@ -44,7 +44,7 @@ impl UserColumns {
 }
 
 /// The account's current code and the mail to queue, each NULL when absent: the parameters of
-/// `code_and_mail!` (`$1`–`$12`), shared by `REGISTER` and `SAVE_CODE_AND_MAIL`.
+/// `code_and_mail!` (`$1`–`$13`), shared by `REGISTER` and `SAVE_CODE_AND_MAIL`.
 pub(crate) struct CodeAndMail {
     user_id: Uuid,
     code_id: Option<Uuid>,
@@ -58,6 +58,7 @@ pub(crate) struct CodeAndMail {
     recipient: Option<String>,
     mail_code: Option<String>,
     queued_at: Option<SystemTime>,
+    trace_context: Option<String>,
 }
 
 impl CodeAndMail {
@@ -81,6 +82,7 @@ impl CodeAndMail {
             recipient: mail.map(|m| m.to.as_str().to_owned()),
             mail_code: mail.map(|m| m.code.reveal()),
             queued_at: mail.map(|m| m.queued_at),
+            trace_context: mail.and_then(|m| m.trace).map(|trace| trace.to_string()),
         })
     }
 
@@ -89,8 +91,8 @@ impl CodeAndMail {
         self.code_id.is_none() && self.mail_id.is_none()
     }
 
-    /// `$1`–`$12` of `code_and_mail!`.
-    pub(crate) fn params(&self) -> [Param<'_>; 12] {
+    /// `$1`–`$13` of `code_and_mail!`.
+    pub(crate) fn params(&self) -> [Param<'_>; 13] {
         [
             &self.code_id,
             &self.user_id,
@@ -104,6 +106,7 @@ impl CodeAndMail {
             &self.recipient,
             &self.mail_code,
             &self.queued_at,
+            &self.trace_context,
         ]
     }
 }
@@ -127,10 +130,10 @@ impl AccountWrite {
         })
     }
 
-    /// `REGISTER`: `$1`–`$12` of `code_and_mail!` (`$2` is the user's id), then `$13` email,
-    /// `$14` email key, `$15` password hash, `$16` created at, `$17` activated at.
-    pub(crate) fn register_params(&self) -> [Param<'_>; 17] {
-        let [c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12] = self.code_and_mail.params();
+    /// `REGISTER`: `$1`–`$13` of `code_and_mail!` (`$2` is the user's id), then `$14` email,
+    /// `$15` email key, `$16` password hash, `$17` created at, `$18` activated at.
+    pub(crate) fn register_params(&self) -> [Param<'_>; 18] {
+        let [c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13] = self.code_and_mail.params();
         let user = &self.user;
         [
             c1,
@@ -145,6 +148,7 @@ impl AccountWrite {
             c10,
             c11,
             c12,
+            c13,
             &user.email,
             &user.email_key,
             &user.password_hash,

@@ -4,7 +4,10 @@
 
 use std::time::SystemTime;
 
-use registrar_application::ports::{ClaimedMail, Versioned};
+use registrar_application::{
+    TraceContext,
+    ports::{ClaimedMail, Versioned},
+};
 use registrar_domain::{
     Account, ActivationCode, CodeDeath, CodeDigest, CodeDigits, CodeId, CodeState, Email,
     PasswordHash, User, UserId, UserStatus,
@@ -117,6 +120,11 @@ pub(crate) fn claimed_mail(row: &Row) -> Result<Option<ClaimedMail>, Failure> {
         attempts: from_int(row.try_get(6)?, "attempts")?,
         queued_at: row.try_get(7)?,
         code_alive: row.try_get(8)?,
+        // Telemetry only: a context that does not parse costs the delivery its link, not
+        // its email.
+        trace: row
+            .try_get::<_, Option<&str>>(9)?
+            .and_then(TraceContext::parse),
     }))
 }
 

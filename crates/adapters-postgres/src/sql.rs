@@ -39,7 +39,7 @@ pub(crate) const ACCOUNT_BY_EMAIL: &str = load_account!("u.email_key = $1");
 pub(crate) const ACCOUNT_BY_ID: &str = load_account!("u.id = $1");
 
 /// Writes the account's current code (insert or update) and queues its mail, each only when
-/// given. Shared by [`REGISTER`] and [`SAVE_CODE_AND_MAIL`], with the same parameters `$1`–`$12`,
+/// given. Shared by [`REGISTER`] and [`SAVE_CODE_AND_MAIL`], with the same parameters `$1`–`$13`,
 /// bound by `params::CodeAndMail` (a NULL code id: no code; a NULL mail id: no mail).
 macro_rules! code_and_mail {
     () => {
@@ -59,9 +59,9 @@ macro_rules! code_and_mail {
          ), queued_mail AS (
              INSERT INTO email_outbox
                  (id, user_id, code_id, recipient, code, status, attempts, queued_at,
-                  next_attempt_at)
+                  next_attempt_at, trace_context)
              SELECT $8::uuid, $2::uuid, $9::uuid, $10::text, $11::text, 'pending', 0,
-                    $12::timestamptz, $12::timestamptz
+                    $12::timestamptz, $12::timestamptz, $13::text
              WHERE $8::uuid IS NOT NULL
          )"
     };
@@ -77,8 +77,8 @@ pub(crate) const REGISTER: &str = concat!(
     "WITH new_user AS (
          INSERT INTO users
              (id, email, email_key, password_hash, created_at, activated_at, version)
-         VALUES ($2::uuid, $13::text, $14::text, $15::text, $16::timestamptz,
-                 $17::timestamptz, 1)
+         VALUES ($2::uuid, $14::text, $15::text, $16::text, $17::timestamptz,
+                 $18::timestamptz, 1)
      ), ",
     code_and_mail!(),
     " SELECT 1"
@@ -153,10 +153,10 @@ pub(crate) const CLAIM_MAIL: &str = "
         FROM due
         WHERE o.id = due.id
         RETURNING o.id, o.claim, o.user_id, o.recipient, o.code, o.code_id, o.attempts,
-                  o.queued_at
+                  o.queued_at, o.trace_context
     )
     SELECT m.id, m.claim, m.user_id, m.recipient, m.code, m.code_id, m.attempts, m.queued_at,
-           coalesce(k.state = 'live', false) AS code_alive
+           coalesce(k.state = 'live', false) AS code_alive, m.trace_context
     FROM claimed AS m
     LEFT JOIN activation_codes AS k ON k.id = m.code_id
     ORDER BY m.queued_at, m.id";

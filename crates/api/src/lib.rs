@@ -31,7 +31,7 @@ pub use error::{ApiError, BASIC_CHALLENGE, FieldError, PROBLEM_JSON};
 pub use extract::BODY_LIMIT;
 pub use middleware::REQUEST_ID;
 pub use proxies::{TrustedProxies, TrustedProxiesError};
-pub use trace::TRACE_ID_FIELD;
+pub use trace::{TRACE_ID_FIELD, remote_span_context};
 
 use handlers::{ops, users};
 

@@ -4,7 +4,8 @@
 //! The span a request runs in is made a child of the caller's span when the header is valid.
 //! When an OpenTelemetry layer is installed (traces are exported), the trace id is the one that
 //! layer assigns, so logs and exported spans agree; without it, the header's trace id, or a
-//! fresh random one, is only written to the logs.
+//! fresh random one, is only written to the logs. [`remote_span_context`] turns a stored trace
+//! context into OpenTelemetry's form, for the binary's span links.
 
 use std::fmt;
 
@@ -13,6 +14,7 @@ use opentelemetry::{
     Context,
     trace::{SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState},
 };
+use registrar_application::TraceContext;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// The W3C trace context header.
@@ -23,11 +25,7 @@ pub const TRACE_ID_FIELD: &str = "trace_id";
 
 /// A caller's position in its trace, from a valid `traceparent` header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TraceParent {
-    trace_id: TraceId,
-    parent_id: SpanId,
-    flags: TraceFlags,
-}
+pub(crate) struct TraceParent(TraceContext);
 
 impl TraceParent {
     /// The header of `headers`, when there is exactly one and it is valid.
@@ -38,51 +36,30 @@ impl TraceParent {
             // Two parents are no parent: the specification says to start a new trace.
             return None;
         }
-        Self::parse(value.to_str().ok()?)
-    }
-
-    /// Parses `version-traceid-parentid-flags`, refusing what the W3C specification refuses:
-    /// version `ff`, all-zero ids, upper-case hex, and for version `00` anything after the flags.
-    /// A later version may append fields after a dash, which are ignored.
-    fn parse(value: &str) -> Option<Self> {
-        let value = value.trim_matches([' ', '\t']);
-        let mut parts = value.splitn(5, '-');
-        let version = hex_field(parts.next()?, 2)?;
-        let trace_id = hex_field(parts.next()?, 32)?;
-        let parent_id = hex_field(parts.next()?, 16)?;
-        let flags = hex_field(parts.next()?, 2)?;
-        let rest = parts.next();
-        if version == "ff" || (version == "00" && rest.is_some()) {
-            return None;
-        }
-        let trace_id = TraceId::from_hex(trace_id).ok()?;
-        let parent_id = SpanId::from_hex(parent_id).ok()?;
-        let flags = u8::from_str_radix(flags, 16).ok()?;
-        (trace_id != TraceId::INVALID && parent_id != SpanId::INVALID).then_some(Self {
-            trace_id,
-            parent_id,
-            flags: TraceFlags::new(flags & TraceFlags::SAMPLED.to_u8()),
-        })
+        TraceContext::parse(value.to_str().ok()?).map(Self)
     }
 
     fn context(self) -> Context {
-        Context::new().with_remote_span_context(SpanContext::new(
-            self.trace_id,
-            self.parent_id,
-            self.flags,
-            true,
-            TraceState::default(),
-        ))
+        Context::new().with_remote_span_context(remote_span_context(self.0))
     }
 }
 
-/// `field` when it is exactly `len` lower-case hex digits.
-fn hex_field(field: &str, len: usize) -> Option<&str> {
-    (field.len() == len
-        && field
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-    .then_some(field)
+/// The OpenTelemetry form of a span in another process (or in an earlier request): a remote
+/// span context, to be a parent or the target of a link.
+#[must_use]
+pub fn remote_span_context(context: TraceContext) -> SpanContext {
+    let flags = if context.sampled() {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    SpanContext::new(
+        TraceId::from_bytes(context.trace_id()),
+        SpanId::from_bytes(context.span_id()),
+        flags,
+        true,
+        TraceState::default(),
+    )
 }
 
 /// A trace id as the logs show it: 32 lower-case hex digits.
@@ -105,10 +82,10 @@ pub(crate) fn join(span: &tracing::Span, parent: Option<TraceParent>) -> LoggedT
     if assigned != TraceId::INVALID {
         return LoggedTraceId(assigned);
     }
-    LoggedTraceId(parent.map_or_else(
-        || TraceId::from_bytes(uuid::Uuid::new_v4().into_bytes()),
-        |parent| parent.trace_id,
-    ))
+    LoggedTraceId(TraceId::from_bytes(parent.map_or_else(
+        || uuid::Uuid::new_v4().into_bytes(),
+        |parent| parent.0.trace_id(),
+    )))
 }
 
 #[cfg(test)]
@@ -119,43 +96,38 @@ mod tests {
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
+    fn header(value: &str) -> Option<TraceParent> {
+        let mut headers = HeaderMap::new();
+        let name = actix_web::http::header::HeaderName::from_static(TRACEPARENT);
+        headers.append(name, value.parse().unwrap());
+        TraceParent::from_headers(&headers)
+    }
+
     #[test]
     fn a_valid_header_gives_its_trace_and_parent() {
-        let parent = TraceParent::parse(VALID).unwrap();
+        let parent = header(VALID).unwrap();
+        let span = remote_span_context(parent.0);
         assert_eq!(
-            LoggedTraceId(parent.trace_id).to_string(),
+            LoggedTraceId(span.trace_id()).to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         assert_eq!(
-            parent.parent_id,
+            span.span_id(),
             SpanId::from_hex("00f067aa0ba902b7").unwrap()
         );
-        assert!(parent.flags.is_sampled());
+        assert!(span.is_sampled());
+        assert!(span.is_remote());
     }
 
     #[test]
-    fn a_later_version_may_carry_more_fields() {
-        let value = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-future";
-        assert!(TraceParent::parse(value).is_some());
-    }
-
-    #[test]
-    fn invalid_headers_are_ignored() {
-        for value in [
-            "",
-            "00",
-            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
-            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
-            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
-            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
-            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-        ] {
-            assert_eq!(TraceParent::parse(value), None, "{value:?}");
-        }
+    fn an_invalid_header_is_ignored() {
+        // The parser's rules are tested with it, in the application crate.
+        assert_eq!(
+            header("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"),
+            None
+        );
+        let unsampled = header("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00");
+        assert!(!remote_span_context(unsampled.unwrap().0).is_sampled());
     }
 
     #[test]
@@ -171,7 +143,7 @@ mod tests {
     #[test]
     fn without_an_exporter_the_logs_show_the_callers_trace_or_a_fresh_one() {
         let span = tracing::Span::none();
-        let parent = TraceParent::parse(VALID).unwrap();
+        let parent = header(VALID).unwrap();
         assert_eq!(
             join(&span, Some(parent)).to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -17,7 +17,7 @@ use crate::{
     DispatchSignal, Error,
     ports::{
         AccountChange, Clock, Entropy, Limit, PasswordHasher, QueuedMail, SaveError, Store,
-        ThrottleKey, Verification, Versioned,
+        ThrottleKey, Traces, Verification, Versioned,
     },
 };
 
@@ -168,22 +168,24 @@ pub trait Accounts: Send + Sync + 'static {
 }
 
 /// The account use cases over their ports.
-pub struct AccountService<S, H, C, E> {
+pub struct AccountService<S, H, C, E, T> {
     store: S,
     hasher: H,
     clock: C,
     entropy: E,
+    traces: T,
     settings: AccountSettings,
     signal: DispatchSignal,
     dummy_hash: OnceCell<PasswordHash>,
 }
 
-impl<S, H, C, E> AccountService<S, H, C, E>
+impl<S, H, C, E, T> AccountService<S, H, C, E, T>
 where
     S: Store,
     H: PasswordHasher,
     C: Clock,
     E: Entropy,
+    T: Traces,
 {
     /// The use cases over these ports; `signal` wakes the dispatcher when mail is queued.
     pub fn new(
@@ -191,6 +193,7 @@ where
         hasher: H,
         clock: C,
         entropy: E,
+        traces: T,
         settings: AccountSettings,
         signal: DispatchSignal,
     ) -> Self {
@@ -199,13 +202,15 @@ where
             hasher,
             clock,
             entropy,
+            traces,
             settings,
             signal,
             dummy_hash: OnceCell::new(),
         }
     }
 
-    /// A fresh code for this account: its digest for the account, its digits for the email.
+    /// A fresh code for this account: its digest for the account, its digits for the email,
+    /// which keeps the trace of the request that asked for it.
     fn draw_code(&self, to: &Email, now: SystemTime) -> (NewCode, QueuedMail) {
         let digits = self.entropy.activation_code();
         let code_id = CodeId::from_uuid(self.entropy.uuid(now));
@@ -215,6 +220,7 @@ where
             code: digits,
             code_id,
             queued_at: now,
+            trace: self.traces.current(),
         };
         (NewCode::new(code_id, digits, &self.settings.secret), mail)
     }
@@ -304,15 +310,15 @@ where
     /// when a concurrent change won the race, loads and decides again. `decide` returns the
     /// answer to give once the change is saved (which may be an error, such as a counted wrong
     /// guess) and any mail to queue with it, or an error to answer at once, saving nothing.
-    async fn change<T>(
+    async fn change<R>(
         &self,
         id: UserId,
         mut decide: impl FnMut(
             &mut Account,
             SystemTime,
-        ) -> Result<(Result<T, Error>, Option<QueuedMail>), Error>
+        ) -> Result<(Result<R, Error>, Option<QueuedMail>), Error>
         + Send,
-    ) -> Result<T, Error> {
+    ) -> Result<R, Error> {
         let ask_nothing = |_: &Account, _| future::ready(Ok(()));
         self.change_asking(id, ask_nothing, |account, now, ()| decide(account, now))
             .await
@@ -321,7 +327,7 @@ where
     /// [`change`](Self::change) for a decision that needs the store's answer to a question
     /// about the account: `ask` puts it for each account loaded, so the answer `decide` gets
     /// is as fresh as the account.
-    async fn change_asking<T, A, Asked>(
+    async fn change_asking<R, A, Asked>(
         &self,
         id: UserId,
         mut ask: impl FnMut(&Account, SystemTime) -> Asked + Send,
@@ -329,9 +335,9 @@ where
             &mut Account,
             SystemTime,
             A,
-        ) -> Result<(Result<T, Error>, Option<QueuedMail>), Error>
+        ) -> Result<(Result<R, Error>, Option<QueuedMail>), Error>
         + Send,
-    ) -> Result<T, Error>
+    ) -> Result<R, Error>
     where
         Asked: Future<Output = Result<A, Error>>,
     {
@@ -385,12 +391,13 @@ fn conflicted() -> Error {
     Error::Internal(Box::new(KeptChanging))
 }
 
-impl<S, H, C, E> Accounts for AccountService<S, H, C, E>
+impl<S, H, C, E, T> Accounts for AccountService<S, H, C, E, T>
 where
     S: Store,
     H: PasswordHasher,
     C: Clock,
     E: Entropy,
+    T: Traces,
 {
     #[tracing::instrument(name = "register user", skip_all, fields(user_id = tracing::field::Empty))]
     async fn register(

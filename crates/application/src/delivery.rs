@@ -14,7 +14,7 @@ use crate::{
     DispatchSignal, ErrorChain,
     ports::{
         ActivationEmail, ClaimedMail, Clock, Entropy, MailError, MailOutcome, Mailer, Pruned,
-        Store, StoreError,
+        Store, StoreError, Traces,
     },
 };
 
@@ -93,21 +93,23 @@ impl DeliveryReport {
 }
 
 /// The outbox delivery use case.
-pub struct Dispatcher<S, M, C, E> {
+pub struct Dispatcher<S, M, C, E, T> {
     store: S,
     mailer: M,
     clock: C,
     entropy: E,
+    traces: T,
     codes: CodePolicy,
     policy: DeliveryPolicy,
 }
 
-impl<S, M, C, E> Dispatcher<S, M, C, E>
+impl<S, M, C, E, T> Dispatcher<S, M, C, E, T>
 where
     S: Store,
     M: Mailer,
     C: Clock,
     E: Entropy,
+    T: Traces,
 {
     /// A dispatcher over these ports.
     pub fn new(
@@ -115,6 +117,7 @@ where
         mailer: M,
         clock: C,
         entropy: E,
+        traces: T,
         codes: CodePolicy,
         policy: DeliveryPolicy,
     ) -> Self {
@@ -123,6 +126,7 @@ where
             mailer,
             clock,
             entropy,
+            traces,
             codes,
             policy,
         }
@@ -167,8 +171,13 @@ where
             .await
     }
 
+    /// Sends one claimed email and records the outcome, in a span that starts a trace of its
+    /// own and links to the request that queued the email.
     #[tracing::instrument(name = "deliver activation email", skip_all, fields(user_id = %mail.user_id, attempt = mail.attempts))]
     async fn deliver(&self, mail: &ClaimedMail) -> Result<MailOutcome, StoreError> {
+        if let Some(trace) = mail.trace {
+            self.traces.link(&tracing::Span::current(), trace);
+        }
         let email = ActivationEmail {
             to: mail.to.clone(),
             code: mail.code,

@@ -13,6 +13,8 @@ use registrar_domain::{Account, CodeDigits, CodeId, Email, Password, PasswordHas
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::TraceContext;
+
 /// The current time. Use cases read it once per step and pass it to the domain.
 pub trait Clock: Send + Sync + 'static {
     /// Now.
@@ -56,6 +58,18 @@ pub enum HashError {
     /// The hash could not be computed or parsed.
     #[error("password hashing failed: {0}")]
     Failed(String),
+}
+
+/// Distributed tracing, as far as the use cases need it: a request's trace context is kept with
+/// the email it queues, and the span that later delivers the email links back to it. A link,
+/// not a parent: the delivery is a trace of its own, started by the dispatcher, as in
+/// OpenTelemetry's messaging conventions.
+pub trait Traces: Send + Sync + 'static {
+    /// The trace context of the current span, when spans are recorded.
+    fn current(&self) -> Option<TraceContext>;
+
+    /// Links `span` to the span `context` names.
+    fn link(&self, span: &tracing::Span, context: TraceContext);
 }
 
 /// Password hashing, off the async threads.
@@ -180,6 +194,8 @@ pub struct QueuedMail {
     pub code_id: CodeId,
     /// When it was queued.
     pub queued_at: SystemTime,
+    /// The trace of the request that queued it, if spans were recorded.
+    pub trace: Option<TraceContext>,
 }
 
 /// One unit of work: the account as it should now be, and mail to queue with it.
@@ -214,6 +230,8 @@ pub struct ClaimedMail {
     pub queued_at: SystemTime,
     /// Whether its code is still live; mail for a dead code is not sent.
     pub code_alive: bool,
+    /// The trace of the request that queued it, as queued.
+    pub trace: Option<TraceContext>,
 }
 
 /// What became of a claimed message.

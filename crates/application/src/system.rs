@@ -1,4 +1,5 @@
-//! The production clock and entropy source.
+//! The production clock and entropy source, and the trace port of a process that records no
+//! spans.
 
 use std::time::SystemTime;
 
@@ -6,7 +7,10 @@ use rand::Rng;
 use registrar_domain::CodeDigits;
 use uuid::Uuid;
 
-use crate::ports::{Clock, Entropy};
+use crate::{
+    TraceContext,
+    ports::{Clock, Entropy, Traces},
+};
 
 /// The wall clock.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,6 +49,18 @@ impl Entropy for OsEntropy {
     fn secret(&self) -> [u8; 32] {
         rand::rng().random()
     }
+}
+
+/// Traces for a process that exports no spans: there is no context to keep and nothing to link.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoTraces;
+
+impl Traces for NoTraces {
+    fn current(&self) -> Option<TraceContext> {
+        None
+    }
+
+    fn link(&self, _span: &tracing::Span, _context: TraceContext) {}
 }
 
 #[cfg(test)]

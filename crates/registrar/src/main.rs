@@ -46,7 +46,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match actix_web::rt::System::new().block_on(run(command)) {
+    let traces = telemetry.traces();
+    let code = match actix_web::rt::System::new().block_on(run(command, traces)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!("{error:#}");
@@ -57,7 +58,7 @@ fn main() -> ExitCode {
     code
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, traces: telemetry::ProcessTraces) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => {
             let settings = args.settings(OsEntropy.secret())?;
@@ -76,8 +77,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     upkeep.run_upkeep();
                 }
             });
-            let app =
-                Application::build(&settings, MetricsSource::new(move || metrics.render())).await?;
+            let metrics = MetricsSource::new(move || metrics.render());
+            let app = Application::build(&settings, metrics, traces).await?;
             app.run_until_stopped().await
         }
         Command::Migrate(args) => {

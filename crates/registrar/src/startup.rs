@@ -20,7 +20,7 @@ use registrar_application::{
 };
 use tokio::sync::watch;
 
-use crate::config::Settings;
+use crate::{config::Settings, telemetry::ProcessTraces};
 
 /// The dispatcher loop, built for whichever store was chosen.
 type DispatcherLoop = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -36,8 +36,12 @@ pub struct Application {
 
 impl Application {
     /// Builds adapters and use cases, applies database migrations when there is a database, and
-    /// binds the listener. `metrics` renders `/metrics`.
-    pub async fn build(settings: &Settings, metrics: MetricsSource) -> anyhow::Result<Self> {
+    /// binds the listener. `metrics` renders `/metrics`; `traces` is telemetry's trace port.
+    pub async fn build(
+        settings: &Settings,
+        metrics: MetricsSource,
+        traces: ProcessTraces,
+    ) -> anyhow::Result<Self> {
         let signal = DispatchSignal::default();
         if let Some(database) = &settings.database {
             let store = connect(database, settings.database_startup_timeout).await?;
@@ -46,12 +50,12 @@ impl Application {
                 let (store, signal) = (store.clone(), signal.clone());
                 async move { store.forward_mail_notifications(signal).await }
             });
-            return Self::with_store(store, signal, settings, metrics);
+            return Self::with_store(store, signal, settings, metrics, traces);
         }
         tracing::warn!(
             "no DATABASE_URL: data lives in memory only and is lost when the process stops"
         );
-        Self::with_store(MemoryStore::new(), signal, settings, metrics)
+        Self::with_store(MemoryStore::new(), signal, settings, metrics, traces)
     }
 
     fn with_store<S: Store + Clone>(
@@ -59,6 +63,7 @@ impl Application {
         signal: DispatchSignal,
         settings: &Settings,
         metrics: MetricsSource,
+        traces: ProcessTraces,
     ) -> anyhow::Result<Self> {
         let hasher = Argon2Hasher::new(settings.argon2.clone())
             .context("could not start the password hashing pool")?;
@@ -68,6 +73,7 @@ impl Application {
             hasher,
             SystemClock,
             OsEntropy,
+            traces,
             settings.accounts.clone(),
             signal.clone(),
         ));
@@ -76,6 +82,7 @@ impl Application {
             mailer,
             SystemClock,
             OsEntropy,
+            traces,
             settings.accounts.codes,
             settings.delivery,
         );

@@ -3,20 +3,23 @@
 //! Logs go to stdout, pretty (colour only on a terminal) or one JSON object per line; every line
 //! written for a request carries its `trace_id` at the top level. Spans are exported over
 //! OTLP/HTTP only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set: without it no exporter, no
-//! OpenTelemetry layer and no background thread exist.
+//! OpenTelemetry layer and no background thread exist. With it, the use cases' trace port is
+//! OpenTelemetry's, so an email's delivery span links to the request that queued the email.
 
 use std::{fmt, io::IsTerminal as _};
 
 use anyhow::Context as _;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
-use registrar_api::TRACE_ID_FIELD;
+use registrar_api::{TRACE_ID_FIELD, remote_span_context};
+use registrar_application::{NoTraces, TraceContext, ports::Traces};
 use tracing::{
     Event, Level, Subscriber,
     field::{Field, Visit},
     span,
 };
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{
     EnvFilter, Layer,
     fmt::{
@@ -44,10 +47,67 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// The trace port for the use cases: OpenTelemetry's while spans are exported.
+    #[must_use]
+    pub fn traces(&self) -> ProcessTraces {
+        if self.tracer_provider.is_some() {
+            ProcessTraces::Exported(OtelTraces)
+        } else {
+            ProcessTraces::Off(NoTraces)
+        }
+    }
+
     /// Exports the spans still batched, then stops the exporter.
     pub fn shutdown(self) {
         if let Some(Err(error)) = self.tracer_provider.map(|provider| provider.shutdown()) {
             tracing::warn!(error = %error, "could not flush the last spans");
+        }
+    }
+}
+
+/// Trace contexts read from, and links written to, the OpenTelemetry layer of the global
+/// subscriber.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OtelTraces;
+
+impl Traces for OtelTraces {
+    fn current(&self) -> Option<TraceContext> {
+        let context = tracing::Span::current().context();
+        let span = context.span();
+        let span = span.span_context();
+        TraceContext::new(
+            span.trace_id().to_bytes(),
+            span.span_id().to_bytes(),
+            span.is_sampled(),
+        )
+    }
+
+    fn link(&self, span: &tracing::Span, context: TraceContext) {
+        span.add_link(remote_span_context(context));
+    }
+}
+
+/// The trace port of this process, chosen once at start-up like the mailer.
+#[derive(Debug, Clone, Copy)]
+pub enum ProcessTraces {
+    /// Spans are exported.
+    Exported(OtelTraces),
+    /// No exporter: nothing to capture, nothing to link.
+    Off(NoTraces),
+}
+
+impl Traces for ProcessTraces {
+    fn current(&self) -> Option<TraceContext> {
+        match self {
+            Self::Exported(traces) => traces.current(),
+            Self::Off(traces) => traces.current(),
+        }
+    }
+
+    fn link(&self, span: &tracing::Span, context: TraceContext) {
+        match self {
+            Self::Exported(traces) => traces.link(span, context),
+            Self::Off(traces) => traces.link(span, context),
         }
     }
 }

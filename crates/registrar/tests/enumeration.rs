@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use registrar_adapters_argon2::{Argon2Hasher, Argon2Settings};
 use registrar_adapters_memory::MemoryStore;
 use registrar_application::{
-    AccountService, AccountSettings, Accounts, Credentials, DispatchSignal, Error, OsEntropy,
-    RateLimits, Registration, SystemClock, ports::Limit,
+    AccountService, AccountSettings, Accounts, Credentials, DispatchSignal, Error, NoTraces,
+    OsEntropy, RateLimits, Registration, SystemClock, ports::Limit,
 };
 use registrar_domain::{CodePolicy, CodeSecret, Email, NewPassword, Password, PasswordPolicy};
 
@@ -40,6 +40,7 @@ async fn unknown_emails_take_as_long_as_wrong_passwords() {
         Argon2Hasher::new(Argon2Settings::default()).unwrap(),
         SystemClock,
         OsEntropy,
+        NoTraces,
         AccountSettings {
             codes: CodePolicy::default(),
             passwords: PasswordPolicy::default(),

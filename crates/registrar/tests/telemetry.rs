@@ -1,6 +1,7 @@
 //! Traces and operational output of the real binary: W3C `traceparent` joins the caller's
 //! trace, every JSON log line of a request carries its `trace_id`, spans reach an OTLP/HTTP
 //! receiver when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (and no exporter exists when it is not),
+//! the activation email's delivery span links back to the registration's trace,
 //! `/metrics` lists the process metrics and every counter from the first scrape, and a client's
 //! malformed request is not logged as an error.
 #![allow(
@@ -176,16 +177,31 @@ fn exports_thread(names: &[String]) -> bool {
     names.iter().any(|name| name.starts_with("OpenTelemetry"))
 }
 
+/// Whether the exporter's thread shows up within [`PATIENCE`]. A thread takes its name when it
+/// first runs, which on a loaded machine may be after the server says it is listening.
+fn exporter_thread_appears(pid: u32) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    while !exports_thread(&thread_names(pid)) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(std::time::Duration::from_millis(10));
+    }
+    true
+}
+
 #[test]
-fn spans_of_a_registration_reach_an_otlp_receiver_in_the_callers_trace() {
+fn spans_of_a_registration_reach_an_otlp_receiver_in_the_callers_trace_and_the_email_links_to_it() {
     let (port, exports) = otlp_receiver();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let server = Server::start(&[
+    let mut server = Server::start(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
         ("OTEL_SERVICE_NAME", "registrar-under-test"),
     ]);
-    assert!(exports_thread(&thread_names(server.pid())));
+    assert!(exporter_thread_appears(server.pid()));
     register(&server, "ada@example.com", &[&traceparent()]);
+    // The log mailer's line is written inside the delivery span.
+    server.wait_for(|event| event["to"] == "ada@example.com");
     // A graceful stop flushes the spans still batched.
     let (clean, log) = server.terminate();
     assert!(clean, "{log:#?}");
@@ -218,7 +234,10 @@ fn spans_of_a_registration_reach_an_otlp_receiver_in_the_callers_trace() {
                     .flat_map(|scope| scope.spans),
             );
         }
-        if spans.iter().any(|span| span.name == "register user") {
+        if ["register user", DELIVERY]
+            .iter()
+            .all(|name| spans.iter().any(|span| span.name == *name))
+        {
             break;
         }
     }
@@ -234,6 +253,23 @@ fn spans_of_a_registration_reach_an_otlp_receiver_in_the_callers_trace() {
         .unwrap_or_else(|| panic!("no use-case span among {:?}", names(&spans)));
     assert_eq!(hex(&use_case.trace_id), TRACE_ID);
     assert_eq!(use_case.parent_span_id, request.span_id);
+    // The email goes out in a trace of its own, linked to the use case that queued it.
+    let delivery = spans
+        .iter()
+        .find(|span| span.name == DELIVERY)
+        .unwrap_or_else(|| panic!("no delivery span among {:?}", names(&spans)));
+    assert_ne!(hex(&delivery.trace_id), TRACE_ID);
+    assert!(delivery.parent_span_id.is_empty(), "{delivery:?}");
+    let links: Vec<(String, String)> = delivery
+        .links
+        .iter()
+        .map(|link| (hex(&link.trace_id), hex(&link.span_id)))
+        .collect();
+    assert_eq!(
+        links,
+        [(TRACE_ID.to_owned(), hex(&use_case.span_id))],
+        "{delivery:?}"
+    );
     assert!(
         service_names
             .iter()
@@ -242,6 +278,9 @@ fn spans_of_a_registration_reach_an_otlp_receiver_in_the_callers_trace() {
         "{service_names:?}"
     );
 }
+
+/// The span the dispatcher delivers an activation email in.
+const DELIVERY: &str = "deliver activation email";
 
 fn names(spans: &[Span]) -> Vec<&str> {
     spans.iter().map(|span| span.name.as_str()).collect()

@@ -11,7 +11,7 @@ use std::{
 
 use registrar_adapters_postgres::PgStore;
 use registrar_application::{
-    DeliveryPolicy, DeliveryReport, Dispatcher,
+    DeliveryPolicy, DeliveryReport, Dispatcher, NoTraces,
     ports::{ActivationEmail, Clock, MailError, MailOutcome, Mailer, Store},
     testing::{FakeClock, RecordingMailer, SeqEntropy},
 };
@@ -29,12 +29,13 @@ fn replica<M: Mailer>(
     mailer: M,
     clock: &FakeClock,
     policy: DeliveryPolicy,
-) -> Dispatcher<PgStore, M, FakeClock, SeqEntropy> {
+) -> Dispatcher<PgStore, M, FakeClock, SeqEntropy, NoTraces> {
     Dispatcher::new(
         store.clone(),
         mailer,
         clock.clone(),
         SeqEntropy::default(),
+        NoTraces,
         CodePolicy::default(),
         policy,
     )
@@ -78,7 +79,7 @@ async fn count_in(client: &tokio_postgres::Client, status: &str) -> i64 {
 
 /// Runs one replica's dispatcher until the outbox is empty (bounded); what it handled.
 async fn drain<M: Mailer>(
-    dispatcher: &Dispatcher<PgStore, M, FakeClock, SeqEntropy>,
+    dispatcher: &Dispatcher<PgStore, M, FakeClock, SeqEntropy, NoTraces>,
     name: &str,
 ) -> DeliveryReport {
     const MAX_PASSES: usize = 2_000;

@@ -234,6 +234,7 @@ pub(crate) async fn register(store: &impl Store, n: u128, email: &str) -> Accoun
         code: digits,
         code_id,
         queued_at: t0(),
+        trace: None,
     };
     store
         .save(AccountChange {

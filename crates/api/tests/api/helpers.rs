@@ -25,7 +25,7 @@ use registrar_adapters_memory::MemoryStore;
 use registrar_api::{MetricsSource, app};
 use registrar_application::{
     AccountService, AccountSettings, Accounts, DeliveryPolicy, DeliveryReport, DispatchSignal,
-    Dispatcher, RateLimits,
+    Dispatcher, NoTraces, RateLimits,
     testing::{FakeClock, FakeHasher, RecordingMailer, SeqEntropy},
 };
 use registrar_domain::{CodePolicy, CodeSecret, PasswordPolicy};
@@ -47,7 +47,7 @@ pub(crate) const METRICS_TEXT: &str = "registrar_test_metric 1\n";
 /// The challenge every 401 carries.
 pub(crate) const CHALLENGE: &str = r#"Basic realm="registrar", charset="UTF-8""#;
 
-type TestDispatcher = Dispatcher<MemoryStore, RecordingMailer, FakeClock, SeqEntropy>;
+type TestDispatcher = Dispatcher<MemoryStore, RecordingMailer, FakeClock, SeqEntropy, NoTraces>;
 
 /// Sends one request through the application, the way the server would: an error the
 /// service itself returns becomes that error's response.
@@ -127,6 +127,7 @@ impl TestApp {
             hasher.clone(),
             clock.clone(),
             entropy.clone(),
+            NoTraces,
             settings,
             DispatchSignal::default(),
         );
@@ -135,6 +136,7 @@ impl TestApp {
             mailer.clone(),
             clock.clone(),
             entropy.clone(),
+            NoTraces,
             CodePolicy::default(),
             DeliveryPolicy::default(),
         );

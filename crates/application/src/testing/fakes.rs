@@ -1,4 +1,4 @@
-//! Fakes for the clock, entropy, hasher and mailer.
+//! Fakes for the clock, entropy, hasher, mailer and traces.
 
 use std::{
     collections::VecDeque,
@@ -12,8 +12,12 @@ use std::{
 use registrar_domain::{CodeDigits, Password, PasswordHash};
 use uuid::Uuid;
 
-use crate::ports::{
-    ActivationEmail, Clock, Entropy, HashError, MailError, Mailer, PasswordHasher, Verification,
+use crate::{
+    TraceContext,
+    ports::{
+        ActivationEmail, Clock, Entropy, HashError, MailError, Mailer, PasswordHasher, Traces,
+        Verification,
+    },
 };
 
 /// A fixed point in time the fakes start from.
@@ -210,5 +214,36 @@ impl Mailer for RecordingMailer {
         }
         self.sent.lock().unwrap().push(email.clone());
         Ok(())
+    }
+}
+
+/// Traces that report whatever context a test sets as the current one, and record the links
+/// made, in order.
+#[derive(Debug, Clone, Default)]
+pub struct RecordingTraces {
+    current: Arc<Mutex<Option<TraceContext>>>,
+    links: Arc<Mutex<Vec<TraceContext>>>,
+}
+
+impl RecordingTraces {
+    /// From now on, requests run in this context (or in none).
+    pub fn enter(&self, context: Option<TraceContext>) {
+        *self.current.lock().unwrap() = context;
+    }
+
+    /// The contexts linked to so far.
+    #[must_use]
+    pub fn links(&self) -> Vec<TraceContext> {
+        self.links.lock().unwrap().clone()
+    }
+}
+
+impl Traces for RecordingTraces {
+    fn current(&self) -> Option<TraceContext> {
+        *self.current.lock().unwrap()
+    }
+
+    fn link(&self, _span: &tracing::Span, context: TraceContext) {
+        self.links.lock().unwrap().push(context);
     }
 }

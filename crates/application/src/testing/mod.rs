@@ -5,4 +5,4 @@
 mod fakes;
 pub mod store_contract;
 
-pub use fakes::{FakeClock, FakeHasher, RecordingMailer, SeqEntropy, t0};
+pub use fakes::{FakeClock, FakeHasher, RecordingMailer, RecordingTraces, SeqEntropy, t0};

@@ -16,8 +16,12 @@ use registrar_domain::{
 use uuid::Uuid;
 
 use super::t0;
-use crate::ports::{
-    AccountChange, Limit, MailOutcome, Pruned, QueuedMail, SaveError, Store, ThrottleKey, Versioned,
+use crate::{
+    TraceContext,
+    ports::{
+        AccountChange, Limit, MailOutcome, Pruned, QueuedMail, SaveError, Store, ThrottleKey,
+        Versioned,
+    },
 };
 
 /// Generates one `#[tokio::test]` per contract case, each on a store from `$make`.
@@ -34,6 +38,7 @@ macro_rules! store_contract_tests {
             a_claimed_message_whose_code_dies_is_cancelled_and_its_claim_goes_stale,
             recent_issues_hold_the_codes_of_the_last_24_hours,
             queued_mail_is_claimed_once_under_a_lease,
+            queued_mail_keeps_its_trace_context_through_every_claim,
             an_expired_lease_lets_another_claimer_take_the_mail,
             sent_mail_marks_its_code_delivered_and_wipes_the_code,
             retried_mail_waits_for_its_next_attempt,
@@ -96,6 +101,7 @@ fn mail_for(account: &Account, n: u128, digits: &str, at: SystemTime) -> QueuedM
         code: CodeDigits::parse(digits).unwrap(),
         code_id: account.code().unwrap().id(),
         queued_at: at,
+        trace: None,
     }
 }
 
@@ -400,6 +406,36 @@ pub async fn queued_mail_is_claimed_once_under_a_lease(store: impl Store) {
     assert_eq!(store.outbox_depth().await.unwrap(), 1);
 }
 
+/// The trace context queued with a message comes back with every claim of it, retries
+/// included; a message queued without one has none.
+pub async fn queued_mail_keeps_its_trace_context_through_every_claim(store: impl Store) {
+    let trace = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    register_traced(&store, 10, "ada@example.com", "0421", t0(), trace).await;
+    register(&store, 20, "bob@example.com", "1234").await;
+
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    let traces: Vec<_> = claimed
+        .iter()
+        .map(|mail| (mail.to.as_str(), mail.trace))
+        .collect();
+    assert!(trace.is_some());
+    assert_eq!(
+        traces,
+        [("ada@example.com", trace), ("bob@example.com", None)]
+    );
+    let retry = MailOutcome::Retry {
+        next_attempt_at: t0() + SECOND,
+        error: "421 try again later".into(),
+    };
+    assert!(store.finish_mail(&claimed[0], retry).await.unwrap());
+    let again = store
+        .claim_mail(t0() + SECOND, 30 * SECOND, 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].trace), (claimed[0].id, trace));
+}
+
 /// When a claimer dies, its lease runs out and the message is claimed again, with a new claim.
 pub async fn an_expired_lease_lets_another_claimer_take_the_mail(store: impl Store) {
     register(&store, 10, "ada@example.com", "0421").await;
@@ -699,6 +735,18 @@ async fn register_at(
     digits: &str,
     at: SystemTime,
 ) -> Account {
+    register_traced(store, n, email, digits, at, None).await
+}
+
+/// As [`register_at`], the mail queued in the request trace `trace`.
+async fn register_traced(
+    store: &impl Store,
+    n: u128,
+    email: &str,
+    digits: &str,
+    at: SystemTime,
+    trace: Option<TraceContext>,
+) -> Account {
     let account = Account::register(
         UserId::from_uuid(uuid(n)),
         Email::parse(email).unwrap(),
@@ -706,7 +754,10 @@ async fn register_at(
         new_code(n + 1, digits),
         at,
     );
-    let mail = mail_for(&account, n + 2, digits, at);
+    let mail = QueuedMail {
+        trace,
+        ..mail_for(&account, n + 2, digits, at)
+    };
     store
         .save(AccountChange {
             account: account.clone(),

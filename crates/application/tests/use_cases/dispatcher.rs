@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use registrar_application::{
-    DeliveryPolicy, DeliveryReport, Error,
+    DeliveryPolicy, DeliveryReport, Error, TraceContext,
     ports::{ActivationEmail, Entropy, MailError, Pruned, Store},
 };
 use registrar_domain::Email;
 
-use crate::support::{App, MINUTE, OTHER_PASSWORD, PASSWORD, digits};
+use crate::support::{App, MINUTE, OTHER_PASSWORD, PASSWORD, SECOND, digits};
 
 fn transient() -> MailError {
     MailError::Transient("421 try again later".into())
@@ -45,6 +45,62 @@ async fn the_activation_email_carries_the_code_and_how_long_it_stays_valid() {
         0,
         "a sent email is not sent again"
     );
+}
+
+/// The trace context of request number `n`.
+fn request_trace(n: u8) -> TraceContext {
+    TraceContext::new([n; 16], [n; 8], true).unwrap()
+}
+
+/// Runs `request` the way request number `n`, in a trace of its own, would run.
+async fn traced<T>(app: &App, n: u8, request: impl Future<Output = T>) -> T {
+    app.traces.enter(Some(request_trace(n)));
+    let answer = request.await;
+    app.traces.enter(None);
+    answer
+}
+
+#[tokio::test]
+async fn each_delivery_links_to_the_trace_of_the_request_that_queued_its_email() {
+    let app = App::new();
+    traced(&app, 1, app.register("ada@example.com", PASSWORD))
+        .await
+        .unwrap();
+    let who = app.login("ada@example.com", PASSWORD).await.unwrap();
+    assert!(app.traces.links().is_empty(), "nothing is delivered yet");
+    assert_eq!(app.deliver().await.sent, 1);
+    assert_eq!(app.traces.links(), [request_trace(1)]);
+
+    app.advance(app.codes.cooldown());
+    traced(&app, 2, app.issue_code(&who)).await.unwrap();
+    assert_eq!(app.deliver().await.sent, 1);
+
+    app.advance(app.codes.ttl() + SECOND);
+    traced(&app, 3, app.register("ada@example.com", OTHER_PASSWORD))
+        .await
+        .unwrap();
+    assert_eq!(app.deliver().await.sent, 1);
+
+    assert_eq!(
+        app.traces.links(),
+        [request_trace(1), request_trace(2), request_trace(3)]
+    );
+}
+
+#[tokio::test]
+async fn every_attempt_links_to_the_request_and_mail_queued_outside_a_trace_links_nowhere() {
+    let app = App::new();
+    traced(&app, 1, app.register("ada@example.com", PASSWORD))
+        .await
+        .unwrap();
+    app.register("bob@example.com", PASSWORD).await.unwrap();
+    app.mailer.will_fail([transient()]);
+
+    assert_eq!(app.deliver().await.handled(), 2);
+    app.advance(MINUTE);
+    assert_eq!(app.deliver().await.sent, 1);
+
+    assert_eq!(app.traces.links(), [request_trace(1), request_trace(1)]);
 }
 
 #[tokio::test]
@@ -333,6 +389,7 @@ async fn a_mailer_hears_of_a_delivery_only_once_the_code_is_usable() {
         },
         app.clock.clone(),
         app.entropy.clone(),
+        app.traces.clone(),
         app.codes,
         app.delivery,
     );

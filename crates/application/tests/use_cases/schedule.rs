@@ -129,6 +129,7 @@ async fn each_email_queued_alone_costs_the_loop_one_claim_and_the_gauge_waits_fo
         app.mailer.clone(),
         app.clock.clone(),
         app.entropy.clone(),
+        app.traces.clone(),
         app.codes,
         app.delivery,
     );

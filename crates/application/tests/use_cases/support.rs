@@ -19,7 +19,7 @@ use registrar_domain::{
 };
 
 pub(crate) use registrar_application::testing::{
-    FakeClock, FakeHasher, RecordingMailer, SeqEntropy, t0,
+    FakeClock, FakeHasher, RecordingMailer, RecordingTraces, SeqEntropy, t0,
 };
 
 pub(crate) const SECOND: Duration = Duration::from_secs(1);
@@ -37,8 +37,10 @@ pub(crate) const PASSWORD: &str = "tangerine-Quokka-47-orbit";
 pub(crate) const OTHER_PASSWORD: &str = "correct-horse-battery-staple";
 pub(crate) const WRONG_PASSWORD: &str = "not-the-password-at-all";
 
-pub(crate) type Service = AccountService<MemoryStore, FakeHasher, FakeClock, SeqEntropy>;
-pub(crate) type Delivery = Dispatcher<MemoryStore, RecordingMailer, FakeClock, SeqEntropy>;
+pub(crate) type Service =
+    AccountService<MemoryStore, FakeHasher, FakeClock, SeqEntropy, RecordingTraces>;
+pub(crate) type Delivery =
+    Dispatcher<MemoryStore, RecordingMailer, FakeClock, SeqEntropy, RecordingTraces>;
 
 /// Everything a test touches. The services share the store, clock and entropy.
 pub(crate) struct App {
@@ -49,6 +51,7 @@ pub(crate) struct App {
     pub(crate) entropy: SeqEntropy,
     pub(crate) hasher: FakeHasher,
     pub(crate) mailer: RecordingMailer,
+    pub(crate) traces: RecordingTraces,
     pub(crate) signal: DispatchSignal,
     pub(crate) codes: CodePolicy,
     pub(crate) delivery: DeliveryPolicy,
@@ -77,6 +80,7 @@ impl App {
         let entropy = SeqEntropy::default();
         let hasher = FakeHasher::default();
         let mailer = RecordingMailer::default();
+        let traces = RecordingTraces::default();
         let signal = DispatchSignal::default();
         let settings = AccountSettings {
             codes,
@@ -89,6 +93,7 @@ impl App {
             hasher.clone(),
             clock.clone(),
             entropy.clone(),
+            traces.clone(),
             settings,
             signal.clone(),
         );
@@ -97,6 +102,7 @@ impl App {
             mailer.clone(),
             clock.clone(),
             entropy.clone(),
+            traces.clone(),
             codes,
             delivery,
         );
@@ -108,6 +114,7 @@ impl App {
             entropy,
             hasher,
             mailer,
+            traces,
             signal,
             codes,
             delivery,
