@@ -5,17 +5,14 @@
 //! Each CPU is measured by this program re-run as `capacity hash-bound` under `taskset -c N`:
 //! the whole child process, its hashing thread included, runs on that CPU only.
 
-use std::{
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use registrar_adapters_argon2::{Argon2Hasher, Argon2Settings};
 use registrar_application::ports::PasswordHasher;
 use registrar_bench::PASSWORD;
 use registrar_domain::Password;
 
-use crate::machine::Machine;
+use crate::machine::{self, Machine};
 
 /// The hidden subcommand that measures the CPU it runs on.
 pub(crate) const SUBCOMMAND: &str = "hash-bound";
@@ -88,8 +85,6 @@ pub(crate) fn describe(bounds: &[CpuBound]) -> String {
 /// Measures every CPU of `machine` in turn, pinned; on a machine where nothing can be pinned, one
 /// unpinned measurement.
 pub(crate) fn measure(machine: &Machine) -> Result<Vec<CpuBound>, String> {
-    let program = std::env::current_exe()
-        .map_err(|error| format!("cannot find this program to re-run it: {error}"))?;
     let targets: Vec<Option<usize>> = if machine.taskset {
         machine.cpus.iter().copied().map(Some).collect()
     } else {
@@ -98,31 +93,12 @@ pub(crate) fn measure(machine: &Machine) -> Result<Vec<CpuBound>, String> {
     targets
         .into_iter()
         .map(|cpu| {
-            let mut command = match cpu {
-                Some(cpu) => {
-                    let mut command = Command::new("taskset");
-                    command.arg("-c").arg(cpu.to_string()).arg(&program);
-                    command
-                }
-                None => Command::new(&program),
-            };
-            let output = command
-                .arg(SUBCOMMAND)
-                .output()
-                .map_err(|error| format!("cannot run the hash measurement: {error}"))?;
-            let text = String::from_utf8_lossy(&output.stdout);
+            let text = machine::run_self_on(cpu, &[SUBCOMMAND])?;
             let seconds_per_hash = text
-                .trim()
                 .parse::<f64>()
                 .ok()
-                .filter(|seconds| output.status.success() && *seconds > 0.0)
-                .ok_or_else(|| {
-                    format!(
-                        "the hash measurement on CPU {cpu:?} failed: {}{}",
-                        text.trim(),
-                        String::from_utf8_lossy(&output.stderr).trim()
-                    )
-                })?;
+                .filter(|seconds| *seconds > 0.0)
+                .ok_or_else(|| format!("the hash measurement on CPU {cpu:?} printed {text:?}"))?;
             Ok(CpuBound {
                 cpu,
                 seconds_per_hash,

@@ -110,6 +110,37 @@ pub(crate) fn pin(pid: u32, cpus: &str) -> Result<(), String> {
     }
 }
 
+/// Re-runs this program with `args`, under `taskset -c cpu` when a CPU is given, and returns
+/// what it printed; an exit status other than success is an error with what it said.
+pub(crate) fn run_self_on(cpu: Option<usize>, args: &[&str]) -> Result<String, String> {
+    let program = std::env::current_exe()
+        .map_err(|error| format!("cannot find this program to re-run it: {error}"))?;
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpu.to_string()).arg(&program);
+            command
+        }
+        None => Command::new(&program),
+    };
+    let output = command.args(args).output().map_err(|error| {
+        format!(
+            "cannot re-run this program as `{}`: {error}",
+            args.join(" ")
+        )
+    })?;
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if output.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "`{}` on CPU {cpu:?} failed: {text}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
 /// Resident memory of process `pid` now and at its highest, KiB (`VmRSS`, `VmHWM`).
 pub(crate) fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -26,6 +26,7 @@ mod machine;
 mod postgres;
 mod report;
 mod server;
+mod versions;
 
 use std::{
     collections::HashMap,
@@ -57,10 +58,20 @@ const TOP_UP_ROUNDS: usize = 10;
 const TOP_UP_ROUND: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some(bound::SUBCOMMAND) {
-        return match bound::seconds_per_hash() {
-            Ok(seconds) => {
-                println!("{seconds}");
+    // The measurements this program re-runs itself for, pinned to one CPU (see `machine.rs`).
+    let child = match std::env::args().nth(1).as_deref() {
+        Some(bound::SUBCOMMAND) => {
+            Some(bound::seconds_per_hash().map(|seconds| seconds.to_string()))
+        }
+        Some(versions::SUBCOMMAND) => Some(versions::compare(
+            &std::env::args().nth(2).unwrap_or_default(),
+        )),
+        _ => None,
+    };
+    if let Some(result) = child {
+        return match result {
+            Ok(line) => {
+                println!("{line}");
                 ExitCode::SUCCESS
             }
             Err(message) => {
@@ -124,6 +135,9 @@ fn run() -> Result<bool, String> {
         bound::describe(&before)
     );
 
+    let versions = versions::measure(&machine)?;
+    println!("{versions}");
+
     let mut database_warning = None;
     let database = Database::start(pinning.then_some(driver_cpu), &mut database_warning)?;
     warnings.extend(database_warning.inspect(|warning| eprintln!("capacity: warning: {warning}")));
@@ -173,6 +187,7 @@ fn run() -> Result<bool, String> {
     print_verdicts(&verdicts);
     let context = Context {
         machine: machine_line,
+        versions,
         bounds: bounds_line,
         database: database_line,
         warnings,

@@ -122,6 +122,8 @@ pub(crate) struct Verdict {
 /// Everything the document says besides the rows.
 pub(crate) struct Context {
     pub(crate) machine: String,
+    /// argon2 0.5 against 0.6 (`versions.rs`).
+    pub(crate) versions: String,
     pub(crate) bounds: String,
     pub(crate) database: String,
     pub(crate) warnings: Vec<String>,
@@ -192,6 +194,7 @@ pub(crate) fn markdown(rows: &[Row], verdicts: &[Verdict], context: &Context) ->
     text.push_str(METHOD);
     let _ = writeln!(text, "\n### This run ({})\n", context.started);
     let _ = writeln!(text, "- Machine: {}", context.machine);
+    let _ = writeln!(text, "- {}", context.versions);
     let _ = writeln!(text, "- Argon2 bound: {}", context.bounds);
     let _ = writeln!(text, "- PostgreSQL: {}", context.database);
     let _ = writeln!(text, "- Server memory: {}", context.memory);
