@@ -4,7 +4,10 @@
 
 use argon2::{
     Algorithm, Argon2, Block, Params, Version,
-    password_hash::{self, Output, ParamsString, Salt, SaltString, rand_core::OsRng},
+    password_hash::{
+        self,
+        phc::{self, Output, ParamsString, Salt},
+    },
 };
 use registrar_application::ports::{HashError, Verification};
 use registrar_domain::PasswordHash;
@@ -126,34 +129,33 @@ pub(crate) fn hash(
     password: &str,
     memory: &mut Memory,
 ) -> Result<PasswordHash, HashError> {
-    hash_with_salt(params, password, &SaltString::generate(&mut OsRng), memory)
+    let salt = password_hash::try_generate_salt()
+        .map_err(|error| HashError::Failed(format!("the OS gave no random salt: {error}")))
+        .and_then(|bytes| {
+            Salt::new(&bytes)
+                .map_err(|error| HashError::Failed(format!("a 16-byte salt was refused: {error}")))
+        })?;
+    hash_with_salt(params, password, &salt, memory)
 }
 
 /// Hashes `password` with Argon2id v0x13, `params` and `salt` into a standard PHC string, the
-/// same that `argon2::PasswordHasher::hash_password` writes.
+/// same that `argon2::PasswordHasher::hash_password_with_salt` writes.
 fn hash_with_salt(
     params: &Params,
     password: &str,
-    salt: &SaltString,
+    salt: &Salt,
     memory: &mut Memory,
 ) -> Result<PasswordHash, HashError> {
     let failed =
         |error: password_hash::Error| HashError::Failed(format!("Argon2 could not hash: {error}"));
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let output_len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
-    let output = compute(
-        &argon2,
-        password,
-        salt.as_salt(),
-        output_len,
-        memory,
-        failed,
-    )?;
-    let phc = password_hash::PasswordHash {
+    let output = compute(&argon2, password, salt, output_len, memory, failed)?;
+    let phc = phc::PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
         params: ParamsString::try_from(params).map_err(failed)?,
-        salt: Some(salt.as_salt()),
+        salt: Some(*salt),
         hash: Some(output),
     }
     .to_string();
@@ -166,26 +168,23 @@ fn hash_with_salt(
 fn compute(
     argon2: &Argon2<'_>,
     password: &str,
-    salt: Salt<'_>,
+    salt: &Salt,
     output_len: usize,
     memory: &mut Memory,
     failed: impl Fn(password_hash::Error) -> HashError,
 ) -> Result<Output, HashError> {
-    let mut salt_bytes = [0_u8; Salt::MAX_LENGTH];
-    let salt = salt.decode_b64(&mut salt_bytes).map_err(&failed)?;
+    let mut buffer = [0_u8; Output::MAX_LENGTH];
+    let out = buffer
+        .get_mut(..output_len)
+        .ok_or_else(|| failed(password_hash::Error::OutputSize))?;
     memory
         .with_blocks(
             argon2.params().block_count(),
             wiped_after(argon2.params().t_cost()),
-            |blocks| {
-                Output::init_with(output_len, |out| {
-                    argon2
-                        .hash_password_into_with_memory(password.as_bytes(), salt, out, blocks)
-                        .map_err(password_hash::Error::from)
-                })
-            },
+            |blocks| argon2.hash_password_into_with_memory(password.as_bytes(), salt, out, blocks),
         )?
-        .map_err(failed)
+        .map_err(|error| failed(error.into()))?;
+    Output::new(out).map_err(|error| failed(error.into()))
 }
 
 /// Checks `password` against `stored`, using the algorithm, version and costs written in it.
@@ -200,10 +199,10 @@ pub(crate) fn verify(
     stored: &PasswordHash,
     memory: &mut Memory,
 ) -> Result<Verification, HashError> {
-    let parsed = password_hash::PasswordHash::new(stored.as_str())
+    let parsed = phc::PasswordHash::new(stored.as_str())
         .map_err(|error| unusable("does not parse", &error))?;
-    let algorithm =
-        Algorithm::try_from(parsed.algorithm).map_err(|error| unusable("is not Argon2", &error))?;
+    let algorithm = Algorithm::try_from(parsed.algorithm.as_str())
+        .map_err(|error| unusable("is not Argon2", &error))?;
     // Argon2 hashes without a version predate version 0x13: the reference implementation reads
     // them as 0x10.
     let version = parsed
@@ -233,7 +232,7 @@ pub(crate) fn verify(
         ));
     };
     let argon2 = Argon2::new(algorithm, version, params.clone());
-    let computed = compute(&argon2, password, salt, expected.len(), memory, |error| {
+    let computed = compute(&argon2, password, &salt, expected.len(), memory, |error| {
         unusable("cannot be recomputed", &error)
     })?;
     // `Output`'s equality is constant-time.
@@ -281,9 +280,8 @@ mod tests {
     }
 
     fn phc(algorithm: Algorithm, version: Version, params: Params, password: &str) -> PasswordHash {
-        let salt = SaltString::generate(&mut OsRng);
         let phc = Argon2::new(algorithm, version, params)
-            .hash_password(password.as_bytes(), &salt)
+            .hash_password(password.as_bytes())
             .unwrap()
             .to_string();
         PasswordHash::from_phc(phc).unwrap()
@@ -439,10 +437,10 @@ mod tests {
             params(4096, 3, 1),
             Params::new(2048, 2, 2, Some(64)).unwrap(),
         ] {
-            let salt = SaltString::generate(&mut OsRng);
+            let salt = Salt::generate();
             let ours = hash_with_salt(&costs, "hunter22", &salt, &mut memory).unwrap();
             let reference = Argon2::new(Algorithm::Argon2id, Version::V0x13, costs.clone())
-                .hash_password(b"hunter22", &salt)
+                .hash_password_with_salt(b"hunter22", &salt)
                 .unwrap()
                 .to_string();
             assert_eq!(ours.as_str(), reference, "{costs:?}");
@@ -469,7 +467,7 @@ mod tests {
     #[test]
     fn hashes_are_those_argon2_0_5_wrote() {
         // From argon2 0.5's `PasswordHasher::hash_password`: an upgrade must not change them.
-        let salt = SaltString::from_b64("c2FsdHNhbHRzYWx0c2FsdA").unwrap();
+        let salt = Salt::from_b64("c2FsdHNhbHRzYWx0c2FsdA").unwrap();
         for (costs, expected) in [
             (
                 params(19_456, 2, 1),

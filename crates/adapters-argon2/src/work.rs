@@ -92,10 +92,7 @@ fn timed<T>(op: &'static str, work: impl FnOnce() -> Result<T, HashError>) -> Re
 
 #[cfg(test)]
 mod tests {
-    use argon2::{
-        Algorithm, Argon2, PasswordHasher as _, Version,
-        password_hash::{SaltString, rand_core::OsRng},
-    };
+    use argon2::{Algorithm, Argon2, PasswordHasher as _, Version};
 
     use super::*;
 
@@ -127,7 +124,7 @@ mod tests {
     fn stored_hash(m: u32, t: u32, p: u32, password: &str) -> PasswordHash {
         let params = Params::new(m, t, p, None).unwrap();
         let phc = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
+            .hash_password(password.as_bytes())
             .unwrap()
             .to_string();
         PasswordHash::from_phc(phc).unwrap()

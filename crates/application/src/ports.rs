@@ -4,6 +4,7 @@
 //! implementations can be shared across threads and driven from `tokio::spawn`.
 
 use std::{
+    fmt::Write as _,
     future::Future,
     net::IpAddr,
     time::{Duration, SystemTime},
@@ -285,12 +286,13 @@ impl ThrottleKey {
         match self {
             // A user name is whatever the client sent (NUL bytes, kilobytes): only its digest
             // is fit for an index.
-            Self::LoginFailuresForAccount(name) => {
-                format!(
-                    "login-failures:account:{:x}",
-                    Sha256::digest(name.as_bytes())
-                )
-            }
+            Self::LoginFailuresForAccount(name) => Sha256::digest(name.as_bytes()).iter().fold(
+                "login-failures:account:".to_owned(),
+                |mut key, byte| {
+                    let _ = write!(key, "{byte:02x}");
+                    key
+                },
+            ),
             Self::LoginFailuresFromAddress(ip) => format!("login-failures:address:{ip}"),
             Self::RegistrationsFromAddress(ip) => format!("registrations:address:{ip}"),
         }
@@ -424,4 +426,29 @@ pub struct Pruned {
     pub throttles: u64,
     /// Accounts never activated within the retention.
     pub pending_accounts: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::ThrottleKey;
+
+    #[test]
+    fn storage_keys_keep_their_format() {
+        // Counters already stored under these keys must still be found after an upgrade.
+        assert_eq!(
+            ThrottleKey::LoginFailuresForAccount("abc".to_owned()).as_storage_key(),
+            "login-failures:account:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(
+            ThrottleKey::LoginFailuresFromAddress(ip).as_storage_key(),
+            "login-failures:address:192.0.2.1"
+        );
+        assert_eq!(
+            ThrottleKey::RegistrationsFromAddress(ip).as_storage_key(),
+            "registrations:address:192.0.2.1"
+        );
+    }
 }

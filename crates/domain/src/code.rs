@@ -6,7 +6,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
@@ -469,6 +469,24 @@ mod tests {
         );
         let other_key = CodeSecret::new(*b"another secret key of 32 bytes!!").unwrap();
         assert_ne!(digest, other_key.digest(id, code));
+    }
+
+    #[test]
+    fn digests_are_hmac_sha256_of_the_id_then_the_digits_big_endian() {
+        // Stored digests must still match after an upgrade of the HMAC crates: this is
+        // HMAC-SHA256(key, 16 bytes of the UUID, then 1234 as two bytes big-endian).
+        let digest = secret().digest(
+            CodeId::from_uuid(Uuid::from_u128(1)),
+            CodeDigits::parse("1234").unwrap(),
+        );
+        assert_eq!(
+            digest.as_bytes(),
+            &[
+                0x14, 0xe9, 0xfa, 0xc0, 0x22, 0xf5, 0xca, 0x1f, 0xb5, 0xbf, 0x93, 0x80, 0x78, 0x00,
+                0x11, 0x44, 0x5a, 0x7b, 0x72, 0x38, 0xc6, 0x3e, 0x8f, 0x09, 0xe1, 0x45, 0x39, 0xab,
+                0xa8, 0x9c, 0x05, 0xae
+            ]
+        );
     }
 
     #[test]
