@@ -87,6 +87,10 @@ bench-overload:
 bench:
     cargo build --release -p registrar && cargo run --release -p registrar-bench --bin capacity
 
+# The capacity model, measured in one run: database work per registration, activation and email (pg_stat_statements, WAL), the database ceiling with Argon2 made cheap, 1, 2 and 3 replicas on one database, every email exactly once; rewrites docs/capacity.md. ARGS are its flags (`--help`).
+bench-replicas *ARGS:
+    cargo build --release -p registrar && cargo run --release -p registrar-bench --bin replicas -- {{ARGS}}
+
 # Fuzz every parser for SECONDS each (needs `cargo install --locked cargo-fuzz`).
 fuzz SECONDS="60":
     fuzz/run {{SECONDS}}

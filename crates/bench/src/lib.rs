@@ -1,8 +1,10 @@
-//! Registrar's load drivers (dev-only): what the `mail_latency` and `overload` benchmarks share.
-//! The entry point that only explains itself outside `cargo bench`, their knobs, finding the
-//! release `registrar` binary, the plain HTTP/1.1 client (the capacity run's too), brief log lines and the order
-//! statistics they print. Starting and stopping the server, the SMTP sink and the database come
-//! from the test toolkit (`registrar-testing`), as in the tests.
+//! Registrar's load drivers (dev-only): what the `mail_latency` and `overload` benchmarks and the
+//! `capacity` and `replicas` programs share. The entry point that only explains itself outside
+//! `cargo bench`, their knobs, finding the release `registrar` binary, the plain HTTP/1.1
+//! client, brief log lines, the order statistics they print and the generated section of a
+//! document; in modules, the programs' server, database, machine and load clients. Starting and
+//! stopping the server, the SMTP sink and the database come from the test toolkit
+//! (`registrar-testing`), as in the tests.
 //!
 //! The benchmarks drive the built binary rather than depend on the `registrar` crate: they
 //! measure what ships, and the bin crate stays the thin composer.
@@ -12,7 +14,13 @@
     reason = "a benchmark reports on its output"
 )]
 
+pub mod client;
+pub mod machine;
+pub mod postgres;
+pub mod server;
+
 use std::{
+    fs,
     io::{Read, Write},
     net::TcpStream,
     path::{Path, PathBuf},
@@ -267,4 +275,41 @@ impl Stats {
 #[must_use]
 pub fn ms(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+
+/// `2026-11-30 06:10 UTC`, from `date`.
+#[must_use]
+pub fn utc_now() -> String {
+    std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Replaces the generated section of `path` between the marker lines `begin` and `end` with
+/// `section` (which carries both markers), keeping everything else the document says; with no
+/// section yet, puts it after the title line; with no document yet, starts one from `new`.
+pub fn write_section(
+    path: &Path,
+    (begin, end): (&str, &str),
+    new: &str,
+    section: &str,
+) -> Result<(), String> {
+    let existing = fs::read_to_string(path).unwrap_or_else(|_| new.to_owned());
+    let document = match (existing.find(begin), existing.find(end)) {
+        (Some(first), Some(last)) if first < last => format!(
+            "{}{section}\n{}",
+            &existing[..first],
+            &existing[last + end.len()..].trim_start_matches('\n')
+        ),
+        _ => {
+            let (title, rest) = existing.split_once('\n').unwrap_or((existing.as_str(), ""));
+            format!("{title}\n\n{section}\n{}", rest.trim_start_matches('\n'))
+        }
+    };
+    fs::write(path, document).map_err(|error| format!("cannot write {}: {error}", path.display()))
 }

@@ -21,11 +21,7 @@
 
 mod bound;
 mod chart;
-mod client;
-mod machine;
-mod postgres;
 mod report;
-mod server;
 mod versions;
 
 use std::{
@@ -39,6 +35,8 @@ use std::{
     thread,
     time::Duration,
 };
+
+use registrar_bench::{client, machine, postgres, server, utc_now};
 
 use client::{Account, OnRefusal, Outcome, count};
 use machine::Machine;
@@ -109,14 +107,7 @@ fn run() -> Result<bool, String> {
     let started = utc_now();
     let machine = Machine::read();
     let mut warnings = Vec::new();
-    let machine_line = format!(
-        "{}, {} CPUs ({}), {} MiB, Linux {}",
-        machine.model,
-        machine.cpus.len(),
-        machine.all_cpus(),
-        machine.memory_mib,
-        machine.kernel
-    );
+    let machine_line = machine.describe();
     println!("capacity: {machine_line}; {} s per row", duration.as_secs());
     let pinning = machine.can_pin();
     if !pinning {
@@ -696,13 +687,4 @@ fn health_verdicts(rows: &[Row], memory: &Memory, health: &Health, lost: usize) 
 #[allow(clippy::cast_precision_loss, reason = "kibibytes far below 2^52")]
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-/// `2026-11-30 06:10 UTC`, from `date`.
-fn utc_now() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        .unwrap_or_default()
 }

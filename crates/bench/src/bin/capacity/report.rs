@@ -1,7 +1,7 @@
 //! The figures of a run: one row per measurement with its ratio to the Argon2 bound, the
 //! targets each row is held to, the table printed on the terminal and `docs/benchmarks.md`.
 
-use std::{fmt::Write as _, fs, path::Path, time::Duration};
+use std::{fmt::Write as _, path::Path, time::Duration};
 
 use crate::client::Outcome;
 
@@ -291,19 +291,7 @@ tuned to them.
 /// Replaces the capacity section of `path` (or puts it after the title when there is none yet),
 /// keeping everything else the document says.
 pub(crate) fn write_document(path: &Path, section: &str) -> Result<(), String> {
-    let existing = fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".to_owned());
-    let document = match (existing.find(BEGIN), existing.find(END)) {
-        (Some(begin), Some(end)) if begin < end => format!(
-            "{}{section}\n{}",
-            &existing[..begin],
-            &existing[end + END.len()..].trim_start_matches('\n')
-        ),
-        _ => {
-            let (title, rest) = existing.split_once('\n').unwrap_or((existing.as_str(), ""));
-            format!("{title}\n\n{section}\n{}", rest.trim_start_matches('\n'))
-        }
-    };
-    fs::write(path, document).map_err(|error| format!("cannot write {}: {error}", path.display()))
+    registrar_bench::write_section(path, (BEGIN, END), "# Benchmarks\n", section)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The release `registrar` binary under test: where it is, how it is started (pinned or not, on
-//! PostgreSQL or the in-memory store, the log mailer, JSON logs to a file), what its log says
+//! PostgreSQL or the in-memory store, the log mailer unless told otherwise, JSON logs to a file), what its log says
 //! (its port, the activation codes), its memory, and its SIGTERM. The process itself is the test
 //! toolkit's, as in the tests and the other benchmarks.
 
@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use registrar_bench::STOP_PATIENCE;
+use crate::STOP_PATIENCE;
 use registrar_testing::process::Process;
 use serde_json::Value;
 
@@ -24,7 +24,7 @@ const CODE_TTL: &str = "30m";
 
 /// The release `registrar` beside this program (`cargo run --release` puts both in the same
 /// profile folder of the target directory).
-pub(crate) fn release_binary() -> Result<PathBuf, String> {
+pub fn release_binary() -> Result<PathBuf, String> {
     let me = std::env::current_exe().map_err(|error| format!("where am I? {error}"))?;
     let binary = me
         .parent()
@@ -41,29 +41,35 @@ pub(crate) fn release_binary() -> Result<PathBuf, String> {
 }
 
 /// How one server runs.
-pub(crate) struct Setup<'a> {
+pub struct Setup<'a> {
     /// The release binary.
-    pub(crate) binary: &'a Path,
+    pub binary: &'a Path,
     /// `taskset -c` list, or `None` to leave it unpinned.
-    pub(crate) cpus: Option<String>,
+    pub cpus: Option<String>,
     /// `DATABASE_URL`, or `None` for the in-memory store.
-    pub(crate) database_url: Option<&'a str>,
+    pub database_url: Option<&'a str>,
     /// Where its log goes.
-    pub(crate) log: PathBuf,
+    pub log: PathBuf,
 }
 
 /// A running server.
-pub(crate) struct Server {
+pub struct Server {
     /// The server (`taskset` execs the binary, so its process id is the server's).
     process: Process,
     /// The loopback port it listens on.
-    pub(crate) port: u16,
+    pub port: u16,
     log: PathBuf,
 }
 
 impl Server {
     /// Starts the server as `setup` says and waits until it listens.
-    pub(crate) fn start(setup: &Setup<'_>) -> Result<Self, String> {
+    pub fn start(setup: &Setup<'_>) -> Result<Self, String> {
+        Self::start_with(setup, &[])
+    }
+
+    /// [`Server::start`] with the environment variables `settings` added (a mail server,
+    /// Argon2 costs, the shared secret of replicas).
+    pub fn start_with(setup: &Setup<'_>, settings: &[(&str, &str)]) -> Result<Self, String> {
         let mut command = match &setup.cpus {
             Some(cpus) => {
                 let mut command = Command::new("taskset");
@@ -83,6 +89,7 @@ impl Server {
         if let Some(url) = setup.database_url {
             command.env("DATABASE_URL", url);
         }
+        command.envs(settings.iter().copied());
         // Killed when dropped, so a server that never listens does not outlive the error.
         let mut process = Process::spawn_logging_to(&mut command, &setup.log)
             .map_err(|error| format!("cannot start {}: {error}", setup.binary.display()))?;
@@ -97,12 +104,20 @@ impl Server {
     }
 
     /// Resident memory now and at its highest, KiB.
-    pub(crate) fn memory_kib(&self) -> Option<(u64, u64)> {
+    #[must_use]
+    pub fn memory_kib(&self) -> Option<(u64, u64)> {
         machine::memory_kib(self.process.id())
     }
 
+    /// CPU time the server has used so far, seconds (every thread), or `None` once it is gone.
+    #[must_use]
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        machine::cpu_ticks(self.process.id()).map(machine::ticks_to_seconds)
+    }
+
     /// The activation codes the log mailer has written so far, by address.
-    pub(crate) fn codes(&self) -> HashMap<String, String> {
+    #[must_use]
+    pub fn codes(&self) -> HashMap<String, String> {
         self.lines()
             .iter()
             .filter_map(|line| {
@@ -116,7 +131,11 @@ impl Server {
     }
 
     /// SIGTERM, then waits for the exit (SIGKILL after 30 s); says whether it exited cleanly.
-    pub(crate) fn stop(mut self) -> bool {
+    #[allow(
+        clippy::must_use_candidate,
+        reason = "a caller may stop a server without caring how it went"
+    )]
+    pub fn stop(mut self) -> bool {
         self.process.terminate(STOP_PATIENCE)
     }
 

@@ -1,6 +1,7 @@
 //! The load: client threads speaking HTTP/1.1 over plain loopback sockets (one `Connection:
 //! close` request per connection, as a crowd of distinct clients would), in the shapes the run
-//! needs: a closed loop for a while (registrations or activations), a burst sent at one instant,
+//! needs: a closed loop for a while (registrations, on one server or spread over several, or
+//! activations), a burst sent at one instant,
 //! and a `/healthz` poller beside them. Every 503 is checked for a well-formed `overloaded`
 //! problem with `Retry-After`.
 
@@ -18,7 +19,7 @@ use std::{
 use base64::Engine;
 use serde_json::{Value, json};
 
-use registrar_bench::{PASSWORD, registration_body};
+use crate::{PASSWORD, registration_body};
 
 /// Stack of each client thread: they only format a request and read a short response.
 const CLIENT_STACK: usize = 256 * 1024;
@@ -28,23 +29,23 @@ const SOCKET_ERROR_PAUSE: Duration = Duration::from_millis(10);
 const HEALTH_PAUSE: Duration = Duration::from_millis(10);
 
 /// An account with its activation code.
-pub(crate) type Account = (String, String);
+pub type Account = (String, String);
 
 /// What a set of clients saw.
 #[derive(Debug, Default)]
-pub(crate) struct Outcome {
+pub struct Outcome {
     /// From the start to the last client's last answer.
-    pub(crate) elapsed: Duration,
+    pub elapsed: Duration,
     /// Latency of every success (201 registered, 200 activated).
-    pub(crate) ok: Vec<Duration>,
+    pub ok: Vec<Duration>,
     /// 503s that were a well-formed `overloaded` problem with `Retry-After`.
-    pub(crate) refused: usize,
+    pub refused: usize,
     /// 503s that were not.
-    pub(crate) malformed_refusals: usize,
+    pub malformed_refusals: usize,
     /// Anything else, by description.
-    pub(crate) other: BTreeMap<String, usize>,
+    pub other: BTreeMap<String, usize>,
     /// The addresses that got a 201.
-    pub(crate) created: Vec<String>,
+    pub created: Vec<String>,
 }
 
 impl Outcome {
@@ -59,12 +60,14 @@ impl Outcome {
     }
 
     /// Successes per second over the whole row.
-    pub(crate) fn rate(&self) -> f64 {
+    #[must_use]
+    pub fn rate(&self) -> f64 {
         count(self.ok.len()) / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 
     /// Requests that were neither a success nor a well-formed refusal.
-    pub(crate) fn odd(&self) -> usize {
+    #[must_use]
+    pub fn odd(&self) -> usize {
         self.malformed_refusals + self.other.values().sum::<usize>()
     }
 }
@@ -74,13 +77,14 @@ impl Outcome {
     clippy::cast_precision_loss,
     reason = "request counts are far below 2^52"
 )]
-pub(crate) fn count(value: usize) -> f64 {
+#[must_use]
+pub fn count(value: usize) -> f64 {
     value as f64
 }
 
 /// How a closed-loop client treats a 503.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OnRefusal {
+pub enum OnRefusal {
     /// Waits `Retry-After` (or what is left of the row), then tries the same request again.
     BackOff,
     /// Tries the same request again at once, forever.
@@ -89,8 +93,22 @@ pub(crate) enum OnRefusal {
 
 /// `clients` threads register distinct addresses (`{prefix}-{client}-{n}@example.com`) back to
 /// back for `duration`.
-pub(crate) fn register_for(
+#[must_use]
+pub fn register_for(
     port: u16,
+    clients: usize,
+    duration: Duration,
+    prefix: &str,
+    on_refusal: OnRefusal,
+) -> Outcome {
+    register_spread(&[port], clients, duration, prefix, on_refusal)
+}
+
+/// [`register_for`] with the clients spread over the servers of `ports` in turn (client `i`
+/// talks to `ports[i % ports.len()]` only), as a load balancer would spread them.
+#[must_use]
+pub fn register_spread(
+    ports: &[u16],
     clients: usize,
     duration: Duration,
     prefix: &str,
@@ -98,6 +116,7 @@ pub(crate) fn register_for(
 ) -> Outcome {
     let deadline = Instant::now() + duration;
     run_clients(clients, |client| {
+        let port = ports[client % ports.len().max(1)];
         let mut outcome = Outcome::default();
         let mut n = 0;
         while Instant::now() < deadline {
@@ -117,7 +136,8 @@ pub(crate) fn register_for(
 
 /// `clients` threads activate the accounts of `accounts` back to back for `duration`, or until
 /// none is left.
-pub(crate) fn activate_for(
+#[must_use]
+pub fn activate_for(
     port: u16,
     clients: usize,
     duration: Duration,
@@ -149,7 +169,8 @@ pub(crate) fn activate_for(
 
 /// `clients` registrations released at the same instant (each on its own connection, already
 /// made), each sent once: a 503 is counted, not retried.
-pub(crate) fn burst(port: u16, clients: usize, prefix: &str) -> Outcome {
+#[must_use]
+pub fn burst(port: u16, clients: usize, prefix: &str) -> Outcome {
     let barrier = Barrier::new(clients);
     run_clients(clients, |client| {
         let mut outcome = Outcome::default();
@@ -169,12 +190,14 @@ pub(crate) fn burst(port: u16, clients: usize, prefix: &str) -> Outcome {
 }
 
 /// Polls `/healthz` one request at a time until `stop` is set; the latencies of its 200s.
-pub(crate) fn poll_health(port: u16, stop: &AtomicBool) -> Outcome {
+#[must_use]
+pub fn poll_health(port: u16, stop: &AtomicBool) -> Outcome {
     health(port, || !stop.load(Ordering::Relaxed))
 }
 
 /// `requests` sequential `/healthz` requests on an idle server.
-pub(crate) fn health_idle(port: u16, requests: usize) -> Outcome {
+#[must_use]
+pub fn health_idle(port: u16, requests: usize) -> Outcome {
     let mut sent = 0;
     health(port, || {
         sent += 1;
@@ -334,7 +357,7 @@ fn http(
 }
 
 fn connect(port: u16) -> Result<TcpStream, String> {
-    registrar_bench::connect(port).map_err(failure)
+    crate::connect(port).map_err(failure)
 }
 
 /// Writes the request, reads the response to the end of the connection.
@@ -345,13 +368,12 @@ fn exchange(
     json_body: Option<&str>,
 ) -> Result<Response, String> {
     let (status, head, body) =
-        registrar_bench::exchange(stream, request_line, headers.unwrap_or(""), json_body)
-            .map_err(failure)?;
+        crate::exchange(stream, request_line, headers.unwrap_or(""), json_body).map_err(failure)?;
     Ok(Response { status, head, body })
 }
 
 /// `stage: why`, the key a failed request is counted under.
-fn failure((stage, error): registrar_bench::HttpError) -> String {
+fn failure((stage, error): crate::HttpError) -> String {
     format!("{stage}: {error}")
 }
 

@@ -1,25 +1,27 @@
 //! The machine the run measures: which CPUs it may use, what they are, how processes are pinned
-//! to them (`taskset`, so no `unsafe` is needed for `sched_setaffinity`), and a process's memory.
+//! to them (`taskset`, so no `unsafe` is needed for `sched_setaffinity`), a process's memory and
+//! CPU time, and the CPU time of the whole machine.
 
 use std::{fs, process::Command};
 
 /// What is printed and written about the machine.
-pub(crate) struct Machine {
+pub struct Machine {
     /// The CPUs this process may run on, in order.
-    pub(crate) cpus: Vec<usize>,
+    pub cpus: Vec<usize>,
     /// `lscpu`'s model name.
-    pub(crate) model: String,
+    pub model: String,
     /// `uname -r`.
-    pub(crate) kernel: String,
+    pub kernel: String,
     /// Total memory, MiB.
-    pub(crate) memory_mib: u64,
+    pub memory_mib: u64,
     /// Whether `taskset` works here; without it nothing is pinned.
-    pub(crate) taskset: bool,
+    pub taskset: bool,
 }
 
 impl Machine {
     /// Reads the machine as this process sees it.
-    pub(crate) fn read() -> Self {
+    #[must_use]
+    pub fn read() -> Self {
         let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
         let cpus = status
             .lines()
@@ -58,12 +60,27 @@ impl Machine {
     }
 
     /// Whether the server, and PostgreSQL with the driver, can each have a CPU of their own.
-    pub(crate) fn can_pin(&self) -> bool {
+    #[must_use]
+    pub fn can_pin(&self) -> bool {
         self.taskset && self.cpus.len() >= 2
     }
 
+    /// `AMD EPYC, 2 CPUs (0,1), 24105 MiB, Linux 6.1.0`, as the reports say it.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        format!(
+            "{}, {} CPUs ({}), {} MiB, Linux {}",
+            self.model,
+            self.cpus.len(),
+            self.all_cpus(),
+            self.memory_mib,
+            self.kernel
+        )
+    }
+
     /// Every CPU, as `taskset -c` writes a list.
-    pub(crate) fn all_cpus(&self) -> String {
+    #[must_use]
+    pub fn all_cpus(&self) -> String {
         self.cpus
             .iter()
             .map(ToString::to_string)
@@ -95,7 +112,7 @@ fn command_output(program: &str, args: &[&str]) -> String {
 
 /// Moves every thread of process `pid` to the CPUs `cpus` (a `taskset -c` list). Threads and
 /// processes it starts later inherit the setting.
-pub(crate) fn pin(pid: u32, cpus: &str) -> Result<(), String> {
+pub fn pin(pid: u32, cpus: &str) -> Result<(), String> {
     let output = Command::new("taskset")
         .args(["-a", "-p", "-c", cpus, &pid.to_string()])
         .output()
@@ -112,7 +129,7 @@ pub(crate) fn pin(pid: u32, cpus: &str) -> Result<(), String> {
 
 /// Re-runs this program with `args`, under `taskset -c cpu` when a CPU is given, and returns
 /// what it printed; an exit status other than success is an error with what it said.
-pub(crate) fn run_self_on(cpu: Option<usize>, args: &[&str]) -> Result<String, String> {
+pub fn run_self_on(cpu: Option<usize>, args: &[&str]) -> Result<String, String> {
     let program = std::env::current_exe()
         .map_err(|error| format!("cannot find this program to re-run it: {error}"))?;
     let mut command = match cpu {
@@ -142,7 +159,8 @@ pub(crate) fn run_self_on(cpu: Option<usize>, args: &[&str]) -> Result<String, S
 }
 
 /// Resident memory of process `pid` now and at its highest, KiB (`VmRSS`, `VmHWM`).
-pub(crate) fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+#[must_use]
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -151,6 +169,53 @@ pub(crate) fn memory_kib(pid: u32) -> Option<(u64, u64)> {
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// CPU time process `pid` and the children it has waited for have used, in clock ticks
+/// (`utime`, `stime`, `cutime`, `cstime` of `/proc/<pid>/stat`); `None` once it is gone.
+#[must_use]
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the parenthesised command name: state is the first, utime the 12th.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields
+        .get(11..15)?
+        .iter()
+        .map(|field| field.parse::<u64>().ok())
+        .sum()
+}
+
+/// CPU time every process on the machine has used, in clock ticks: the busy fields (user, nice,
+/// system, irq, softirq, steal) of the `cpu` line of `/proc/stat`.
+#[must_use]
+pub fn busy_ticks() -> Option<u64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|field| field.parse().ok())
+        .collect::<Option<_>>()?;
+    Some(
+        [0, 1, 2, 5, 6, 7]
+            .iter()
+            .filter_map(|&at| fields.get(at))
+            .sum(),
+    )
+}
+
+/// Clock ticks as seconds, at the kernel's `USER_HZ` (`getconf CLK_TCK`, 100 when unknown).
+#[must_use]
+pub fn ticks_to_seconds(ticks: u64) -> f64 {
+    let per_second = command_output("getconf", &["CLK_TCK"])
+        .trim()
+        .parse::<u32>()
+        .unwrap_or(100);
+    #[allow(clippy::cast_precision_loss, reason = "ticks far below 2^52")]
+    let ticks = ticks as f64;
+    ticks / f64::from(per_second)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The run's PostgreSQL: a private throw-away cluster from the test toolkit (never a server that
-//! happens to listen on the default port), its processes then pinned to the driver's CPU so they
+//! A run's PostgreSQL: a private throw-away cluster from the test toolkit (never a server that
+//! happens to listen on the default port), its processes pinned to a CPU when asked so they
 //! never compete with the server's; the toolkit removes it when it is dropped, or when this
 //! process ends however it ends. Where no cluster can be started (no PostgreSQL binaries, no
 //! `postgres` user), a fresh database on the local server, unpinned, with a warning.
@@ -7,6 +7,8 @@
 use std::{
     fs,
     net::{Ipv4Addr, SocketAddr, TcpListener},
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
     process::Command,
 };
 
@@ -18,11 +20,11 @@ use crate::machine;
 const LOCAL_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// The database the server is given, and how to get rid of it.
-pub(crate) struct Database {
+pub struct Database {
     /// `DATABASE_URL` for the server.
-    pub(crate) url: String,
+    pub url: String,
     /// What it is, for the report.
-    pub(crate) description: String,
+    pub description: String,
     /// A private cluster to stop and delete, or a database on the local server to drop.
     owned: Owned,
 }
@@ -38,7 +40,7 @@ enum Owned {
 impl Database {
     /// A private cluster pinned to `cpu` (or unpinned when `None`); or, failing that, a fresh
     /// database on the local server, with the reason in `warning`.
-    pub(crate) fn start(cpu: Option<usize>, warning: &mut Option<String>) -> Result<Self, String> {
+    pub fn start(cpu: Option<usize>, warning: &mut Option<String>) -> Result<Self, String> {
         match private_cluster(cpu) {
             Ok(database) => Ok(database),
             Err(reason) => {
@@ -52,20 +54,10 @@ impl Database {
     }
 
     /// Lets PostgreSQL run on `cpus` from now on (connections opened later inherit it).
-    pub(crate) fn repin(&self, cpus: &str) -> Result<(), String> {
-        let Owned::Cluster(server) = &self.owned else {
+    pub fn repin(&self, cpus: &str) -> Result<(), String> {
+        let Some(postmaster) = self.postmaster()? else {
             return Ok(());
         };
-        let Some(cluster) = server.cluster() else {
-            return Ok(());
-        };
-        let pid_file = fs::read_to_string(cluster.folder().join("data/postmaster.pid"))
-            .map_err(|error| format!("cannot read postmaster.pid: {error}"))?;
-        let postmaster: u32 = pid_file
-            .lines()
-            .next()
-            .and_then(|line| line.trim().parse().ok())
-            .ok_or("postmaster.pid names no process")?;
         machine::pin(postmaster, cpus)?;
         for child in children(postmaster) {
             // A background process may have exited since the listing; the rest still moves.
@@ -74,8 +66,89 @@ impl Database {
         Ok(())
     }
 
+    /// The private cluster's data folder, or `None` on the local server.
+    fn data_folder(&self) -> Option<PathBuf> {
+        let Owned::Cluster(server) = &self.owned else {
+            return None;
+        };
+        Some(server.cluster()?.folder().join("data"))
+    }
+
+    /// The private cluster's postmaster, or `None` on the local server.
+    fn postmaster(&self) -> Result<Option<u32>, String> {
+        let Some(data) = self.data_folder() else {
+            return Ok(None);
+        };
+        let pid_file = fs::read_to_string(data.join("postmaster.pid"))
+            .map_err(|error| format!("cannot read postmaster.pid: {error}"))?;
+        pid_file
+            .lines()
+            .next()
+            .and_then(|line| line.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| "postmaster.pid names no process".to_owned())
+    }
+
+    /// Loads `libraries` at start-up (`shared_preload_libraries`, which only a restart applies)
+    /// and restarts the private cluster; an error on the local server, which is not ours to
+    /// restart.
+    pub fn preload(&self, libraries: &str) -> Result<(), String> {
+        let data = self
+            .data_folder()
+            .ok_or("only a private cluster can be restarted with other libraries")?;
+        psql(
+            &self.url,
+            &format!("ALTER SYSTEM SET shared_preload_libraries = '{libraries}'"),
+        )?;
+        let pg_ctl = Discovery::from_environment()
+            .binary_dirs
+            .into_iter()
+            .map(|dir| dir.join("pg_ctl"))
+            .find(|path| path.is_file())
+            .ok_or("no pg_ctl on PATH or under /usr/lib/postgresql/*/bin")?;
+        let folder = data.parent().unwrap_or(&data).to_path_buf();
+        // PostgreSQL refuses to run as root; the toolkit started the cluster as `postgres`.
+        let as_root = fs::metadata("/proc/self").is_ok_and(|proc| proc.uid() == 0);
+        let mut command = if as_root {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+            command
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let output = command
+            .current_dir(&folder)
+            .arg("restart")
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(folder.join("postgres-restarted.log"))
+            .args(["-w", "-t", "60", "-m", "fast"])
+            .output()
+            .map_err(|error| format!("cannot run pg_ctl: {error}"))?;
+        output.status.success().then_some(()).ok_or_else(|| {
+            format!(
+                "pg_ctl restart failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )
+        })
+    }
+
+    /// CPU time PostgreSQL has used so far, seconds: the postmaster and its live processes, and
+    /// the processes it has reaped (their time is added to its own on exit); `None` on the local
+    /// server.
+    #[must_use]
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let postmaster = self.postmaster().ok()??;
+        let ticks: u64 = std::iter::once(postmaster)
+            .chain(children(postmaster))
+            .filter_map(machine::cpu_ticks)
+            .sum();
+        Some(machine::ticks_to_seconds(ticks))
+    }
+
     /// Stops and deletes the cluster, or drops the database.
-    pub(crate) fn remove(self) {
+    pub fn remove(self) {
         match self.owned {
             Owned::Cluster(server) => drop(server),
             Owned::LocalDatabase { name } => {
@@ -171,14 +244,32 @@ fn children(pid: u32) -> Vec<u32> {
 
 /// One SQL statement through `psql`; its standard error is the failure.
 fn psql(url: &str, sql: &str) -> Result<(), String> {
+    query(url, sql).map(drop)
+}
+
+/// The rows `sql` returns through `psql`, one line each, fields separated by tabs, without
+/// headers; its standard error is the failure.
+pub fn query(url: &str, sql: &str) -> Result<String, String> {
     let output = Command::new("psql")
-        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .args([
+            url,
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qAt",
+            "-F",
+            "\t",
+            "-c",
+            sql,
+        ])
         .output()
         .map_err(|error| format!("cannot run psql: {error}"))?;
-    output.status.success().then_some(()).ok_or_else(|| {
-        format!(
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
             "psql failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
-        )
-    })
+        ))
+    }
 }
