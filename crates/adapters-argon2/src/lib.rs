@@ -65,6 +65,7 @@ use tokio::sync::oneshot;
 mod admission;
 mod phc;
 mod pool;
+mod priority;
 mod settings;
 mod work;
 

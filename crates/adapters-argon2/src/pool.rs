@@ -202,6 +202,7 @@ fn work<R: Runner, C: Clock>(
     receiver: &Receiver<Queued<R::Job>>,
     shared: &Shared<C>,
 ) {
+    crate::priority::lower_this_thread();
     while let Ok(Queued { job, enqueued_at }) = receiver.recv() {
         metrics::gauge!(metric_names::QUEUE_DEPTH).decrement(1);
         if R::abandoned(&job) {

@@ -67,6 +67,8 @@ struct FakeJob {
     release: Option<mpsc::Receiver<()>>,
     /// The caller; dropping the receiver abandons the job.
     reply: oneshot::Sender<()>,
+    /// Runs on the pool's thread when the job does, to look at that thread.
+    inspect: Option<Box<dyn FnOnce() + Send>>,
 }
 
 struct FakeRunner {
@@ -82,6 +84,9 @@ impl Runner for FakeRunner {
     }
 
     fn run(&mut self, job: FakeJob) {
+        if let Some(inspect) = job.inspect {
+            inspect();
+        }
         if let Some(started) = job.started {
             started
                 .send(std::thread::current().name().map(str::to_owned))
@@ -156,6 +161,7 @@ fn gate(pool: &Pool<FakeJob, FakeClock>, cost: Duration) -> Gate {
         started: Some(started_tx),
         release: Some(release_rx),
         reply,
+        inspect: None,
     })
     .unwrap();
     Gate {
@@ -177,6 +183,7 @@ fn job(
         started: None,
         release: None,
         reply,
+        inspect: None,
     })?;
     Ok(done)
 }
@@ -290,6 +297,7 @@ fn time_a_job_waits_for_the_cpu_does_not_count_as_its_cost() {
                 started: None,
                 release: None,
                 reply,
+                inspect: None,
             })
             .unwrap();
         done.blocking_recv().unwrap();
@@ -341,6 +349,47 @@ fn check_refuses_exactly_when_submit_would() {
     gate.open();
     queued.blocking_recv().unwrap();
     assert_eq!(fixture.pool.check(), Ok(()));
+}
+
+/// The nice value of the thread that takes a job.
+#[cfg(target_os = "linux")]
+fn niceness_of_a_pool_thread(pool: &Pool<FakeJob, FakeClock>) -> i32 {
+    let (sender, niceness) = mpsc::channel();
+    let (reply, done) = oneshot::channel();
+    pool.submit(FakeJob {
+        cost: HASH,
+        descheduled: Duration::ZERO,
+        started: None,
+        release: None,
+        reply,
+        inspect: Some(Box::new(move || {
+            let tid = rustix::thread::gettid();
+            sender
+                .send(rustix::process::getpriority_process(Some(tid)).unwrap())
+                .unwrap();
+        })),
+    })
+    .unwrap();
+    done.blocking_recv().unwrap();
+    niceness.recv_timeout(PATIENCE).unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn hashing_threads_run_at_a_lower_priority_than_the_threads_that_serve_requests() {
+    let fixture = fixture(2, 16, HASH);
+    let here = rustix::process::getpriority_process(None).unwrap();
+    for _ in 0..4 {
+        assert_eq!(
+            niceness_of_a_pool_thread(&fixture.pool),
+            (here + 10).min(19)
+        );
+    }
+    assert_eq!(
+        rustix::process::getpriority_process(None).unwrap(),
+        here,
+        "the rest of the process keeps its priority"
+    );
 }
 
 #[test]
