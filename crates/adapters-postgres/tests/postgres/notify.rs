@@ -1,9 +1,17 @@
-//! LISTEN/NOTIFY: mail queued through one store (one replica) wakes the dispatcher of another.
+//! LISTEN/NOTIFY: mail queued through one store (one replica) wakes the dispatcher of another,
+//! and only mail does.
 
-use std::time::Duration;
+use std::{future::poll_fn, time::Duration};
 
 use registrar_adapters_postgres::PgStore;
-use registrar_application::DispatchSignal;
+use registrar_application::{
+    DispatchSignal,
+    ports::{AccountChange, Store},
+    testing::t0,
+};
+use registrar_domain::{Email, PasswordHash};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::helpers::{TestDatabase, register};
 
@@ -31,4 +39,53 @@ async fn mail_queued_through_one_store_wakes_the_dispatcher_of_another() {
         .await
         .expect("mail queued on another store did not wake this dispatcher");
     forwarding.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_that_queues_no_mail_wakes_no_dispatcher() {
+    let database = TestDatabase::migrated().await;
+    let store = PgStore::new(&database.settings()).unwrap();
+    let (listener, mut connection) = tokio_postgres::connect(database.url(), NoTls)
+        .await
+        .unwrap();
+    let (notifications, mut heard) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
+            if let Ok(AsyncMessage::Notification(notification)) = message {
+                let _ = notifications.send(notification.channel().to_owned());
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN registrar_outbox")
+        .await
+        .unwrap();
+
+    register(&store, 10, "ada@example.com").await;
+    // An activation, a new password: saves of an account that queue no email.
+    let email = Email::parse("ada@example.com").unwrap();
+    let loaded = store.account_by_email(&email, t0()).await.unwrap().unwrap();
+    let mut account = loaded.account;
+    account.set_password_hash(PasswordHash::from_phc("$test$second".to_owned()).unwrap());
+    store
+        .save(AccountChange {
+            account,
+            expected_version: Some(loaded.version),
+            mail: None,
+        })
+        .await
+        .unwrap();
+    // A notification is sent to a listening session before it reports being idle again, so
+    // after one more round trip every notification of the saves above has been read.
+    listener.batch_execute("SELECT 1").await.unwrap();
+
+    let mut channels = Vec::new();
+    while let Ok(channel) = heard.try_recv() {
+        channels.push(channel);
+    }
+    assert_eq!(
+        channels,
+        ["registrar_outbox"],
+        "one wake-up, for the registration's email only"
+    );
 }
