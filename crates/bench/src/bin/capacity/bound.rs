@@ -3,7 +3,10 @@
 //! throughput figure can be read as a share of what the hashing alone allows.
 //!
 //! Each CPU is measured by this program re-run as `capacity hash-bound` under `taskset -c N`:
-//! the whole child process, its hashing thread included, runs on that CPU only.
+//! the whole child process, its hashing thread included, runs on that CPU only. Each CPU alone
+//! (the others idle) gives the bound of a server pinned to one CPU; every CPU at once gives the
+//! whole machine's, which is less than the sum of the CPUs alone: the cores share caches and
+//! memory bandwidth (and may be two threads of one physical core), and Argon2 lives on both.
 
 use std::time::{Duration, Instant};
 
@@ -55,12 +58,12 @@ pub(crate) fn faster(first: &[CpuBound], second: &[CpuBound]) -> Vec<CpuBound> {
         .collect()
 }
 
-/// The bound of every CPU together.
-pub(crate) fn whole_machine(bounds: &[CpuBound]) -> f64 {
-    bounds.iter().map(CpuBound::per_second).sum()
+/// The bound of every CPU together: the sum over measurements taken all at once.
+pub(crate) fn whole_machine(together: &[CpuBound]) -> f64 {
+    together.iter().map(CpuBound::per_second).sum()
 }
 
-/// `CPU 0 52.1 ms per hash = 19.2/s; …; whole machine 38.0/s`.
+/// `CPU 0 52.1 ms per hash = 19.2/s; …; sum 38.0/s`.
 pub(crate) fn describe(bounds: &[CpuBound]) -> String {
     let each: Vec<String> = bounds
         .iter()
@@ -75,36 +78,54 @@ pub(crate) fn describe(bounds: &[CpuBound]) -> String {
             )
         })
         .collect();
-    format!(
-        "{}; whole machine {:.1}/s",
-        each.join("; "),
-        whole_machine(bounds)
-    )
+    format!("{}; sum {:.1}/s", each.join("; "), whole_machine(bounds))
 }
 
 /// Measures every CPU of `machine` in turn, pinned; on a machine where nothing can be pinned, one
 /// unpinned measurement.
 pub(crate) fn measure(machine: &Machine) -> Result<Vec<CpuBound>, String> {
-    let targets: Vec<Option<usize>> = if machine.taskset {
+    targets(machine).into_iter().map(measure_on).collect()
+}
+
+/// Measures every CPU of `machine` at the same time, each pinned, as the whole machine hashes
+/// when every core has a hashing thread; on a machine where nothing can be pinned, one unpinned
+/// measurement.
+pub(crate) fn measure_together(machine: &Machine) -> Result<Vec<CpuBound>, String> {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = targets(machine)
+            .into_iter()
+            .map(|cpu| scope.spawn(move || measure_on(cpu)))
+            .collect();
+        running
+            .into_iter()
+            .map(|child| {
+                child
+                    .join()
+                    .unwrap_or_else(|_| Err("a hash measurement panicked".to_owned()))
+            })
+            .collect()
+    })
+}
+
+fn targets(machine: &Machine) -> Vec<Option<usize>> {
+    if machine.taskset {
         machine.cpus.iter().copied().map(Some).collect()
     } else {
         vec![None]
-    };
-    targets
-        .into_iter()
-        .map(|cpu| {
-            let text = machine::run_self_on(cpu, &[SUBCOMMAND])?;
-            let seconds_per_hash = text
-                .parse::<f64>()
-                .ok()
-                .filter(|seconds| *seconds > 0.0)
-                .ok_or_else(|| format!("the hash measurement on CPU {cpu:?} printed {text:?}"))?;
-            Ok(CpuBound {
-                cpu,
-                seconds_per_hash,
-            })
-        })
-        .collect()
+    }
+}
+
+fn measure_on(cpu: Option<usize>) -> Result<CpuBound, String> {
+    let text = machine::run_self_on(cpu, &[SUBCOMMAND])?;
+    let seconds_per_hash = text
+        .parse::<f64>()
+        .ok()
+        .filter(|seconds| *seconds > 0.0)
+        .ok_or_else(|| format!("the hash measurement on CPU {cpu:?} printed {text:?}"))?;
+    Ok(CpuBound {
+        cpu,
+        seconds_per_hash,
+    })
 }
 
 /// The child's side: hashes with the server's hasher (one thread, default costs) on whatever

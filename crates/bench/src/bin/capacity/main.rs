@@ -121,9 +121,11 @@ fn run() -> Result<bool, String> {
     let (server_cpu, driver_cpu) = (machine.cpus[0], *machine.cpus.last().unwrap_or(&0));
 
     let before = bound::measure(&machine)?;
+    let before_together = bound::measure_together(&machine)?;
     println!(
-        "Argon2id m=19456 t=2 p=1, the server's hasher with one thread: {}",
-        bound::describe(&before)
+        "Argon2id m=19456 t=2 p=1, the server's hasher with one thread: each CPU alone: {}; every CPU at once: {}",
+        bound::describe(&before),
+        bound::describe(&before_together)
     );
 
     let versions = versions::measure(&machine)?;
@@ -146,24 +148,32 @@ fn run() -> Result<bool, String> {
     let result = run.everything(
         &database,
         before[0].per_second(),
-        bound::whole_machine(&before),
+        bound::whole_machine(&before_together),
     );
     let database_line = database.description.clone();
     database.remove();
     let (memory, health) = result?;
 
     let after = bound::measure(&machine)?;
+    let after_together = bound::measure_together(&machine)?;
     println!(
-        "Argon2 bound measured again after the load: {}",
-        bound::describe(&after)
+        "Argon2 bound measured again after the load: each CPU alone: {}; every CPU at once: {}",
+        bound::describe(&after),
+        bound::describe(&after_together)
     );
     let bounds = bound::faster(&before, &after);
-    let (one_core, whole_machine) = bound_rows(&mut run.rows, &bounds);
+    let together = bound::faster(&before_together, &after_together);
+    let (one_core, whole_machine) = bound_rows(&mut run.rows, &bounds, &together);
     let bounds_line = format!(
-        "{} (before the load: {}; after it: {})",
+        "each CPU alone: {}; every CPU at once: {}, so the whole machine's bound is {:.1}/s \
+         (before the load: {} / {}; after it: {} / {})",
         bound::describe(&bounds),
+        bound::describe(&together),
+        whole_machine,
         bound::describe(&before),
-        bound::describe(&after)
+        bound::describe(&before_together),
+        bound::describe(&after),
+        bound::describe(&after_together),
     );
 
     println!("\n{}", report::table(&run.rows));
@@ -191,9 +201,14 @@ fn run() -> Result<bool, String> {
     Ok(odd == 0 && run.setup_odd == 0 && run.lost == 0)
 }
 
-/// Sets every row's bound from `bounds`; returns one core's and the whole machine's.
-fn bound_rows(rows: &mut [Row], bounds: &[bound::CpuBound]) -> (f64, f64) {
-    let (one_core, whole_machine) = (bounds[0].per_second(), bound::whole_machine(bounds));
+/// Sets every row's bound: one core's from `bounds` (each CPU alone), the whole machine's from
+/// `together` (every CPU at once); returns both.
+fn bound_rows(
+    rows: &mut [Row],
+    bounds: &[bound::CpuBound],
+    together: &[bound::CpuBound],
+) -> (f64, f64) {
+    let (one_core, whole_machine) = (bounds[0].per_second(), bound::whole_machine(together));
     for row in rows {
         row.bound = if row.placement == Placement::WholeMachine {
             whole_machine

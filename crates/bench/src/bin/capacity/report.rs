@@ -244,7 +244,11 @@ machine, so every figure can be compared with a bound taken minutes before or af
    costs m = 19456 KiB, t = 2, p = 1) for 2 s after two warm-up hashes, and takes the median
    time of one hash. It does so before the load and again after it, and keeps the faster of the
    two per CPU (other processes only ever slow hashing down). One CPU's bound is
-   1 / (seconds per hash); the whole machine's is the sum over its CPUs. The progress lines
+   1 / (seconds per hash). The whole machine's is measured the same way with every CPU hashing
+   at once (one pinned child per CPU, started together), and is the sum of those rates: the
+   cores share caches and memory bandwidth (on a virtual machine they may be two threads of one
+   physical core), so two hashes at once each take longer than one alone, and the sum of the
+   CPUs measured alone would be a bound no server could reach. Both are printed. The progress lines
    printed during the run use the first measurement; the table and this page the kept one. A
    registration costs one hash and an activation one verify (HTTP Basic), which costs the same,
    so one bound serves both.
@@ -279,7 +283,9 @@ machine, so every figure can be compared with a bound taken minutes before or af
 4. **Memory and `/healthz`.** VmRSS after start-up (idle) and VmHWM (peak) from
    `/proc/<pid>/status` of the PostgreSQL 1-core server. `/healthz` p99 idle: 300 sequential
    requests before any load; under load: a separate client polling it every 10 ms during the
-   256-client registration row.
+   256-client registration row. The probe's thread runs at nice −10 in both: it shares its CPU
+   with the driver's client threads and PostgreSQL, and the time it would wait for that CPU
+   is not the server's (a warning says so where the priority cannot be raised).
 5. **Checks.** Every 503 must be an `application/problem+json` `overloaded` problem with a
    whole-seconds `Retry-After`; every address that got a 201 must have its activation email in
    the log (nothing lost); anything else is counted under *other*.

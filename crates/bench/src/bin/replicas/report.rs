@@ -242,7 +242,7 @@ fn work_rows(measured: &Measured) -> Vec<Vec<String>> {
         activated,
     );
     row(
-        "activation: the dispatcher it wakes",
+        "activation: the dispatcher's work meanwhile",
         activations,
         &DISPATCHER,
         false,
