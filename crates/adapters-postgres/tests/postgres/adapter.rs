@@ -71,9 +71,9 @@ async fn migrators_racing_on_an_empty_database_all_succeed() {
 async fn concurrent_claimers_never_get_the_same_message() {
     let test = fresh_store().await;
     for i in 0..40u128 {
-        register(&test.store, 1000 + 10 * i, &format!("user{i}@example.com")).await;
+        register(test.inner(), 1000 + 10 * i, &format!("user{i}@example.com")).await;
     }
-    let store = Arc::new(test.store.clone());
+    let store = Arc::new(test.inner().clone());
 
     let claimers = (0..4).map(|_| {
         let store = Arc::clone(&store);
@@ -103,9 +103,9 @@ async fn concurrent_claimers_never_get_the_same_message() {
 async fn a_claim_skips_messages_another_transaction_holds_instead_of_waiting() {
     let test = fresh_store().await;
     for i in 0..3u128 {
-        register(&test.store, 100 + 10 * i, &format!("user{i}@example.com")).await;
+        register(test.inner(), 100 + 10 * i, &format!("user{i}@example.com")).await;
     }
-    let mut other = test.database.connect().await;
+    let mut other = test.kept().connect().await;
     let holder = other.transaction().await.unwrap();
     let held: uuid::Uuid = holder
         .query_one(
@@ -117,7 +117,7 @@ async fn a_claim_skips_messages_another_transaction_holds_instead_of_waiting() {
         .get(0);
 
     let started = Instant::now();
-    let claimed = test.store.claim_mail(t0(), LEASE, 10).await.unwrap();
+    let claimed = test.inner().claim_mail(t0(), LEASE, 10).await.unwrap();
 
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -128,7 +128,7 @@ async fn a_claim_skips_messages_another_transaction_holds_instead_of_waiting() {
     assert_eq!(ids.len(), 2, "{ids:?}");
     assert!(!ids.contains(&held));
     holder.rollback().await.unwrap();
-    let rest = test.store.claim_mail(t0(), LEASE, 10).await.unwrap();
+    let rest = test.inner().claim_mail(t0(), LEASE, 10).await.unwrap();
     assert_eq!(rest.iter().map(|mail| mail.id).collect::<Vec<_>>(), [held]);
 }
 
@@ -171,7 +171,7 @@ async fn a_save_stuck_behind_a_lock_fails_as_unavailable_within_the_statement_ti
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_account_with_a_taken_id_conflicts() {
     let test = fresh_store().await;
-    let first = register(&test.store, 10, "ada@example.com").await;
+    let first = register(test.inner(), 10, "ada@example.com").await;
     let twin = Account::restore(
         User::restore(
             first.user().id(),
@@ -185,7 +185,7 @@ async fn a_new_account_with_a_taken_id_conflicts() {
     );
 
     let result = test
-        .store
+        .inner()
         .save(AccountChange {
             account: twin,
             expected_version: None,
@@ -199,8 +199,8 @@ async fn a_new_account_with_a_taken_id_conflicts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schema_refuses_a_second_live_code_and_a_clear_code_on_sent_mail() {
     let test = fresh_store().await;
-    register(&test.store, 10, "ada@example.com").await;
-    let client = test.database.connect().await;
+    register(test.inner(), 10, "ada@example.com").await;
+    let client = test.kept().connect().await;
 
     let second_live = client
         .execute(
@@ -235,7 +235,7 @@ async fn the_schema_refuses_a_second_live_code_and_a_clear_code_on_sent_mail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_errors_name_the_operation_but_carry_no_sql_text() {
     let test = fresh_store().await;
-    let client = test.database.connect().await;
+    let client = test.kept().connect().await;
     client
         .batch_execute("ALTER TABLE throttles RENAME TO throttles_gone; ALTER TABLE users RENAME TO users_gone")
         .await
@@ -248,15 +248,18 @@ async fn internal_errors_name_the_operation_but_carry_no_sql_text() {
     let email = Email::parse("ada@example.com").unwrap();
 
     let errors = [
-        test.store
+        test.inner()
             .throttle_hit(&key, limit, t0())
             .await
             .unwrap_err(),
-        test.store
+        test.inner()
             .throttled_until(&key, limit, t0())
             .await
             .unwrap_err(),
-        test.store.account_by_email(&email, t0()).await.unwrap_err(),
+        test.inner()
+            .account_by_email(&email, t0())
+            .await
+            .unwrap_err(),
     ];
 
     for error in errors {
@@ -277,9 +280,9 @@ async fn internal_errors_name_the_operation_but_carry_no_sql_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_test_database_is_dropped_with_its_guard_even_with_open_connections() {
     let test = fresh_store().await;
-    test.store.ping().await.unwrap();
-    let name = test.database.name().to_owned();
-    let _open = test.database.connect().await;
+    test.inner().ping().await.unwrap();
+    let name = test.kept().name().to_owned();
+    let _open = test.kept().connect().await;
 
     drop(test);
 
@@ -308,12 +311,15 @@ async fn throttles_answer_exactly_like_the_memory_store_for_any_limit() {
             let now = t0() + Duration::from_millis(700) * step;
             let (pg, mem) = if step % 3 == 2 {
                 (
-                    test.store.throttled_until(&key, limit, now).await.unwrap(),
+                    test.inner()
+                        .throttled_until(&key, limit, now)
+                        .await
+                        .unwrap(),
                     memory.throttled_until(&key, limit, now).await.unwrap(),
                 )
             } else {
                 (
-                    test.store.throttle_hit(&key, limit, now).await.unwrap(),
+                    test.inner().throttle_hit(&key, limit, now).await.unwrap(),
                     memory.throttle_hit(&key, limit, now).await.unwrap(),
                 )
             };

@@ -7,16 +7,12 @@
 use std::{
     net::{SocketAddr, ToSocketAddrs},
     str::FromStr,
-    time::{Duration, SystemTime},
 };
 
 use registrar_adapters_postgres::{PgSettings, PgStore};
 use registrar_application::{
-    ports::{
-        AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, QueuedMail, SaveError, Store,
-        StoreError, ThrottleKey, Versioned,
-    },
-    testing::t0,
+    ports::{AccountChange, QueuedMail, Store},
+    testing::{PassingStore, t0},
 };
 use registrar_domain::{
     Account, CodeDigits, CodeId, CodeSecret, Email, NewCode, PasswordHash, UserId,
@@ -115,104 +111,12 @@ impl TestDatabase {
 }
 
 /// A store on a fresh database, which is dropped with it.
-#[derive(Debug)]
-pub(crate) struct TestStore {
-    // Declared first, so the pool closes its connections before the database is dropped.
-    pub(crate) store: PgStore,
-    pub(crate) database: TestDatabase,
-}
+pub(crate) type TestStore = PassingStore<PgStore, TestDatabase>;
 
 /// A store on a fresh, migrated database.
 pub(crate) async fn fresh_store() -> TestStore {
     let database = TestDatabase::migrated().await;
-    TestStore {
-        store: PgStore::new(&database.settings()).unwrap(),
-        database,
-    }
-}
-
-impl Store for TestStore {
-    async fn account_by_email(
-        &self,
-        email: &Email,
-        now: SystemTime,
-    ) -> Result<Option<Versioned>, StoreError> {
-        self.store.account_by_email(email, now).await
-    }
-
-    async fn account_by_id(
-        &self,
-        id: UserId,
-        now: SystemTime,
-    ) -> Result<Option<Versioned>, StoreError> {
-        self.store.account_by_id(id, now).await
-    }
-
-    async fn save(&self, change: AccountChange) -> Result<(), SaveError> {
-        self.store.save(change).await
-    }
-
-    async fn claim_mail(
-        &self,
-        now: SystemTime,
-        lease: Duration,
-        limit: usize,
-    ) -> Result<Vec<ClaimedMail>, StoreError> {
-        self.store.claim_mail(now, lease, limit).await
-    }
-
-    async fn finish_mail(
-        &self,
-        mail: &ClaimedMail,
-        outcome: MailOutcome,
-    ) -> Result<bool, StoreError> {
-        self.store.finish_mail(mail, outcome).await
-    }
-
-    async fn mail_being_sent(&self, code: CodeId, now: SystemTime) -> Result<bool, StoreError> {
-        self.store.mail_being_sent(code, now).await
-    }
-
-    async fn outbox_depth(&self) -> Result<u64, StoreError> {
-        self.store.outbox_depth().await
-    }
-
-    async fn throttled_until(
-        &self,
-        key: &ThrottleKey,
-        limit: Limit,
-        now: SystemTime,
-    ) -> Result<Option<SystemTime>, StoreError> {
-        self.store.throttled_until(key, limit, now).await
-    }
-
-    async fn throttle_hit(
-        &self,
-        key: &ThrottleKey,
-        limit: Limit,
-        now: SystemTime,
-    ) -> Result<Option<SystemTime>, StoreError> {
-        self.store.throttle_hit(key, limit, now).await
-    }
-
-    async fn delete_account(&self, id: UserId, expected_version: u64) -> Result<(), SaveError> {
-        self.store.delete_account(id, expected_version).await
-    }
-
-    async fn prune(
-        &self,
-        now: SystemTime,
-        mail_queued_before: SystemTime,
-        pending_registered_before: SystemTime,
-    ) -> Result<Pruned, StoreError> {
-        self.store
-            .prune(now, mail_queued_before, pending_registered_before)
-            .await
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.store.ping().await
-    }
+    PassingStore::keeping(PgStore::new(&database.settings()).unwrap(), database)
 }
 
 /// Registers `email` at `t0` with code `0421` and its mail queued: user `n`, code `n + 1`,

@@ -3,6 +3,8 @@
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used, clippy::expect_used)]
 
 mod fakes;
+mod passing;
 pub mod store_contract;
 
 pub use fakes::{FakeClock, FakeHasher, RecordingMailer, RecordingTraces, SeqEntropy, t0};
+pub use passing::PassingStore;
