@@ -22,7 +22,7 @@ use std::time::Duration;
 const WEIGHT_OF_A_SAMPLE: u128 = 8;
 
 /// A sample counts as at most this many times the current estimate: a single outlier (a stored
-/// hash with higher costs, a descheduled thread) raises the estimate by at most
+/// hash with higher costs) raises the estimate by at most
 /// `(4 - 1) / 8`, and the next ordinary jobs bring it back. A lasting change still gets through,
 /// compounding by that factor per job.
 const OUTLIER_FACTOR: u32 = 4;

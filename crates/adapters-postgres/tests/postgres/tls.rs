@@ -12,7 +12,7 @@ use std::{path::PathBuf, time::Duration};
 
 use registrar_adapters_postgres::{PgSettings, PgStore, SetupError};
 use registrar_application::{
-    DispatchSignal,
+    DispatchSignal, ErrorChain,
     ports::{Store, StoreError},
     testing::t0,
 };
@@ -130,18 +130,6 @@ async fn round_trip(store: &PgStore) {
     assert!(found.is_some(), "the account saved over TLS was not found");
 }
 
-/// The error and its causes, on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(next) = cause {
-        text.push_str(": ");
-        text.push_str(&next.to_string());
-        cause = next.source();
-    }
-    text
-}
-
 /// The message of the store error of an operation that must fail to connect, within
 /// [`BOUND`]. TLS refusals are internal errors: waiting does not mend them.
 async fn tls_refusal(store: &PgStore) -> String {
@@ -149,7 +137,7 @@ async fn tls_refusal(store: &PgStore) -> String {
         .await
         .expect("connecting hung instead of failing");
     match outcome {
-        Err(error @ StoreError::Internal(_)) => chain(&error),
+        Err(error @ StoreError::Internal(_)) => ErrorChain(&error).to_string(),
         other => panic!("expected TLS to refuse the connection, got {other:?}"),
     }
 }
@@ -302,7 +290,7 @@ async fn unknown_modes_and_unreadable_roots_stop_the_store_at_start_up_without_t
         let Err(error @ SetupError::Settings(_)) = result else {
             panic!("{params}: expected a settings error, got {result:?}");
         };
-        let message = chain(&error);
+        let message = ErrorChain(&error).to_string();
         assert!(message.contains(names), "{params}: {message}");
         assert!(!message.contains("s3cret-pw"), "{message}");
     }
@@ -319,9 +307,10 @@ async fn migrations_run_over_tls_and_check_the_certificate_as_the_pool_does() {
     .unwrap();
     let error = refused.migrate().await.unwrap_err();
     assert!(
-        matches!(error, SetupError::Connect(_)) && chain(&error).contains("UnknownIssuer"),
+        matches!(error, SetupError::Connect(_))
+            && ErrorChain(&error).to_string().contains("UnknownIssuer"),
         "{}",
-        chain(&error)
+        ErrorChain(&error).to_string()
     );
 
     let store = PgStore::new(&settings_with(&database, "sslmode=require")).unwrap();

@@ -239,24 +239,6 @@ async fn a_wrong_code_while_its_email_is_being_sent_counts_as_before() {
 }
 
 #[tokio::test]
-async fn the_right_code_of_an_email_not_being_sent_yet_is_still_a_wrong_attempt() {
-    let app = App::new();
-    let who = app.registered("ada@example.com", "0421").await;
-
-    let early = app.activate(&who, "0421").await;
-
-    assert!(
-        matches!(
-            early,
-            Err(Error::WrongCode {
-                attempts_remaining: 4
-            })
-        ),
-        "{early:?}"
-    );
-}
-
-#[tokio::test]
 async fn the_right_code_once_its_sending_lease_ran_out_is_still_a_wrong_attempt() {
     let app = App::new();
     let who = app
