@@ -232,8 +232,9 @@ impl NewPassword {
         {
             problems.push(PasswordProblem::ContainsEmail);
         }
-        // zxcvbn's cost grows with length: a password already refused for its length is not scored.
-        if length <= policy.max_len {
+        // zxcvbn's cost grows with length: a password already refused for its length is not
+        // scored, nor any password when no score would be refused.
+        if length <= policy.max_len && policy.min_score > 0 {
             let mut hints = vec!["registrar"];
             if let Some(email) = email {
                 hints.push(email.local_part());
