@@ -63,6 +63,7 @@ use registrar_domain::{Password, PasswordHash};
 use tokio::sync::oneshot;
 
 mod admission;
+mod failure;
 mod phc;
 mod pool;
 mod priority;
@@ -89,7 +90,6 @@ pub mod metric_names {
 
 /// Why the hasher could not start.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum StartError {
     /// A setting cannot work.
     #[error(transparent)]

@@ -12,6 +12,8 @@ use argon2::{
 use registrar_application::ports::{HashError, Verification};
 use registrar_domain::PasswordHash;
 
+use crate::failure::Failure;
+
 /// The most memory a stored hash may ask for, in KiB, when it asks for more than the configured
 /// `m`: 256 MiB. A larger stored cost is refused rather than allocated.
 pub(crate) const MAX_STORED_MEMORY_KIB: u32 = 256 * 1024;
@@ -73,9 +75,9 @@ impl Memory {
             self.blocks = allocate(self.kept)?;
         }
         let blocks = Wiped(
-            self.blocks.get_mut(..count).ok_or_else(|| {
-                HashError::Failed("the password hashing memory is smaller than expected".to_owned())
-            })?,
+            self.blocks
+                .get_mut(..count)
+                .ok_or(Failure::MemoryTooSmall)?,
             wipe,
         );
         Ok(work(&mut *blocks.0))
@@ -111,14 +113,12 @@ impl Drop for Wiped<'_> {
     }
 }
 
-/// A zeroed array of `count` blocks, or [`HashError::Failed`] if the allocator has no room.
-fn allocate(count: usize) -> Result<Vec<Block>, HashError> {
+/// A zeroed array of `count` blocks, or [`Failure::NoMemory`] if the allocator has no room.
+fn allocate(count: usize) -> Result<Vec<Block>, Failure> {
     let mut blocks = Vec::new();
-    blocks.try_reserve_exact(count).map_err(|error| {
-        HashError::Failed(format!(
-            "no memory for {count} KiB of password hashing: {error}"
-        ))
-    })?;
+    blocks
+        .try_reserve_exact(count)
+        .map_err(|source| Failure::NoMemory { kib: count, source })?;
     blocks.resize(count, Block::new());
     Ok(blocks)
 }
@@ -129,12 +129,9 @@ pub(crate) fn hash(
     password: &str,
     memory: &mut Memory,
 ) -> Result<PasswordHash, HashError> {
-    let salt = password_hash::try_generate_salt()
-        .map_err(|error| HashError::Failed(format!("the OS gave no random salt: {error}")))
-        .and_then(|bytes| {
-            Salt::new(&bytes)
-                .map_err(|error| HashError::Failed(format!("a 16-byte salt was refused: {error}")))
-        })?;
+    let bytes =
+        password_hash::try_generate_salt().map_err(|error| Failure::Salt(Box::new(error)))?;
+    let salt = Salt::new(&bytes).map_err(|error| Failure::Salt(Box::new(error)))?;
     hash_with_salt(params, password, &salt, memory)
 }
 
@@ -146,8 +143,7 @@ fn hash_with_salt(
     salt: &Salt,
     memory: &mut Memory,
 ) -> Result<PasswordHash, HashError> {
-    let failed =
-        |error: password_hash::Error| HashError::Failed(format!("Argon2 could not hash: {error}"));
+    let failed = |error: password_hash::Error| HashError::from(Failure::Argon2(error));
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
     let output_len = params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN);
     let output = compute(&argon2, password, salt, output_len, memory, failed)?;
@@ -159,8 +155,7 @@ fn hash_with_salt(
         hash: Some(output),
     }
     .to_string();
-    PasswordHash::from_phc(phc)
-        .map_err(|error| HashError::Failed(format!("Argon2 produced a bad PHC string: {error}")))
+    PasswordHash::from_phc(phc).map_err(|error| Failure::NotPhc(error).into())
 }
 
 /// `argon2` of `password` and `salt` into an output of `output_len` bytes, computed in `memory`;
@@ -200,40 +195,38 @@ pub(crate) fn verify(
     memory: &mut Memory,
 ) -> Result<Verification, HashError> {
     let parsed = phc::PasswordHash::new(stored.as_str())
-        .map_err(|error| unusable("does not parse", &error))?;
+        .map_err(|error| Failure::unusable("does not parse", error))?;
     let algorithm = Algorithm::try_from(parsed.algorithm.as_str())
-        .map_err(|error| unusable("is not Argon2", &error))?;
+        .map_err(|error| Failure::unusable("is not Argon2", error))?;
     // Argon2 hashes without a version predate version 0x13: the reference implementation reads
     // them as 0x10.
     let version = parsed
         .version
         .map_or(Ok(Version::V0x10), Version::try_from)
-        .map_err(|error| unusable("has an unknown Argon2 version", &error))?;
-    let params =
-        Params::try_from(&parsed).map_err(|error| unusable("has invalid parameters", &error))?;
+        .map_err(|error| Failure::unusable("has an unknown Argon2 version", error))?;
+    let params = Params::try_from(&parsed)
+        .map_err(|error| Failure::unusable("has invalid parameters", error))?;
     // What Argon2 would use: `m` rounded down to whole blocks per lane and slice.
     if params.block_count() > memory.limit {
-        return Err(HashError::Failed(format!(
-            "the stored password hash needs {} KiB of memory, more than the {} KiB allowed",
-            params.block_count(),
-            memory.limit
-        )));
+        return Err(Failure::TooMuchMemory {
+            needs: params.block_count(),
+            allowed: memory.limit,
+        }
+        .into());
     }
     if params.t_cost() > MAX_STORED_ITERATIONS.max(configured.t_cost()) {
-        return Err(HashError::Failed(format!(
-            "the stored password hash needs {} passes, more than the {} allowed",
-            params.t_cost(),
-            MAX_STORED_ITERATIONS.max(configured.t_cost())
-        )));
+        return Err(Failure::TooManyPasses {
+            needs: params.t_cost(),
+            allowed: MAX_STORED_ITERATIONS.max(configured.t_cost()),
+        }
+        .into());
     }
     let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
-        return Err(HashError::Failed(
-            "the stored password hash has no salt or no output".to_owned(),
-        ));
+        return Err(Failure::Incomplete.into());
     };
     let argon2 = Argon2::new(algorithm, version, params.clone());
     let computed = compute(&argon2, password, &salt, expected.len(), memory, |error| {
-        unusable("cannot be recomputed", &error)
+        Failure::unusable("cannot be recomputed", error).into()
     })?;
     // `Output`'s equality is constant-time.
     if computed != expected {
@@ -251,13 +244,11 @@ pub(crate) fn verify(
     Ok(Verification::Match { stale })
 }
 
-fn unusable(why: &str, error: &dyn std::fmt::Display) -> HashError {
-    HashError::Failed(format!("the stored password hash {why}: {error}"))
-}
-
 #[cfg(test)]
 mod tests {
     use argon2::PasswordHasher as _;
+
+    use registrar_application::ErrorChain;
 
     use super::*;
 
@@ -292,8 +283,8 @@ mod tests {
         let hash = hash(&params(1024, 1, 1), "hunter22").unwrap();
         assert!(hash.as_str().starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
         assert_eq!(
-            verify(&params(1024, 1, 1), "hunter22", &hash),
-            Ok(Verification::Match { stale: false })
+            verify(&params(1024, 1, 1), "hunter22", &hash).unwrap(),
+            Verification::Match { stale: false }
         );
     }
 
@@ -351,13 +342,13 @@ mod tests {
             let label = format!("{algorithm} v{version:?} {stored_params:?}");
             let stored = phc(algorithm, version, stored_params, "hunter22");
             assert_eq!(
-                verify(&configured, "hunter22", &stored),
-                Ok(Verification::Match { stale }),
+                verify(&configured, "hunter22", &stored).unwrap(),
+                Verification::Match { stale },
                 "{label}"
             );
             assert_eq!(
-                verify(&configured, "hunter23", &stored),
-                Ok(Verification::Mismatch),
+                verify(&configured, "hunter23", &stored).unwrap(),
+                Verification::Mismatch,
                 "{label}"
             );
         }
@@ -368,8 +359,8 @@ mod tests {
         let short = Params::new(1024, 1, 1, Some(16)).unwrap();
         let stored = phc(Algorithm::Argon2id, Version::V0x13, short, "hunter22");
         assert_eq!(
-            verify(&params(1024, 1, 1), "hunter22", &stored),
-            Ok(Verification::Match { stale: true })
+            verify(&params(1024, 1, 1), "hunter22", &stored).unwrap(),
+            Verification::Match { stale: true }
         );
     }
 
@@ -385,8 +376,8 @@ mod tests {
         assert_ne!(unversioned, stored.as_str());
         let unversioned = PasswordHash::from_phc(unversioned).unwrap();
         assert_eq!(
-            verify(&params(1024, 1, 1), "hunter22", &unversioned),
-            Ok(Verification::Match { stale: true })
+            verify(&params(1024, 1, 1), "hunter22", &unversioned).unwrap(),
+            Verification::Match { stale: true }
         );
     }
 
@@ -411,15 +402,31 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_keeps_what_the_library_said_as_its_source() {
+        let stored = PasswordHash::from_phc(
+            "$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+        )
+        .unwrap();
+        let error = verify(&params(1024, 1, 1), "hunter22", &stored).unwrap_err();
+        let chain = ErrorChain(&error).to_string();
+        let (ours, library) = chain
+            .split_once(": caused by: the stored password hash has invalid parameters: caused by: ")
+            .unwrap_or_else(|| panic!("{chain}"));
+        assert_eq!(ours, "password hashing failed");
+        assert!(!library.is_empty(), "{chain}");
+    }
+
+    #[test]
     fn failure_messages_do_not_repeat_the_stored_hash() {
         let stored = PasswordHash::from_phc(
             "$argon2id$v=19$m=1,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
         )
         .unwrap();
-        let Err(HashError::Failed(message)) = verify(&params(1024, 1, 1), "hunter22", &stored)
+        let Err(error @ HashError::Failed(_)) = verify(&params(1024, 1, 1), "hunter22", &stored)
         else {
             panic!("expected a failure");
         };
+        let message = ErrorChain(&error).to_string();
         assert!(!message.contains("c2FsdHNhbHQ"), "{message}");
         assert!(!message.contains("aGFzaGhhc2hoYXNo"), "{message}");
     }
@@ -509,8 +516,8 @@ mod tests {
                     Ok(Verification::Match { .. })
                 ));
                 assert_eq!(
-                    super::verify(&configured, "hunter23", stored, &mut memory),
-                    Ok(Verification::Mismatch)
+                    super::verify(&configured, "hunter23", stored, &mut memory).unwrap(),
+                    Verification::Mismatch
                 );
                 assert_eq!(memory.held_blocks(), 2048);
                 assert!(
@@ -548,7 +555,7 @@ mod tests {
             matches!(too_many, Err(HashError::Failed(_))),
             "{too_many:?}"
         );
-        assert_eq!(most, Ok(Verification::Mismatch));
+        assert_eq!(most.unwrap(), Verification::Mismatch);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use registrar_application::ports::HashError;
 
 use crate::{
     admission::{Backlog, Refusal},
+    failure::Failure,
     metric_names,
 };
 
@@ -192,7 +193,7 @@ fn refused(refusal: Refusal) -> HashError {
 /// The error for a pool whose threads are gone.
 pub(crate) fn pool_gone() -> HashError {
     tracing::error!("the password hashing threads are gone");
-    HashError::Failed("the password hashing threads are gone".to_owned())
+    Failure::PoolGone.into()
 }
 
 /// A thread's life: take jobs until every sender is gone, skipping those whose caller left,

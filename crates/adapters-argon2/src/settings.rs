@@ -83,7 +83,6 @@ impl Default for Argon2Settings {
 
 /// A setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum SettingsError {
     /// Argon2 refuses these costs (for example `m` below 8 KiB per lane, or `t` or `p` zero).
     #[error("invalid Argon2 parameters m={memory_kib} KiB, t={iterations}, p={parallelism}")]

@@ -12,6 +12,7 @@ use registrar_domain::{Password, PasswordHash};
 use tokio::sync::oneshot;
 
 use crate::{
+    failure::Failure,
     metric_names,
     phc::{self, Memory},
     pool::Runner,
@@ -83,7 +84,7 @@ fn timed<T>(op: &'static str, work: impl FnOnce() -> Result<T, HashError>) -> Re
     let started = Instant::now();
     let result = catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
         tracing::error!(op, "password hashing panicked");
-        Err(HashError::Failed("password hashing panicked".to_owned()))
+        Err(Failure::Panicked.into())
     });
     metrics::histogram!(metric_names::HASH_SECONDS, "op" => op)
         .record(started.elapsed().as_secs_f64());
@@ -142,8 +143,8 @@ mod tests {
         for _ in 0..5 {
             let stored = hash(&mut runner, password()).unwrap();
             assert_eq!(
-                verify(&mut runner, password(), stored),
-                Ok(Verification::Match { stale: false })
+                verify(&mut runner, password(), stored).unwrap(),
+                Verification::Match { stale: false }
             );
         }
         assert_eq!(runner.memory.held_blocks(), 1024);
@@ -159,8 +160,8 @@ mod tests {
         ] {
             let stored = stored_hash(m, t, p, "correct horse battery staple");
             assert_eq!(
-                verify(&mut runner, password(), stored.clone()),
-                Ok(Verification::Match { stale }),
+                verify(&mut runner, password(), stored.clone()).unwrap(),
+                Verification::Match { stale },
                 "m={m} t={t} p={p}"
             );
             assert_eq!(
@@ -168,8 +169,9 @@ mod tests {
                     &mut runner,
                     Password::new("correct horse battery stable"),
                     stored
-                ),
-                Ok(Verification::Mismatch),
+                )
+                .unwrap(),
+                Verification::Mismatch,
                 "m={m} t={t} p={p}"
             );
             assert_eq!(runner.memory.held_blocks(), 1024, "m={m} t={t} p={p}");

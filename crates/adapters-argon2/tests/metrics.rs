@@ -150,8 +150,11 @@ async fn refusals_are_counted_work_is_timed_and_the_queue_gauge_drains() {
     }
     let hash = digests.pop().unwrap();
     assert_eq!(
-        hasher.verify(Password::new("correct horse"), hash).await,
-        Ok(Verification::Match { stale: false })
+        hasher
+            .verify(Password::new("correct horse"), hash)
+            .await
+            .unwrap(),
+        Verification::Match { stale: false }
     );
 
     let rejected = format!("{}{{reason=queue_full}}", metric_names::REJECTED_TOTAL);

@@ -47,8 +47,7 @@ pub enum Verification {
 }
 
 /// Why hashing did not happen.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
 pub enum HashError {
     /// The job would wait too long for a hashing thread, or the pool's queue is at its cap.
     #[error("the password hashing pool is overloaded")]
@@ -56,9 +55,9 @@ pub enum HashError {
         /// When to try again: whole seconds, at least one.
         retry_after: Duration,
     },
-    /// The hash could not be computed or parsed.
-    #[error("password hashing failed: {0}")]
-    Failed(String),
+    /// The hash could not be computed, or the stored one could not be checked.
+    #[error("password hashing failed")]
+    Failed(#[source] Cause),
 }
 
 /// Distributed tracing, as far as the use cases need it: a request's trace context is kept with

@@ -142,7 +142,7 @@ impl PasswordHasher for FakeHasher {
         self.admit()?;
         let generation = self.generation.load(Ordering::Relaxed);
         PasswordHash::from_phc(format!("$fake$g={generation}${}", hex(password.expose())))
-            .map_err(|e| HashError::Failed(e.to_string()))
+            .map_err(|e| HashError::Failed(Box::new(e)))
     }
 
     async fn verify(
