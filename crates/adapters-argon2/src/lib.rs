@@ -20,6 +20,12 @@
 //! held for a few comparisons, no allocation and no hashing. A queued job whose caller
 //! stopped waiting is dropped without being hashed. An admitted job is not refused later.
 //!
+//! [`PasswordHasher::run`] puts other CPU work of a request (the strength estimate of a new
+//! password, under a millisecond) on the same threads, taken before any queued job: not on the
+//! async threads, where a burst of them holds up every request, nor behind the queue, where the
+//! request would wait for every hash ahead before its own could even be queued. It is not
+//! admitted or measured like a job: the caller checks the room first.
+//!
 //! Each thread allocates one Argon2 block array of `memory_kib` on its first job and reuses it
 //! for every later one, rather than allocating and freeing one per job (the allocator kept
 //! several freed arrays per thread). Hashing memory is therefore `threads × memory_kib`, held by
@@ -56,7 +62,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::{fmt, io, sync::Arc};
+use std::{
+    fmt, io,
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::Arc,
+};
 
 use registrar_application::ports::{HashError, PasswordHasher, Verification};
 use registrar_domain::{Password, PasswordHash};
@@ -72,6 +82,7 @@ mod work;
 
 pub use settings::{Argon2Settings, SettingsError};
 
+use failure::Failure;
 use pool::{Clock as _, Limits, Pool, SystemClock, pool_gone};
 use work::{Argon2Runner, Work};
 
@@ -199,6 +210,19 @@ impl PasswordHasher for Argon2Hasher {
             reply,
         })?;
         answer.await.map_err(|_| pool_gone())?
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let (reply, answer) = oneshot::channel();
+        self.inner.pool.run_first(Box::new(move || {
+            let result = catch_unwind(AssertUnwindSafe(work)).map_err(|_| Failure::Panicked);
+            // A caller that stopped waiting needs no answer.
+            drop(reply.send(result));
+        }))?;
+        Ok(answer.await.map_err(|_| pool_gone())??)
     }
 }
 

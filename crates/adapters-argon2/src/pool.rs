@@ -4,12 +4,13 @@
 
 use std::{
     io,
+    panic::{AssertUnwindSafe, catch_unwind},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, select_biased};
 use registrar_application::ports::HashError;
 
 use crate::{
@@ -100,10 +101,14 @@ impl<C> Shared<C> {
     }
 }
 
+/// Work that goes ahead of the queue: short, and outside admission (see [`Pool::run_first`]).
+pub(crate) type Task = Box<dyn FnOnce() + Send>;
+
 /// The submitting side of a pool. The threads stop once it is dropped and the jobs already
 /// queued are done.
 pub(crate) struct Pool<J, C> {
     sender: Sender<Queued<J>>,
+    first: Sender<Task>,
     shared: Arc<Shared<C>>,
 }
 
@@ -119,8 +124,9 @@ impl<J: Send + 'static, C: Clock> Pool<J, C> {
     where
         R: Runner<Job = J>,
     {
-        // Unbounded: the backlog's cap bounds what is sent.
+        // Unbounded: the backlog's cap bounds what is sent, and each task is a request in flight.
         let (sender, receiver) = crossbeam_channel::unbounded();
+        let (first, tasks) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             backlog: Mutex::new(Backlog::new(
                 limits.threads,
@@ -133,16 +139,24 @@ impl<J: Send + 'static, C: Clock> Pool<J, C> {
         let mut handles = Vec::with_capacity(limits.threads);
         for index in 0..limits.threads {
             let receiver = receiver.clone();
+            let tasks = tasks.clone();
             let shared = Arc::clone(&shared);
             let runner = runners();
             // On failure `sender` is dropped on return, so the threads already started stop.
             handles.push(
                 thread::Builder::new()
                     .name(name(index))
-                    .spawn(move || work(runner, &receiver, &shared))?,
+                    .spawn(move || work(runner, &receiver, &tasks, &shared))?,
             );
         }
-        Ok((Self { sender, shared }, handles))
+        Ok((
+            Self {
+                sender,
+                first,
+                shared,
+            },
+            handles,
+        ))
     }
 
     /// Queues `job` if the admission rule allows it, or refuses it at once.
@@ -159,6 +173,15 @@ impl<J: Send + 'static, C: Clock> Pool<J, C> {
         // Threads decrement as they take jobs, so the gauge returns to zero when idle.
         metrics::gauge!(metric_names::QUEUE_DEPTH).increment(1);
         Ok(())
+    }
+
+    /// Runs `task` on the next thread free, before any queued job: work of a request that must
+    /// be done before its job can be submitted (the strength estimate of a new password, under
+    /// a millisecond), which would otherwise wait behind the whole queue, or run on the async
+    /// threads. Tasks bypass admission and are not measured: the request already passed
+    /// [`Self::check`], and a task is a few percent of a job.
+    pub(crate) fn run_first(&self, task: Task) -> Result<(), HashError> {
+        self.first.send(task).map_err(|_| pool_gone())
     }
 
     /// Whether [`Self::submit`] would admit a job now, counting a refusal like it.
@@ -196,15 +219,35 @@ pub(crate) fn pool_gone() -> HashError {
     Failure::PoolGone.into()
 }
 
-/// A thread's life: take jobs until every sender is gone, skipping those whose caller left,
-/// and feed the CPU time of each one run to the estimate.
+/// A thread's life: run the tasks sent first, else take jobs, until the pool is gone and its
+/// jobs done; skip jobs whose caller left, and feed the CPU time of each one run to the
+/// estimate.
 fn work<R: Runner, C: Clock>(
     mut runner: R,
     receiver: &Receiver<Queued<R::Job>>,
+    tasks: &Receiver<Task>,
     shared: &Shared<C>,
 ) {
     crate::priority::lower_this_thread();
-    while let Ok(Queued { job, enqueued_at }) = receiver.recv() {
+    loop {
+        // Biased: a task waiting is taken before any job. Once the pool is gone (the task
+        // channel empty and closed), the queued jobs are still done.
+        let next = select_biased! {
+            recv(tasks) -> task => match task {
+                Ok(task) => {
+                    // A task answers its own caller, panic or not; the thread lives on.
+                    if catch_unwind(AssertUnwindSafe(task)).is_err() {
+                        tracing::error!("a task on a password hashing thread panicked");
+                    }
+                    continue;
+                }
+                Err(_) => receiver.recv(),
+            },
+            recv(receiver) -> queued => queued,
+        };
+        let Ok(Queued { job, enqueued_at }) = next else {
+            break;
+        };
         metrics::gauge!(metric_names::QUEUE_DEPTH).decrement(1);
         if R::abandoned(&job) {
             shared.backlog().withdraw();

@@ -426,6 +426,48 @@ fn dropping_the_pool_stops_the_threads_once_the_queued_jobs_are_done() {
 }
 
 #[test]
+fn a_task_runs_before_the_jobs_queued_ahead_of_it() {
+    let fixture = fixture(1, 8, HASH);
+    let gate = gate(&fixture.pool, HASH);
+    gate.started();
+    let queued: Vec<_> = (0..3).map(|_| job(&fixture.pool, HASH).unwrap()).collect();
+    let (seen_tx, seen) = mpsc::channel();
+    let ran = Arc::clone(&fixture.ran);
+    fixture
+        .pool
+        .run_first(Box::new(move || {
+            seen_tx.send(ran.load(Ordering::SeqCst)).unwrap();
+        }))
+        .unwrap();
+
+    gate.open();
+
+    assert_eq!(
+        seen.recv_timeout(PATIENCE).unwrap(),
+        1,
+        "only the job already running finished before the task"
+    );
+    for done in queued {
+        done.blocking_recv().unwrap();
+    }
+    assert_eq!(fixture.pool.estimate(), HASH, "a task is not measured");
+}
+
+#[test]
+fn a_task_that_panics_leaves_its_thread_serving() {
+    let fixture = fixture(1, 8, HASH);
+    fixture
+        .pool
+        .run_first(Box::new(|| panic!("a task's own failure")))
+        .unwrap();
+    job(&fixture.pool, HASH)
+        .unwrap()
+        .blocking_recv()
+        .expect("the thread lived on to run the job");
+    assert_eq!(fixture.ran.load(Ordering::SeqCst), 1);
+}
+
+#[test]
 fn a_pool_whose_threads_are_gone_fails_instead_of_hanging() {
     let fixture = fixture(0, 4, HASH);
     assert!(fixture.threads.is_empty());
@@ -434,6 +476,10 @@ fn a_pool_whose_threads_are_gone_fails_instead_of_hanging() {
         Err(HashError::Failed(_))
     ));
     assert_eq!(fixture.pool.queued(), 0, "the failed job is not counted");
+    assert!(matches!(
+        fixture.pool.run_first(Box::new(|| ())),
+        Err(HashError::Failed(_))
+    ));
 }
 
 #[tokio::test]

@@ -288,3 +288,25 @@ async fn hashes_written_by_argon2_0_5_verify_unchanged() {
         );
     }
 }
+
+#[tokio::test]
+async fn work_run_through_the_hasher_runs_on_a_hashing_thread_and_a_panic_is_a_failure() {
+    let hasher = hasher_with(1024, 1);
+
+    let thread = hasher
+        .run(|| std::thread::current().name().map(str::to_owned))
+        .await
+        .unwrap();
+    let panicked = hasher.run(|| -> u8 { panic!("a bug in the work") }).await;
+
+    let thread = thread.unwrap_or_default();
+    assert!(thread.starts_with("argon2-"), "ran on {thread:?}");
+    assert!(
+        matches!(panicked, Err(HashError::Failed(_))),
+        "{panicked:?}"
+    );
+    assert!(
+        hasher.hash(password()).await.is_ok(),
+        "the thread lives on after the panic"
+    );
+}

@@ -165,6 +165,18 @@ pub trait Accounts: Send + Sync + 'static {
     /// Refuses at once with [`Error::Overloaded`] while password hashing has no room, so the
     /// inbound adapter can shed a registration before paying for its strength estimate.
     fn check_capacity(&self) -> Result<(), Error>;
+
+    /// Runs `parse`, the costly part of reading a request (the strength estimate of a new
+    /// password), on the password hashing threads rather than on the async thread serving the
+    /// request: there, half a millisecond a registration keeps every other request on that
+    /// thread waiting behind a burst of them.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when those threads are gone or `parse` panicked.
+    fn parse_off_loop<T: Send + 'static>(
+        &self,
+        parse: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = Result<T, Error>> + Send;
 }
 
 /// The account use cases over their ports.
@@ -610,6 +622,13 @@ where
 
     fn check_capacity(&self) -> Result<(), Error> {
         Ok(self.hasher.check_room()?)
+    }
+
+    async fn parse_off_loop<R: Send + 'static>(
+        &self,
+        parse: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, Error> {
+        Ok(self.hasher.run(parse).await?)
     }
 }
 

@@ -100,6 +100,19 @@ pub trait PasswordHasher: Send + Sync + 'static {
     /// # Errors
     /// [`HashError::Overloaded`] when [`Self::hash`] would refuse a job right now.
     fn check_room(&self) -> Result<(), HashError>;
+
+    /// Runs `work`, CPU-bound work of a request other than hashing (the strength estimate of a
+    /// new password: about half a millisecond), on the hashing threads, ahead of the jobs
+    /// queued there: off the async threads, where it would hold up every request behind it,
+    /// and not behind the queue, where its own request would wait for every hash ahead. It is
+    /// not admitted like a hash: the caller checks [`Self::check_room`] first.
+    ///
+    /// # Errors
+    /// [`HashError::Failed`] when the threads are gone or `work` panicked.
+    fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = Result<T, HashError>> + Send;
 }
 
 /// The activation email to send.

@@ -663,6 +663,13 @@ impl Accounts for Sabotaged {
     fn check_capacity(&self) -> Result<(), Error> {
         Ok(())
     }
+
+    async fn parse_off_loop<T: Send + 'static>(
+        &self,
+        parse: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        Ok(parse())
+    }
 }
 
 #[actix_web::test]

@@ -128,6 +128,14 @@ impl FakeHasher {
 }
 
 impl PasswordHasher for FakeHasher {
+    /// Runs `work` at once, on the calling thread.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        Ok(work())
+    }
+
     fn check_room(&self) -> Result<(), HashError> {
         if self.overloaded.load(Ordering::Relaxed) {
             Err(HashError::Overloaded {

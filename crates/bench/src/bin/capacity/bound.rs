@@ -107,6 +107,12 @@ pub(crate) fn measure_together(machine: &Machine) -> Result<Vec<CpuBound>, Strin
     })
 }
 
+/// Measures the first CPU of `machine`, the one a pinned server runs on (unpinned where nothing
+/// can be pinned).
+pub(crate) fn measure_first(machine: &Machine) -> Result<CpuBound, String> {
+    measure_on(targets(machine).into_iter().next().flatten())
+}
+
 fn targets(machine: &Machine) -> Vec<Option<usize>> {
     if machine.taskset {
         machine.cpus.iter().copied().map(Some).collect()

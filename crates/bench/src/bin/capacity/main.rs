@@ -144,6 +144,8 @@ fn run() -> Result<bool, String> {
         setup_odd: 0,
         pinned: pinning.then(|| (server_cpu.to_string(), driver_cpu.to_string())),
         all_cpus: machine.all_cpus(),
+        machine: &machine,
+        last_bound: None,
     };
     let result = run.everything(
         &database,
@@ -161,30 +163,14 @@ fn run() -> Result<bool, String> {
         bound::describe(&after),
         bound::describe(&after_together)
     );
-    let bounds = bound::faster(&before, &after);
-    let together = bound::faster(&before_together, &after_together);
-    let (one_core, whole_machine) = bound_rows(&mut run.rows, &bounds, &together);
-    let bounds_line = format!(
-        "each CPU alone: {}; every CPU at once: {}, so the whole machine's bound is {:.1}/s \
-         (before the load: {} / {}; after it: {} / {})",
-        bound::describe(&bounds),
-        bound::describe(&together),
-        whole_machine,
-        bound::describe(&before),
-        bound::describe(&before_together),
-        bound::describe(&after),
-        bound::describe(&after_together),
+    let (one_core, bounds_line) = bounds_line(
+        &run.rows,
+        [&before, &before_together],
+        [&after, &after_together],
     );
 
     println!("\n{}", report::table(&run.rows));
-    let verdicts = verdicts(
-        &run.rows,
-        &memory,
-        &health,
-        run.lost,
-        one_core,
-        whole_machine,
-    );
+    let verdicts = verdicts(&run.rows, &memory, &health, run.lost);
     print_verdicts(&verdicts);
     let context = Context {
         machine: machine_line,
@@ -201,22 +187,52 @@ fn run() -> Result<bool, String> {
     Ok(odd == 0 && run.setup_odd == 0 && run.lost == 0)
 }
 
-/// Sets every row's bound: one core's from `bounds` (each CPU alone), the whole machine's from
-/// `together` (every CPU at once); returns both.
-fn bound_rows(
-    rows: &mut [Row],
-    bounds: &[bound::CpuBound],
-    together: &[bound::CpuBound],
-) -> (f64, f64) {
-    let (one_core, whole_machine) = (bounds[0].per_second(), bound::whole_machine(together));
+/// The run's one-core bound (the faster measurement of the first CPU) and the line that states
+/// every bound: beside the rows, and for the run, `before` and `after` the load, each as (each
+/// CPU alone, every CPU at once).
+fn bounds_line(
+    rows: &[Row],
+    [before, before_together]: [&[bound::CpuBound]; 2],
+    [after, after_together]: [&[bound::CpuBound]; 2],
+) -> (f64, String) {
+    let bounds = bound::faster(before, after);
+    let together = bound::faster(before_together, after_together);
+    let line = format!(
+        "each row against the bound measured beside it (the table's bound/s: {}); for the run: \
+         each CPU alone: {}; every CPU at once: {}, so the whole machine's bound is {:.1}/s \
+         (before the load: {} / {}; after it: {} / {})",
+        beside(rows),
+        bound::describe(&bounds),
+        bound::describe(&together),
+        bound::whole_machine(&together),
+        bound::describe(before),
+        bound::describe(before_together),
+        bound::describe(after),
+        bound::describe(after_together),
+    );
+    (bounds[0].per_second(), line)
+}
+
+/// The range of the bounds measured beside the rows, per set-up: `1 core 85.2–93.7/s; …`.
+fn beside(rows: &[Row]) -> String {
+    let mut ranges: Vec<(Placement, f64, f64)> = Vec::new();
     for row in rows {
-        row.bound = if row.placement == Placement::WholeMachine {
-            whole_machine
-        } else {
-            one_core
-        };
+        match ranges
+            .iter_mut()
+            .find(|(placement, ..)| *placement == row.placement)
+        {
+            Some((_, low, high)) => {
+                *low = low.min(row.bound);
+                *high = high.max(row.bound);
+            }
+            None => ranges.push((row.placement, row.bound, row.bound)),
+        }
     }
-    (one_core, whole_machine)
+    ranges
+        .iter()
+        .map(|(placement, low, high)| format!("{} {low:.1}–{high:.1}/s", placement.label()))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn print_verdicts(verdicts: &[Verdict]) {
@@ -298,6 +314,10 @@ struct Run<'a> {
     /// (server CPU, driver CPU) when pinning works.
     pinned: Option<(String, String)>,
     all_cpus: String,
+    machine: &'a Machine,
+    /// The bound measured at the end of the last row, for its set-up: the next row's of the
+    /// same set-up starts from it rather than measuring again.
+    last_bound: Option<(Placement, f64)>,
 }
 
 impl Run<'_> {
@@ -364,6 +384,7 @@ impl Run<'_> {
         let mut peak_kib = 0;
         for clients in CLIENTS {
             let prefix = format!("reg{clients}");
+            let before = self.bound_before(placement, bound);
             let outcome = if clients == 256 {
                 let stop = AtomicBool::new(false);
                 // The port alone crosses to the poller's thread (the server's process handle
@@ -399,34 +420,37 @@ impl Run<'_> {
                 placement,
                 Work::Register,
                 clients,
-                bound,
+                before,
                 outcome,
                 &mut created,
             );
         }
         for clients in [64, 256] {
+            let before = self.bound_before(placement, bound);
             let outcome = client::burst(server.port, clients, &format!("burst{clients}"));
             self.push(
                 placement,
                 Work::Burst,
                 clients,
-                bound,
+                before,
                 outcome,
                 &mut created,
             );
         }
+        let before = self.bound_before(placement, bound);
         let outcome =
             client::register_for(server.port, 64, self.duration, "hammer", OnRefusal::Hammer);
-        self.push(placement, Work::Hammer, 64, bound, outcome, &mut created);
+        self.push(placement, Work::Hammer, 64, before, outcome, &mut created);
 
         let accounts = Mutex::new(self.enough_accounts(server, &created, bound));
         for clients in CLIENTS {
+            let before = self.bound_before(placement, bound);
             let outcome = client::activate_for(server.port, clients, self.duration, &accounts);
             self.push(
                 placement,
                 Work::Activate,
                 clients,
-                bound,
+                before,
                 outcome,
                 &mut Vec::new(),
             );
@@ -437,16 +461,18 @@ impl Run<'_> {
     fn pinned_memory(&mut self, server: &Server, bound: f64) {
         let placement = Placement::PinnedMemory;
         let mut created = Vec::new();
+        let before = self.bound_before(placement, bound);
         let outcome =
             client::register_for(server.port, 16, self.duration, "mem", OnRefusal::BackOff);
-        self.push(placement, Work::Register, 16, bound, outcome, &mut created);
+        self.push(placement, Work::Register, 16, before, outcome, &mut created);
         let accounts = Mutex::new(self.accounts(server, &created));
+        let before = self.bound_before(placement, bound);
         let outcome = client::activate_for(server.port, 16, self.duration, &accounts);
         self.push(
             placement,
             Work::Activate,
             16,
-            bound,
+            before,
             outcome,
             &mut Vec::new(),
         );
@@ -455,30 +481,59 @@ impl Run<'_> {
     fn whole_machine(&mut self, server: &Server, bound: f64) {
         let placement = Placement::WholeMachine;
         let mut created = Vec::new();
+        let before = self.bound_before(placement, bound);
         let outcome = client::burst(server.port, 64, "whole-burst");
-        self.push(placement, Work::Burst, 64, bound, outcome, &mut created);
+        self.push(placement, Work::Burst, 64, before, outcome, &mut created);
+        let before = self.bound_before(placement, bound);
         let outcome =
             client::register_for(server.port, 16, self.duration, "whole", OnRefusal::BackOff);
-        self.push(placement, Work::Register, 16, bound, outcome, &mut created);
+        self.push(placement, Work::Register, 16, before, outcome, &mut created);
         self.accounts(server, &created);
     }
 
-    /// Records a row and prints it at once (a long run shows progress).
+    /// The bound of the CPUs `placement` gives the server, measured now, between rows, with the
+    /// server idle; `fallback` (the run's first measurement) if it cannot be measured.
+    fn bound_now(&self, placement: Placement, fallback: f64) -> f64 {
+        let measured = if placement == Placement::WholeMachine {
+            bound::measure_together(self.machine).map(|bounds| bound::whole_machine(&bounds))
+        } else {
+            bound::measure_first(self.machine).map(|bound| bound.per_second())
+        };
+        measured.unwrap_or_else(|error| {
+            eprintln!("capacity: warning: the bound beside a row: {error}; the run's is used");
+            fallback
+        })
+    }
+
+    /// The bound just before a row of `placement`: the one measured at the end of the row before
+    /// it if that was of the same set-up, else measured now.
+    fn bound_before(&mut self, placement: Placement, fallback: f64) -> f64 {
+        match self.last_bound.take() {
+            Some((last, bound)) if last == placement => bound,
+            _ => self.bound_now(placement, fallback),
+        }
+    }
+
+    /// Records a row and prints it at once (a long run shows progress). The row's bound is the
+    /// mean of the bound measured just before it (`before`) and the one measured now, just
+    /// after it, on the CPUs the server had.
     fn push(
         &mut self,
         placement: Placement,
         work: Work,
         clients: usize,
-        bound: f64,
+        before: f64,
         mut outcome: Outcome,
         created: &mut Vec<String>,
     ) {
         created.append(&mut outcome.created);
+        let after = self.bound_now(placement, before);
+        self.last_bound = Some((placement, after));
         let row = Row {
             placement,
             work,
             clients,
-            bound,
+            bound: f64::midpoint(before, after),
             outcome,
         };
         println!(
@@ -571,14 +626,7 @@ fn activations_needed(rate: f64, duration: Duration) -> usize {
 }
 
 /// Each target of the issue against this run's rows.
-fn verdicts(
-    rows: &[Row],
-    memory: &Memory,
-    health: &Health,
-    lost: usize,
-    one_core: f64,
-    whole: f64,
-) -> Vec<Verdict> {
+fn verdicts(rows: &[Row], memory: &Memory, health: &Health, lost: usize) -> Vec<Verdict> {
     let find = |placement: Placement, work: Work, clients: usize| {
         rows.iter()
             .find(|row| row.placement == placement && row.work == work && row.clients == clients)
@@ -606,9 +654,10 @@ fn verdicts(
         Placement::PinnedPostgres,
         "the same burst with the server pinned to one core: 64 × 201",
     );
-    let mut rate = |row: Option<&Row>, target: &str, at_least: f64, bound: f64| {
+    // Each row against the bound measured beside it.
+    let mut rate = |row: Option<&Row>, target: &str, at_least: f64| {
         if let Some(row) = row {
-            let rate = row.outcome.rate();
+            let (rate, bound) = (row.outcome.rate(), row.bound);
             verdicts.push(Verdict {
                 target: target.to_owned(),
                 measured: format!("{rate:.1}/s = {:.2} × {bound:.1}/s", rate / bound),
@@ -620,31 +669,26 @@ fn verdicts(
         find(Placement::PinnedPostgres, Work::Register, 16),
         "registrations/s, 1 core, PostgreSQL, 16 clients: ≥ 0.9 × one core's Argon2 rate",
         0.9,
-        one_core,
     );
     rate(
         find(Placement::PinnedPostgres, Work::Activate, 16),
         "activations/s, 1 core, PostgreSQL, 16 clients: ≥ 0.9 × one core's Argon2 rate",
         0.9,
-        one_core,
     );
     rate(
         find(Placement::PinnedMemory, Work::Activate, 16),
         "activations/s, 1 core, memory store, 16 clients: ≥ 0.9 × one core's Argon2 rate",
         0.9,
-        one_core,
     );
     rate(
         find(Placement::PinnedPostgres, Work::Hammer, 64),
         "201s/s, 64 clients resending at once on every 503, 1 core: ≥ 0.85 × one core's Argon2 rate",
         0.85,
-        one_core,
     );
     rate(
         find(Placement::WholeMachine, Work::Register, 16),
         "registrations/s, whole machine, 16 clients: ≥ 0.8 × both cores' Argon2 rate",
         0.8,
-        whole,
     );
     verdicts.extend(health_verdicts(rows, memory, health, lost));
     verdicts

@@ -237,20 +237,25 @@ just bench
 ### Method
 
 One run of one program (`crates/bench`, binary `capacity`) measures everything below on the same
-machine, so every figure can be compared with a bound taken minutes before or after it:
+machine, so every figure can be compared with a bound taken seconds before and after it:
 
 1. **The bound.** On each CPU in turn, the program re-runs itself under `taskset -c N` and hashes
    with the server's own hasher (`registrar-adapters-argon2`, one thread, the default Argon2id
    costs m = 19456 KiB, t = 2, p = 1) for 2 s after two warm-up hashes, and takes the median
    time of one hash. It does so before the load and again after it, and keeps the faster of the
-   two per CPU (other processes only ever slow hashing down). One CPU's bound is
+   two per CPU (other processes only ever slow hashing down): the bound for the run, drawn in
+   the chart. **Beside each row**, the same measurement is taken again, on the server's CPU
+   (every CPU at once for the whole-machine rows) just before the row and just after it, with
+   the server idle, and the row's bound is the mean of the two (a row's after is the next row's
+   before). The reason: on this shared machine the time of one hash drifts with what the
+   neighbours do, by as much as a fifth within one run (10.7 ms before the load, 13.0 ms after
+   it, in one run of 30 November), so a row compared with a bound taken minutes away says as
+   much about the neighbours as about the server. One CPU's bound is
    1 / (seconds per hash). The whole machine's is measured the same way with every CPU hashing
    at once (one pinned child per CPU, started together), and is the sum of those rates: the
    cores share caches and memory bandwidth (on a virtual machine they may be two threads of one
    physical core), so two hashes at once each take longer than one alone, and the sum of the
-   CPUs measured alone would be a bound no server could reach. Both are printed. The progress lines
-   printed during the run use the first measurement; the table and this page the kept one. A
-   registration costs one hash and an activation one verify (HTTP Basic), which costs the same,
+   CPUs measured alone would be a bound no server could reach. Both are printed. A registration costs one hash and an activation one verify (HTTP Basic), which costs the same,
    so one bound serves both.
    **argon2 0.5 against 0.6.** Before the load, the program also re-runs itself under
    `taskset -c` on the first CPU and times the raw Argon2id hash (same costs, each version in
@@ -279,7 +284,8 @@ machine, so every figure can be compared with a bound taken minutes before or af
    back to back for 5 s or until none is left (more are registered first, outside any row, when
    the earlier rows left fewer than 1.2 × the bound, or the fastest row if faster, × 5 rows ×
    5 s + 256). Latencies are the clients' (connect to last byte) of the successes; ok/s is
-   successes over the row's wall time; ratio is ok/s over the bound of the CPUs the server had.
+   successes over the row's wall time; ratio is ok/s over the bound measured beside the row
+   (bound/s), on the CPUs the server had.
 4. **Memory and `/healthz`.** VmRSS after start-up (idle) and VmHWM (peak) from
    `/proc/<pid>/status` of the PostgreSQL 1-core server. `/healthz` p99 idle: 300 sequential
    requests before any load; under load: a separate client polling it every 10 ms during the
