@@ -369,6 +369,24 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_of_score_zero_refuses_no_weak_password_but_still_the_rest() {
+        let email = Email::parse("lovelac@example.com").unwrap();
+        let policy = PasswordPolicy::with_min_score(0);
+        assert!(NewPassword::parse("password", Some(&email), &policy).is_ok());
+        let Err(PasswordRejected(problems)) = NewPassword::parse("lovelac", Some(&email), &policy)
+        else {
+            panic!("a short password holding the local part was accepted");
+        };
+        assert_eq!(
+            problems
+                .iter()
+                .map(PasswordProblem::code)
+                .collect::<Vec<_>>(),
+            vec!["too_short", "contains_email"]
+        );
+    }
+
+    #[test]
     fn the_email_local_part_is_refused_case_insensitively() {
         assert!(
             problems("Xq7#mLovelace-Zebra-Canoe", "lovelace@example.com")
