@@ -255,8 +255,9 @@ machine, so every figure can be compared with a bound taken seconds before and a
    at once (one pinned child per CPU, started together), and is the sum of those rates: the
    cores share caches and memory bandwidth (on a virtual machine they may be two threads of one
    physical core), so two hashes at once each take longer than one alone, and the sum of the
-   CPUs measured alone would be a bound no server could reach. Both are printed. A registration costs one hash and an activation one verify (HTTP Basic), which costs the same,
-   so one bound serves both.
+   CPUs measured alone would be a bound no server could reach. Both are printed. A
+   registration costs one hash and an activation one verify (HTTP Basic), which costs the
+   same, so one bound serves both.
    **argon2 0.5 against 0.6.** Before the load, the program also re-runs itself under
    `taskset -c` on the first CPU and times the raw Argon2id hash (same costs, each version in
    one block array reused from hash to hash, as the server's threads do) with the argon2 crate
