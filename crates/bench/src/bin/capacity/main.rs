@@ -437,10 +437,26 @@ impl Run<'_> {
                 &mut created,
             );
         }
-        let before = self.bound_before(placement, bound);
-        let outcome =
-            client::register_for(server.port, 64, self.duration, "hammer", OnRefusal::Hammer);
-        self.push(placement, Work::Hammer, 64, before, outcome, &mut created);
+        // 64 fit in the queue timeout, so they see no 503; 256 do not, and show what a storm
+        // of refusals costs the core.
+        for clients in [64, 256] {
+            let before = self.bound_before(placement, bound);
+            let outcome = client::register_for(
+                server.port,
+                clients,
+                self.duration,
+                &format!("hammer{clients}"),
+                OnRefusal::Hammer,
+            );
+            self.push(
+                placement,
+                Work::Hammer,
+                clients,
+                before,
+                outcome,
+                &mut created,
+            );
+        }
 
         let accounts = Mutex::new(self.enough_accounts(server, &created, bound));
         for clients in CLIENTS {
