@@ -146,6 +146,49 @@ impl State {
             *version += 1;
         }
     }
+
+    /// Records one message's outcome; `false` when its claim is no longer current.
+    fn finish_mail(&mut self, mail: &ClaimedMail, outcome: MailOutcome) -> bool {
+        let Some(row) = self.outbox.iter_mut().find(|row| {
+            row.id == mail.id && row.claim == Some(mail.claim) && row.status == MailStatus::Pending
+        }) else {
+            return false;
+        };
+        row.lease_until = None;
+        row.claim = None;
+        let (user_id, code_id) = (row.user_id, row.code_id);
+        match outcome {
+            MailOutcome::Sent { accepted_at } => {
+                row.status = MailStatus::Sent;
+                row.code = None;
+                if let Some(code) = self.code_mut(user_id, code_id) {
+                    code.mark_delivered(accepted_at);
+                }
+                self.bump(user_id);
+            }
+            MailOutcome::Retry {
+                next_attempt_at,
+                error,
+            } => {
+                row.next_attempt_at = next_attempt_at;
+                row.last_error = Some(error);
+            }
+            MailOutcome::Failed { error } => {
+                row.status = MailStatus::Failed;
+                row.code = None;
+                row.last_error = Some(error);
+                if let Some(code) = self.code_mut(user_id, code_id) {
+                    code.mark_undeliverable();
+                }
+                self.bump(user_id);
+            }
+            MailOutcome::Cancelled => {
+                row.status = MailStatus::Cancelled;
+                row.code = None;
+            }
+        }
+        true
+    }
 }
 
 impl Store for MemoryStore {
@@ -302,49 +345,13 @@ impl Store for MemoryStore {
 
     async fn finish_mail(
         &self,
-        mail: &ClaimedMail,
-        outcome: MailOutcome,
-    ) -> Result<bool, StoreError> {
+        settled: &[(&ClaimedMail, MailOutcome)],
+    ) -> Result<Vec<bool>, StoreError> {
         let mut state = self.lock()?;
-        let Some(row) = state.outbox.iter_mut().find(|row| {
-            row.id == mail.id && row.claim == Some(mail.claim) && row.status == MailStatus::Pending
-        }) else {
-            return Ok(false);
-        };
-        row.lease_until = None;
-        row.claim = None;
-        let (user_id, code_id) = (row.user_id, row.code_id);
-        match outcome {
-            MailOutcome::Sent { accepted_at } => {
-                row.status = MailStatus::Sent;
-                row.code = None;
-                if let Some(code) = state.code_mut(user_id, code_id) {
-                    code.mark_delivered(accepted_at);
-                }
-                state.bump(user_id);
-            }
-            MailOutcome::Retry {
-                next_attempt_at,
-                error,
-            } => {
-                row.next_attempt_at = next_attempt_at;
-                row.last_error = Some(error);
-            }
-            MailOutcome::Failed { error } => {
-                row.status = MailStatus::Failed;
-                row.code = None;
-                row.last_error = Some(error);
-                if let Some(code) = state.code_mut(user_id, code_id) {
-                    code.mark_undeliverable();
-                }
-                state.bump(user_id);
-            }
-            MailOutcome::Cancelled => {
-                row.status = MailStatus::Cancelled;
-                row.code = None;
-            }
-        }
-        Ok(true)
+        Ok(settled
+            .iter()
+            .map(|(mail, outcome)| state.finish_mail(mail, outcome.clone()))
+            .collect())
     }
 
     async fn mail_being_sent(&self, code: CodeId, now: SystemTime) -> Result<bool, StoreError> {

@@ -96,9 +96,10 @@
 //!   rather than risking a deadlock.
 //! - `claim_mail`: one statement (`FOR UPDATE SKIP LOCKED` in a CTE, lease, claim token from
 //!   `gen_random_uuid()`, attempt count, joined to the code's state).
-//! - `finish_mail`: one statement, checking the claim token and that the message is pending;
-//!   for `Sent` and `Failed` it also updates the code and bumps the user's version, each step
-//!   reading the previous one's output (lock order: message, user, code).
+//! - `finish_mail`: one statement for the whole pass (the outcomes bound as arrays), checking
+//!   each message's claim token and that it is pending; for `Sent` and `Failed` it also
+//!   updates the code and bumps the user's version, each step reading the previous one's
+//!   output (lock order: messages, users in id order, codes).
 //! - `outbox_depth`, `throttled_until`, `throttle_hit`, `ping`: one statement each.
 //!
 //! # Errors

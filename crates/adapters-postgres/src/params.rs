@@ -1,10 +1,10 @@
-//! The parameters of the save statements, by name. Each statement's `$n` order is written once,
+//! The parameters of the save and settle statements, by name. Each statement's `$n` order is written once,
 //! in the `params` method of the struct it takes, beside the statement's number; the statements
 //! in `sql.rs` name these structs instead of listing positions.
 
 use std::time::SystemTime;
 
-use registrar_application::ports::{AccountChange, QueuedMail};
+use registrar_application::ports::{AccountChange, ClaimedMail, MailOutcome, QueuedMail};
 use registrar_domain::{ActivationCode, User, UserStatus};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -172,6 +172,60 @@ impl AccountWrite {
             version,
             &self.code_and_mail.code_id,
             &self.code_and_mail.state,
+        ]
+    }
+}
+
+/// A pass of claimed messages and their outcomes, one array element per message: the
+/// parameters of `FINISH_MAIL` (`$1`–`$5`).
+pub(crate) struct Settlements<'a> {
+    ids: Vec<Uuid>,
+    claims: Vec<Uuid>,
+    outcomes: Vec<&'static str>,
+    times: Vec<Option<SystemTime>>,
+    errors: Vec<Option<&'a str>>,
+}
+
+impl<'a> Settlements<'a> {
+    pub(crate) fn new(settled: &'a [(&ClaimedMail, MailOutcome)]) -> Self {
+        let mut columns = Self {
+            ids: Vec::with_capacity(settled.len()),
+            claims: Vec::with_capacity(settled.len()),
+            outcomes: Vec::with_capacity(settled.len()),
+            times: Vec::with_capacity(settled.len()),
+            errors: Vec::with_capacity(settled.len()),
+        };
+        for (mail, outcome) in settled {
+            let (name, time, error) = match outcome {
+                MailOutcome::Sent { accepted_at } => ("sent", Some(*accepted_at), None),
+                MailOutcome::Retry {
+                    next_attempt_at,
+                    error,
+                } => ("retry", Some(*next_attempt_at), Some(error.as_str())),
+                MailOutcome::Failed { error } => ("failed", None, Some(error.as_str())),
+                MailOutcome::Cancelled => ("cancelled", None, None),
+            };
+            columns.ids.push(mail.id);
+            columns.claims.push(mail.claim);
+            columns.outcomes.push(name);
+            columns.times.push(time);
+            columns.errors.push(error);
+        }
+        columns
+    }
+
+    /// Whether each message, in the order given, is among the ids the statement settled.
+    pub(crate) fn recorded(&self, settled: &[Uuid]) -> Vec<bool> {
+        self.ids.iter().map(|id| settled.contains(id)).collect()
+    }
+
+    pub(crate) fn params(&self) -> [Param<'_>; 5] {
+        [
+            &self.ids,
+            &self.claims,
+            &self.outcomes,
+            &self.times,
+            &self.errors,
         ]
     }
 }

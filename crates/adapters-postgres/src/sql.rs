@@ -161,69 +161,56 @@ pub(crate) const CLAIM_MAIL: &str = "
     LEFT JOIN activation_codes AS k ON k.id = m.code_id
     ORDER BY m.queued_at, m.id";
 
-/// How to settle the message (used by `finish_mail_then_code!` and alone): its own columns
-/// per outcome. Every `FINISH_*` statement returns one row when it settled the message and
-/// none when the claim was lost, so `finish_mail` reads them all alike.
-/// `$1` message id, `$2` claim; the outcome's own parameters follow.
-macro_rules! settle_mail {
-    ($set:literal) => {
-        concat!(
-            "UPDATE email_outbox SET lease_until = NULL, claim = NULL, ",
-            $set,
-            " WHERE id = $1 AND claim = $2 AND status = 'pending'"
-        )
-    };
-}
-
-/// Settles a message and, through it, its code and the user's version, in one statement: the
-/// message (only under the current claim), then the user (version bump), then the code. Each
-/// step reads the previous one's output, which also fixes the lock order: outbox row, user,
-/// code, like a save's user-then-code.
-macro_rules! finish_mail_then_code {
-    ($set_mail:literal, $set_code:literal) => {
-        concat!(
-            "WITH settled AS (",
-            settle_mail!($set_mail),
-            " RETURNING user_id, code_id
-             ), bumped AS (
-                 UPDATE users SET version = users.version + 1
-                 FROM settled WHERE users.id = settled.user_id
-                 RETURNING settled.code_id
-             ), coded AS (
-                 UPDATE activation_codes SET ",
-            $set_code,
-            " FROM bumped WHERE activation_codes.id = bumped.code_id
-                   AND activation_codes.state = 'live'
-             )
-             SELECT 1 FROM settled"
-        )
-    };
-}
-
-/// Sent: `$3` accepted at. The code becomes usable from then, unless it died meanwhile or
-/// was already delivered (at-least-once delivery does not extend the first acceptance).
-pub(crate) const FINISH_SENT: &str = finish_mail_then_code!(
-    "status = 'sent', code = NULL, sent_at = $3",
-    "delivered_at = coalesce(activation_codes.delivered_at, $3)"
-);
-
-/// Failed: `$3` the error. The code dies as undeliverable if it is still live.
-pub(crate) const FINISH_FAILED: &str = finish_mail_then_code!(
-    "status = 'failed', code = NULL, last_error = $3",
-    "state = 'undeliverable'"
-);
-
-/// Retry: `$3` next attempt at, `$4` the error. Only the message changes.
-pub(crate) const FINISH_RETRY: &str = concat!(
-    settle_mail!("next_attempt_at = $3, last_error = $4"),
-    " RETURNING 1"
-);
-
-/// Cancelled (its code died): only the message changes, and its code is wiped.
-pub(crate) const FINISH_CANCELLED: &str = concat!(
-    settle_mail!("status = 'cancelled', code = NULL"),
-    " RETURNING 1"
-);
+/// Settles a pass of claimed messages in one statement, each only under its current claim:
+/// `$1` ids, `$2` claims, `$3` outcomes (`sent`, `retry`, `failed` or `cancelled`), `$4` the
+/// time each carries (accepted at for `sent`, next attempt at for `retry`, else NULL), `$5` the
+/// error (`retry` and `failed`, else NULL), one element per message (bound by
+/// `params::Settlements`). Returns the ids it settled; a message missing from them lost its
+/// claim and was left as it was.
+///
+/// A sent message marks its code delivered from its acceptance (unless the code died meanwhile,
+/// or was delivered before: at-least-once delivery does not extend the first acceptance); a
+/// failed one kills its live code; either bumps its user's version, so a save that loaded the
+/// account before sees the change. Retried and cancelled messages change only themselves.
+///
+/// Locks are taken message, then user, then code, like a save's user-then-code; the users in
+/// id order, so two replicas settling messages of the same users cannot deadlock.
+pub(crate) const FINISH_MAIL: &str = "
+    WITH outcome AS (
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[])
+            AS o(id, claim, outcome, at, error)
+    ), settled AS (
+        UPDATE email_outbox AS m SET
+            lease_until = NULL,
+            claim = NULL,
+            status = CASE WHEN o.outcome = 'retry' THEN m.status ELSE o.outcome END,
+            code = CASE WHEN o.outcome = 'retry' THEN m.code END,
+            sent_at = CASE WHEN o.outcome = 'sent' THEN o.at ELSE m.sent_at END,
+            next_attempt_at = CASE WHEN o.outcome = 'retry' THEN o.at ELSE m.next_attempt_at END,
+            last_error = coalesce(o.error, m.last_error)
+        FROM outcome AS o
+        WHERE m.id = o.id AND m.claim = o.claim AND m.status = 'pending'
+        RETURNING m.id, m.user_id, m.code_id, o.outcome, o.at
+    ), users_locked AS (
+        SELECT id FROM users
+        WHERE id IN (SELECT user_id FROM settled WHERE outcome IN ('sent', 'failed'))
+        ORDER BY id
+        FOR UPDATE
+    ), bumped AS (
+        UPDATE users SET version = users.version + 1
+        FROM users_locked WHERE users.id = users_locked.id
+        RETURNING users.id
+    ), coded AS (
+        UPDATE activation_codes AS k SET
+            delivered_at = CASE WHEN s.outcome = 'sent'
+                THEN coalesce(k.delivered_at, s.at) ELSE k.delivered_at END,
+            state = CASE WHEN s.outcome = 'failed' THEN 'undeliverable' ELSE k.state END
+        FROM settled AS s
+        WHERE k.id = s.code_id
+          AND k.state = 'live'
+          AND s.user_id IN (SELECT id FROM bumped)
+    )
+    SELECT id FROM settled";
 
 /// Messages waiting to be sent, due or not (an index-only count on the pending index).
 pub(crate) const OUTBOX_DEPTH: &str = "SELECT count(*) FROM email_outbox WHERE status = 'pending'";

@@ -24,12 +24,13 @@ use tokio::{
     time::{Instant, error::Elapsed, timeout_at},
 };
 use tokio_postgres::{Row, Statement};
+use uuid::Uuid;
 
 use crate::{
     PgSettings, SetupError,
     connect::OnRuntime,
     error::{Failure, PortError},
-    params::{AccountWrite, Param},
+    params::{AccountWrite, Param, Settlements},
     rows::{self, in_range, to_version},
     sql,
     tls::Tls,
@@ -392,27 +393,27 @@ impl Store for PgStore {
         .await
     }
 
-    #[tracing::instrument(name = "store: finish mail", skip_all)]
+    #[tracing::instrument(name = "store: finish mail", skip_all, fields(messages = settled.len()))]
     async fn finish_mail(
         &self,
-        mail: &ClaimedMail,
-        outcome: MailOutcome,
-    ) -> Result<bool, StoreError> {
-        let (id, claim) = (&mail.id, &mail.claim);
-        let (statement, params): (&str, &[Param<'_>]) = match &outcome {
-            MailOutcome::Sent { accepted_at } => (sql::FINISH_SENT, &[id, claim, accepted_at]),
-            MailOutcome::Failed { error } => (sql::FINISH_FAILED, &[id, claim, error]),
-            MailOutcome::Retry {
-                next_attempt_at,
-                error,
-            } => (sql::FINISH_RETRY, &[id, claim, next_attempt_at, error]),
-            MailOutcome::Cancelled => (sql::FINISH_CANCELLED, &[id, claim]),
-        };
+        settled: &[(&ClaimedMail, MailOutcome)],
+    ) -> Result<Vec<bool>, StoreError> {
+        if settled.is_empty() {
+            return Ok(Vec::new());
+        }
+        let settlements = Settlements::new(settled);
         self.run("finish mail", async |connection| {
-            let settled = connection
-                .query_opt(&prepared(connection, statement).await?, params)
+            let rows = connection
+                .query(
+                    &prepared(connection, sql::FINISH_MAIL).await?,
+                    &settlements.params(),
+                )
                 .await?;
-            Ok(settled.is_some())
+            let ids = rows
+                .iter()
+                .map(|row| row.try_get::<_, Uuid>(0))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(settlements.recorded(&ids))
         })
         .await
     }

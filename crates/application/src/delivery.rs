@@ -6,9 +6,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use futures_util::future::join_all;
+use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
 use registrar_domain::CodePolicy;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::{
     DispatchSignal, ErrorChain,
@@ -39,6 +40,11 @@ pub struct DeliveryPolicy {
     pub pending_retention: Duration,
     /// How often the store is pruned (the first time at start-up).
     pub prune_interval: Duration,
+    /// Least time from the start of one pass to the start of the next when a wake-up (not a
+    /// full batch) calls for it. Under a stream of registrations the mail queued meanwhile is
+    /// then claimed and settled together, two statements a pass rather than two an email; an
+    /// email waits at most this long more, and one queued after a quiet spell not at all.
+    pub pass_interval: Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -53,6 +59,7 @@ impl Default for DeliveryPolicy {
             retention: Duration::from_hours(7 * 24),
             pending_retention: Duration::from_hours(7 * 24),
             prune_interval: Duration::from_hours(1),
+            pass_interval: Duration::from_millis(20),
         }
     }
 }
@@ -90,6 +97,14 @@ impl DeliveryReport {
     pub fn handled(&self) -> usize {
         self.sent + self.retried + self.failed + self.cancelled
     }
+}
+
+/// One message's part of a pass: what became of it, and the email and span it was sent in,
+/// for when its outcome is recorded.
+struct Attempt {
+    span: tracing::Span,
+    email: ActivationEmail,
+    outcome: MailOutcome,
 }
 
 /// The outbox delivery use case.
@@ -132,24 +147,62 @@ where
         }
     }
 
-    /// Claims the messages due now and delivers them concurrently, so one slow or failing
-    /// message never holds up the others.
+    /// Claims the messages due now and sends them concurrently. Outcomes are recorded as the
+    /// sends end, those that end together in one store call: a pass of fast sends is settled
+    /// at once, and one slow or failing message never holds up the recording of the others.
     pub async fn deliver_due(&self) -> Result<DeliveryReport, StoreError> {
         let batch = self
             .store
             .claim_mail(self.clock.now(), self.policy.lease, self.policy.batch)
             .await?;
-        let outcomes = join_all(batch.iter().map(|mail| self.deliver(mail))).await;
+        let mut sending: FuturesUnordered<_> = batch
+            .iter()
+            .map(|mail| async move { (mail, self.attempt(mail).await) })
+            .collect();
         let mut report = DeliveryReport::default();
-        for outcome in outcomes {
-            match outcome? {
-                MailOutcome::Sent { .. } => report.sent += 1,
+        let mut failure = None;
+        while let Some(first) = sending.next().await {
+            let mut ended = vec![first];
+            while let Some(Some(next)) = sending.next().now_or_never() {
+                ended.push(next);
+            }
+            // A store error is reported once the sends in flight have ended, not by
+            // abandoning them halfway through a conversation with the mail server.
+            if let Err(error) = self.record(&ended, &mut report).await {
+                failure.get_or_insert(error);
+            }
+        }
+        failure.map_or(Ok(report), Err)
+    }
+
+    /// Records the outcomes of the messages in `ended` in one store call and counts them.
+    async fn record(
+        &self,
+        ended: &[(&ClaimedMail, Attempt)],
+        report: &mut DeliveryReport,
+    ) -> Result<(), StoreError> {
+        let settled: Vec<_> = ended
+            .iter()
+            .map(|(mail, attempt)| (*mail, attempt.outcome.clone()))
+            .collect();
+        let recorded = self.store.finish_mail(&settled).await?;
+        for ((_, attempt), recorded) in ended.iter().zip(recorded) {
+            match attempt.outcome {
+                MailOutcome::Sent { .. } => {
+                    report.sent += 1;
+                    if recorded {
+                        self.mailer
+                            .delivery_recorded(&attempt.email)
+                            .instrument(attempt.span.clone())
+                            .await;
+                    }
+                }
                 MailOutcome::Retry { .. } => report.retried += 1,
                 MailOutcome::Failed { .. } => report.failed += 1,
                 MailOutcome::Cancelled => report.cancelled += 1,
             }
         }
-        Ok(report)
+        Ok(())
     }
 
     /// Messages waiting to be sent.
@@ -171,45 +224,54 @@ where
             .await
     }
 
-    /// Sends one claimed email and records the outcome, in a span that starts a trace of its
+    /// Sends one claimed email (unless its code died), in a span that starts a trace of its
     /// own and links to the request that queued the email.
-    #[tracing::instrument(name = "deliver activation email", skip_all, fields(user_id = %mail.user_id, attempt = mail.attempts))]
-    async fn deliver(&self, mail: &ClaimedMail) -> Result<MailOutcome, StoreError> {
+    async fn attempt(&self, mail: &ClaimedMail) -> Attempt {
+        let span = tracing::info_span!(
+            "deliver activation email",
+            user_id = %mail.user_id,
+            attempt = mail.attempts
+        );
         if let Some(trace) = mail.trace {
-            self.traces.link(&tracing::Span::current(), trace);
+            self.traces.link(&span, trace);
         }
         let email = ActivationEmail {
             to: mail.to.clone(),
             code: mail.code,
             valid_for: self.codes.ttl(),
         };
-        let outcome = if mail.code_alive {
-            let result = self.mailer.send_activation(&email).await;
-            self.outcome(mail, result)
-        } else {
-            MailOutcome::Cancelled
-        };
-        match &outcome {
-            MailOutcome::Sent { .. } => {
-                metrics::counter!("registrar_emails_sent_total").increment(1);
+        let outcome = async {
+            let outcome = if mail.code_alive {
+                let result = self.mailer.send_activation(&email).await;
+                self.outcome(mail, result)
+            } else {
+                MailOutcome::Cancelled
+            };
+            match &outcome {
+                MailOutcome::Sent { .. } => {
+                    metrics::counter!("registrar_emails_sent_total").increment(1);
+                }
+                MailOutcome::Retry { error, .. } => {
+                    tracing::warn!(%error, "activation email not accepted; will retry");
+                    metrics::counter!("registrar_email_attempts_failed_total").increment(1);
+                }
+                MailOutcome::Failed { error } => {
+                    tracing::error!(%error, "gave up on an activation email");
+                    metrics::counter!("registrar_emails_failed_total").increment(1);
+                }
+                MailOutcome::Cancelled => {
+                    metrics::counter!("registrar_emails_cancelled_total").increment(1);
+                }
             }
-            MailOutcome::Retry { error, .. } => {
-                tracing::warn!(%error, "activation email not accepted; will retry");
-                metrics::counter!("registrar_email_attempts_failed_total").increment(1);
-            }
-            MailOutcome::Failed { error } => {
-                tracing::error!(%error, "gave up on an activation email");
-                metrics::counter!("registrar_emails_failed_total").increment(1);
-            }
-            MailOutcome::Cancelled => {
-                metrics::counter!("registrar_emails_cancelled_total").increment(1);
-            }
+            outcome
         }
-        let recorded = self.store.finish_mail(mail, outcome.clone()).await?;
-        if recorded && matches!(outcome, MailOutcome::Sent { .. }) {
-            self.mailer.delivery_recorded(&email).await;
+        .instrument(span.clone())
+        .await;
+        Attempt {
+            span,
+            email,
+            outcome,
         }
-        Ok(outcome)
     }
 
     fn outcome(&self, mail: &ClaimedMail, result: Result<(), MailError>) -> MailOutcome {
@@ -245,10 +307,12 @@ where
     /// prunes every [`DeliveryPolicy::prune_interval`] (first at start-up), until `stop` holds
     /// `true`; a pass in progress is always finished.
     ///
-    /// Under a burst of registrations this loop runs once per email, so it asks the store for no
-    /// more than the work needs: it claims again at once only after a full batch (a shorter one
-    /// means nothing else was due, and mail queued meanwhile has left a wake-up), and it counts
-    /// the outbox for the gauge on a timer rather than after every pass.
+    /// Under a stream of registrations this loop is part of the cost of every one, so it asks
+    /// the store for no more than the work needs: it claims again at once only after a full
+    /// batch (a shorter one means nothing else was due, and mail queued meanwhile has left a
+    /// wake-up); a wake-up within [`DeliveryPolicy::pass_interval`] of the last pass's start
+    /// waits for the interval's end, so the mail of several registrations makes one pass; and
+    /// it counts the outbox for the gauge on a timer rather than after every pass.
     pub async fn run(
         &self,
         signal: DispatchSignal,
@@ -258,6 +322,7 @@ where
         let mut next_prune = tokio::time::Instant::now();
         let mut next_count = tokio::time::Instant::now();
         loop {
+            let pass_started = tokio::time::Instant::now();
             let more = match self.deliver_due().await {
                 Ok(report) => report.handled() >= self.policy.batch,
                 Err(error) => {
@@ -288,6 +353,10 @@ where
             tokio::select! {
                 () = signal.notified() => {}
                 () = tokio::time::sleep(poll) => {}
+                _ = stop.changed() => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(pass_started + self.policy.pass_interval) => {}
                 _ = stop.changed() => return,
             }
         }

@@ -361,14 +361,16 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ClaimedMail>, StoreError>> + Send;
 
-    /// Records what became of a claimed message. Wipes the clear code once the message is
-    /// sent, failed or cancelled; marks the code delivered (`Sent`) or dead (`Failed`).
-    /// Returns `false`, changing nothing, when the claim is no longer current.
+    /// Records what became of claimed messages, all in one unit of work (a dispatcher settles
+    /// a whole pass at once, so the store's cost is per pass, not per email). For each message:
+    /// wipes the clear code once it is sent, failed or cancelled; marks its code delivered
+    /// (`Sent`) or dead (`Failed`). Returns, in the order given, whether each was recorded:
+    /// `false`, changing nothing for that message, when its claim is no longer current; the
+    /// others are recorded all the same.
     fn finish_mail(
         &self,
-        mail: &ClaimedMail,
-        outcome: MailOutcome,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+        settled: &[(&ClaimedMail, MailOutcome)],
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
 
     /// Whether a message carrying code `code` is being sent at `now`: claimed under a lease
     /// that has not run out, its outcome not recorded yet.

@@ -83,11 +83,12 @@ async fn race_the_purge(
         register(&store, round * 10, &email).await;
         let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
         assert_eq!(claimed.len(), 1);
-        assert!(
+        assert_eq!(
             store
-                .finish_mail(&claimed[0], delivery.clone())
+                .finish_mail(&[(&claimed[0], delivery.clone())])
                 .await
-                .unwrap()
+                .unwrap(),
+            [true]
         );
         let email = Email::parse(&email).unwrap();
         let mut loaded = store

@@ -96,11 +96,10 @@ impl<S: Store, K: Send + Sync + 'static> Store for PassingStore<S, K> {
 
     async fn finish_mail(
         &self,
-        mail: &ClaimedMail,
-        outcome: MailOutcome,
-    ) -> Result<bool, StoreError> {
+        settled: &[(&ClaimedMail, MailOutcome)],
+    ) -> Result<Vec<bool>, StoreError> {
         self.count("finish_mail");
-        self.store.finish_mail(mail, outcome).await
+        self.store.finish_mail(settled).await
     }
 
     async fn mail_being_sent(&self, code: CodeId, now: SystemTime) -> Result<bool, StoreError> {

@@ -19,8 +19,8 @@ use super::t0;
 use crate::{
     TraceContext,
     ports::{
-        AccountChange, Limit, MailOutcome, Pruned, QueuedMail, SaveError, Store, ThrottleKey,
-        Versioned,
+        AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, QueuedMail, SaveError, Store,
+        ThrottleKey, Versioned,
     },
 };
 
@@ -44,6 +44,7 @@ macro_rules! store_contract_tests {
             retried_mail_waits_for_its_next_attempt,
             failed_mail_kills_its_code,
             a_stale_claim_changes_nothing,
+            a_pass_settles_each_message_by_its_own_outcome_and_claim,
             claims_take_the_oldest_due_mail_first_up_to_the_limit,
             throttles_count_to_the_limit_and_reset_after_the_window,
             throttle_keys_are_independent,
@@ -119,6 +120,13 @@ async fn save_at(store: &impl Store, account: Account, version: u64) -> Result<(
             mail: None,
         })
         .await
+}
+
+/// Settles one message, a pass of one: whether it was recorded.
+async fn finish_one(store: &impl Store, mail: &ClaimedMail, outcome: MailOutcome) -> bool {
+    let recorded = store.finish_mail(&[(mail, outcome)]).await.unwrap();
+    assert_eq!(recorded.len(), 1, "one answer per message");
+    recorded[0]
 }
 
 async fn load(store: &impl Store, email: &str, now: SystemTime) -> Versioned {
@@ -344,7 +352,7 @@ pub async fn a_claimed_message_whose_code_dies_is_cancelled_and_its_claim_goes_s
         next_attempt_at: now,
         error: "421 try later".into(),
     };
-    assert!(!store.finish_mail(&claimed[0], retry).await.unwrap());
+    assert!(!finish_one(&store, &claimed[0], retry).await);
     assert!(
         store
             .claim_mail(t0() + 3600 * SECOND, 30 * SECOND, 10)
@@ -427,7 +435,7 @@ pub async fn queued_mail_keeps_its_trace_context_through_every_claim(store: impl
         next_attempt_at: t0() + SECOND,
         error: "421 try again later".into(),
     };
-    assert!(store.finish_mail(&claimed[0], retry).await.unwrap());
+    assert!(finish_one(&store, &claimed[0], retry).await);
     let again = store
         .claim_mail(t0() + SECOND, 30 * SECOND, 10)
         .await
@@ -456,12 +464,7 @@ pub async fn sent_mail_marks_its_code_delivered_and_wipes_the_code(store: impl S
     register(&store, 10, "ada@example.com", "0421").await;
     let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
     let accepted_at = t0() + 2 * SECOND;
-    assert!(
-        store
-            .finish_mail(&claimed[0], MailOutcome::Sent { accepted_at })
-            .await
-            .unwrap()
-    );
+    assert!(finish_one(&store, &claimed[0], MailOutcome::Sent { accepted_at }).await);
     let account = load(&store, "ada@example.com", accepted_at).await.account;
     assert_eq!(account.code().unwrap().delivered_at(), Some(accepted_at));
     assert_eq!(
@@ -489,7 +492,7 @@ pub async fn retried_mail_waits_for_its_next_attempt(store: impl Store) {
         next_attempt_at,
         error: "421 try later".into(),
     };
-    assert!(store.finish_mail(&claimed[0], retry).await.unwrap());
+    assert!(finish_one(&store, &claimed[0], retry).await);
     assert!(
         store
             .claim_mail(t0() + 4 * SECOND, 30 * SECOND, 10)
@@ -514,7 +517,7 @@ pub async fn failed_mail_kills_its_code(store: impl Store) {
     let failed = MailOutcome::Failed {
         error: "550 no such user".into(),
     };
-    assert!(store.finish_mail(&claimed[0], failed).await.unwrap());
+    assert!(finish_one(&store, &claimed[0], failed).await);
     let account = load(&store, "ada@example.com", t0()).await.account;
     assert!(matches!(
         account.code_status(t0(), &policy),
@@ -541,16 +544,88 @@ pub async fn a_stale_claim_changes_nothing(store: impl Store) {
     let stale = MailOutcome::Failed {
         error: "late".into(),
     };
-    assert!(!store.finish_mail(&first[0], stale).await.unwrap());
+    assert!(!finish_one(&store, &first[0], stale).await);
     let accepted_at = t0() + 32 * SECOND;
-    assert!(
-        store
-            .finish_mail(&second[0], MailOutcome::Sent { accepted_at })
-            .await
-            .unwrap()
-    );
+    assert!(finish_one(&store, &second[0], MailOutcome::Sent { accepted_at }).await);
     let account = load(&store, "ada@example.com", accepted_at).await.account;
     assert_eq!(account.code().unwrap().delivered_at(), Some(accepted_at));
+}
+
+/// A dispatcher settles a whole pass in one call: each message by its own outcome, the one
+/// whose claim went stale left as it was, and the answers in the order given.
+pub async fn a_pass_settles_each_message_by_its_own_outcome_and_claim(store: impl Store) {
+    let policy = CodePolicy::default();
+    let people = ["ada", "bob", "cy", "dee", "eve"];
+    for (n, name) in (0u128..).step_by(10).zip(people) {
+        register(&store, 10 + n, &format!("{name}@example.com"), "0421").await;
+    }
+    let claimed = store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap();
+    let mail = |name: &str| {
+        claimed
+            .iter()
+            .find(|mail| mail.to.as_str() == format!("{name}@example.com"))
+            .unwrap()
+            .clone()
+    };
+    let mut stale = mail("eve");
+    stale.claim = uuid(999);
+    let accepted_at = t0() + SECOND;
+    let retry_at = t0() + 5 * SECOND;
+    let (ada, bob, cy, dee) = (mail("ada"), mail("bob"), mail("cy"), mail("dee"));
+    let pass = [
+        (&ada, MailOutcome::Sent { accepted_at }),
+        (
+            &bob,
+            MailOutcome::Retry {
+                next_attempt_at: retry_at,
+                error: "421 try later".into(),
+            },
+        ),
+        (
+            &cy,
+            MailOutcome::Failed {
+                error: "550 no such user".into(),
+            },
+        ),
+        (&dee, MailOutcome::Cancelled),
+        (&stale, MailOutcome::Sent { accepted_at }),
+    ];
+
+    let recorded = store.finish_mail(&pass).await.unwrap();
+
+    assert_eq!(recorded, [true, true, true, true, false]);
+    let status = |account: Account| account.code_status(accepted_at, &policy);
+    assert_eq!(
+        status(load(&store, "ada@example.com", accepted_at).await.account),
+        Some(CodeStatus::Usable {
+            expires_at: accepted_at + policy.ttl()
+        })
+    );
+    assert!(matches!(
+        status(load(&store, "cy@example.com", accepted_at).await.account),
+        Some(CodeStatus::Dead(_))
+    ));
+    let eve = load(&store, "eve@example.com", accepted_at).await.account;
+    assert_eq!(eve.code().unwrap().delivered_at(), None);
+    // Bob's message is due again at its next attempt; Eve's is still under the live claim;
+    // the rest are settled.
+    let due: Vec<_> = store
+        .claim_mail(retry_at, 30 * SECOND, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|mail| (mail.to.as_str().to_owned(), mail.attempts))
+        .collect();
+    assert_eq!(due, [("bob@example.com".to_owned(), 2)]);
+    let after_the_lease: Vec<_> = store
+        .claim_mail(t0() + 30 * SECOND, 30 * SECOND, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|mail| mail.to.as_str().to_owned())
+        .collect();
+    assert_eq!(after_the_lease, ["eve@example.com"]);
+    assert_eq!(store.outbox_depth().await.unwrap(), 2);
 }
 
 /// Claims take due messages oldest first and no more than asked for.
@@ -672,11 +747,11 @@ pub async fn pruning_deletes_settled_mail_before_the_cutoff_and_throttle_windows
     let sent = MailOutcome::Sent {
         accepted_at: t0() + SECOND,
     };
-    assert!(store.finish_mail(&claimed[0], sent).await.unwrap());
+    assert!(finish_one(&store, &claimed[0], sent).await);
     let failed = MailOutcome::Failed {
         error: "550 no such user".into(),
     };
-    assert!(store.finish_mail(&claimed[1], failed).await.unwrap());
+    assert!(finish_one(&store, &claimed[1], failed).await);
     let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let (short, long) = (
         ThrottleKey::RegistrationsFromAddress(ip),
@@ -795,7 +870,7 @@ pub async fn mail_is_being_sent_only_while_claimed_under_a_live_lease(store: imp
         accepted_at: t0() + SECOND,
     };
     let bobs_mail = claimed.iter().find(|mail| mail.code_id == bobs).unwrap();
-    assert!(store.finish_mail(bobs_mail, sent).await.unwrap());
+    assert!(finish_one(&store, bobs_mail, sent).await);
     assert!(
         !store
             .mail_being_sent(bobs, t0() + 2 * SECOND)
@@ -864,7 +939,7 @@ pub async fn a_claim_on_the_mail_of_a_deleted_account_goes_stale(store: impl Sto
     let sent = MailOutcome::Sent {
         accepted_at: t0() + SECOND,
     };
-    assert!(!store.finish_mail(&claimed[0], sent).await.unwrap());
+    assert!(!finish_one(&store, &claimed[0], sent).await);
     assert_eq!(store.outbox_depth().await.unwrap(), 0);
 }
 
@@ -886,12 +961,7 @@ pub async fn pruning_erases_accounts_left_pending_past_the_cutoff_and_nothing_el
         .find(|mail| mail.to.as_str() == "bob@example.com")
         .unwrap();
     let accepted_at = t0() + SECOND;
-    assert!(
-        store
-            .finish_mail(bobs, MailOutcome::Sent { accepted_at })
-            .await
-            .unwrap()
-    );
+    assert!(finish_one(&store, bobs, MailOutcome::Sent { accepted_at }).await);
     let Versioned {
         mut account,
         version,
@@ -945,12 +1015,7 @@ pub async fn pruning_erases_accounts_left_pending_past_the_cutoff_and_nothing_el
         .iter()
         .find(|mail| mail.to.as_str() == "ada@example.com")
         .unwrap();
-    assert!(
-        !store
-            .finish_mail(adas, MailOutcome::Cancelled)
-            .await
-            .unwrap()
-    );
+    assert!(!finish_one(&store, adas, MailOutcome::Cancelled).await);
 }
 
 /// A change decided on an account loaded before the purge erased it conflicts instead of
@@ -966,7 +1031,7 @@ pub async fn a_save_of_an_account_loaded_before_it_was_pruned_conflicts(store: i
         error: "550 no such user".into(),
     };
     for mail in store.claim_mail(t0(), 30 * SECOND, 10).await.unwrap() {
-        assert!(store.finish_mail(&mail, failed()).await.unwrap());
+        assert!(finish_one(&store, &mail, failed()).await);
     }
     let stale = load(&store, "ada@example.com", later).await;
     let Versioned {

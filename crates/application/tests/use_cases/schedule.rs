@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use registrar_application::{Dispatcher, testing::PassingStore};
 use tokio::sync::watch;
 
@@ -50,4 +52,68 @@ async fn each_email_queued_alone_costs_the_loop_one_claim_and_the_gauge_waits_fo
     assert_eq!(store.calls("claim_mail"), 1 + EMAILS);
     // The outbox is counted for the gauge at start-up, then not again within the poll interval.
     assert_eq!(store.calls("outbox_depth"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn emails_queued_within_the_pass_interval_make_one_pass_and_one_after_a_quiet_spell_goes_at_once()
+ {
+    let app = App::new();
+    let store = PassingStore::new(app.store.clone());
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        app.mailer.clone(),
+        app.clock.clone(),
+        app.entropy.clone(),
+        app.traces.clone(),
+        app.codes,
+        app.delivery,
+    );
+    let interval = app.delivery.pass_interval;
+    let poll = Duration::from_hours(1);
+    let (stop, stopped) = watch::channel(false);
+    // Tokio's clock is paused: it moves only when every task waits for a timer.
+    let started = Instant::now();
+
+    let registrations = async {
+        // The start-up pass ran at `started` and found nothing.
+        assert_eq!(store.calls("claim_mail"), 1);
+        app.register("first@example.com", PASSWORD).await.unwrap();
+        // The dispatcher is awake, and could claim the first email alone now.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        for i in 0..4 {
+            app.register(&format!("next{i}@example.com"), PASSWORD)
+                .await
+                .unwrap();
+        }
+        while app.mailer.sent().len() < 5 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let first_pass = Instant::now() - started;
+        let (claims, settles) = (store.calls("claim_mail"), store.calls("finish_mail"));
+
+        tokio::time::sleep(interval * 2).await;
+        let queued = Instant::now();
+        app.register("later@example.com", PASSWORD).await.unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let later = (app.mailer.sent().len(), Instant::now() - queued);
+        stop.send(true).unwrap();
+        (first_pass, claims, settles, later)
+    };
+    let ((), (first_pass, claims, settles, later)) = tokio::join!(
+        dispatcher.run(app.signal.clone(), poll, stopped),
+        registrations
+    );
+
+    // All five in the one pass at the end of the interval: one claim and one settlement.
+    assert!(
+        (interval..=interval + Duration::from_millis(1)).contains(&first_pass),
+        "{first_pass:?}"
+    );
+    assert_eq!((claims, settles), (2, 1));
+    // After a quiet spell a wake-up is served at once, the clock not having moved.
+    assert_eq!(later, (6, Duration::ZERO));
 }

@@ -139,21 +139,12 @@ fn parse(line: &str) -> Option<Statement> {
 /// The store's operations by a phrase only their statement has (crates/adapters-postgres,
 /// `sql.rs`), as `pg_stat_statements` shows it: constants, quoted texts included, become `$n`.
 /// The first match wins.
-const KNOWN: [(&str, &str, Part); 16] = [
+const KNOWN: [(&str, &str, Part); 15] = [
     ("saved_user AS", "save (user)", Part::Request),
     ("WITH new_user AS", "register (new account)", Part::Request),
     ("saved_code AS", "save (code and mail)", Part::Request),
     ("claimed AS", "claim_mail", Part::Delivery),
-    (
-        "WITH settled AS",
-        "finish_mail (sent or failed)",
-        Part::Delivery,
-    ),
-    (
-        "UPDATE email_outbox SET lease_until",
-        "finish_mail (retry or cancelled)",
-        Part::Delivery,
-    ),
+    ("AS o(id, claim, outcome", "finish_mail", Part::Delivery),
     (
         "count(*) FROM email_outbox",
         "outbox_depth",
@@ -205,9 +196,10 @@ mod tests {
             ("outbox_depth".to_owned(), Part::Background)
         );
         assert_eq!(identify("begin"), ("BEGIN".to_owned(), Part::Request));
-        let finish = "WITH settled AS (UPDATE email_outbox SET lease_until = $4, claim = $5, \
-                      status = $6 WHERE id = $1) SELECT count(*) FROM settled";
-        assert_eq!(identify(finish).1, Part::Delivery);
+        let finish = "WITH outcome AS ( SELECT * FROM unnest($1::uuid[], $2::uuid[]) AS o(id, \
+                      claim, outcome, at, error) ), settled AS ( UPDATE email_outbox AS m SET \
+                      lease_until = NULL ) SELECT id FROM settled";
+        assert_eq!(identify(finish), ("finish_mail".to_owned(), Part::Delivery));
         let save = "WITH saved_user AS ( UPDATE users SET version = version + 1 ), cancelled \
                     AS ( UPDATE email_outbox AS o SET status = 'cancelled' ) SELECT 1";
         assert_eq!(identify(save), ("save (user)".to_owned(), Part::Request));
