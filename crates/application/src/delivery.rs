@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
+use futures_util::{StreamExt, stream::FuturesUnordered};
 use registrar_domain::CodePolicy;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -41,7 +41,8 @@ pub struct DeliveryPolicy {
     /// How often the store is pruned (the first time at start-up).
     pub prune_interval: Duration,
     /// Least time from the start of one pass to the start of the next when a wake-up (not a
-    /// full batch) calls for it. Under a stream of registrations the mail queued meanwhile is
+    /// full batch) calls for it, and how long the outcomes of a pass's sends wait for each other
+    /// to be recorded together. Under a stream of registrations the mail queued meanwhile is
     /// then claimed and settled together, two statements a pass rather than two an email; an
     /// email waits at most this long more, and one queued after a quiet spell not at all.
     pub pass_interval: Duration,
@@ -148,8 +149,9 @@ where
     }
 
     /// Claims the messages due now and sends them concurrently. Outcomes are recorded as the
-    /// sends end, those that end together in one store call: a pass of fast sends is settled
-    /// at once, and one slow or failing message never holds up the recording of the others.
+    /// sends end, those that end within [`DeliveryPolicy::pass_interval`] of each other in one
+    /// store call: a pass of fast sends is settled in one statement, and one slow or failing
+    /// message holds up the recording of the others by no more than that interval.
     pub async fn deliver_due(&self) -> Result<DeliveryReport, StoreError> {
         let batch = self
             .store
@@ -162,9 +164,20 @@ where
         let mut report = DeliveryReport::default();
         let mut failure = None;
         while let Some(first) = sending.next().await {
+            // The sends of a pass end close together: those that end within the pass
+            // interval of the first are recorded with it.
             let mut ended = vec![first];
-            while let Some(Some(next)) = sending.next().now_or_never() {
-                ended.push(next);
+            let gather = tokio::time::sleep(self.policy.pass_interval);
+            tokio::pin!(gather);
+            loop {
+                tokio::select! {
+                    biased;
+                    next = sending.next() => match next {
+                        Some(next) => ended.push(next),
+                        None => break,
+                    },
+                    () = &mut gather => break,
+                }
             }
             // A store error is reported once the sends in flight have ended, not by
             // abandoning them halfway through a conversation with the mail server.

@@ -5,7 +5,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use registrar_application::{Dispatcher, testing::PassingStore};
+use registrar_application::{
+    Dispatcher,
+    ports::{ActivationEmail, MailError, Mailer},
+    testing::PassingStore,
+};
 use tokio::sync::watch;
 
 use crate::support::{App, PASSWORD};
@@ -116,4 +120,62 @@ async fn emails_queued_within_the_pass_interval_make_one_pass_and_one_after_a_qu
     assert_eq!((claims, settles), (2, 1));
     // After a quiet spell a wake-up is served at once, the clock not having moved.
     assert_eq!(later, (6, Duration::ZERO));
+}
+
+/// Accepts every email after the delay its address is given (Tokio's clock).
+#[derive(Clone)]
+struct AfterDelays(Vec<(&'static str, Duration)>);
+
+impl Mailer for AfterDelays {
+    async fn send_activation(&self, email: &ActivationEmail) -> Result<(), MailError> {
+        if let Some((_, delay)) = self.0.iter().find(|(to, _)| *to == email.to.as_str()) {
+            tokio::time::sleep(*delay).await;
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sends_that_end_within_the_pass_interval_are_recorded_together_and_a_slow_one_alone() {
+    let app = App::new();
+    let interval = app.delivery.pass_interval;
+    let mailer = AfterDelays(vec![
+        ("fast@example.com", Duration::ZERO),
+        ("next@example.com", interval / 2),
+        ("slow@example.com", interval * 10),
+    ]);
+    for (to, _) in &mailer.0 {
+        app.register(to, PASSWORD).await.unwrap();
+    }
+    let store = PassingStore::new(app.store.clone());
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        mailer,
+        app.clock.clone(),
+        app.entropy.clone(),
+        app.traces.clone(),
+        app.codes,
+        app.delivery,
+    );
+    let app = &app;
+    let delivered = |to: &'static str| async move {
+        let account = app.stored(to).await.unwrap().account;
+        account.code().unwrap().delivered_at().is_some()
+    };
+
+    let (report, meanwhile) = tokio::join!(dispatcher.deliver_due(), async {
+        // Past the interval after the first send ended, long before the slow one ends.
+        tokio::time::sleep(interval * 2).await;
+        (
+            store.calls("finish_mail"),
+            delivered("fast@example.com").await,
+            delivered("next@example.com").await,
+            delivered("slow@example.com").await,
+        )
+    });
+
+    assert_eq!(meanwhile, (1, true, true, false));
+    assert_eq!(report.unwrap().sent, 3);
+    assert_eq!(store.calls("finish_mail"), 2);
+    assert!(delivered("slow@example.com").await);
 }
