@@ -24,7 +24,7 @@ use crate::{
 pub struct DeliveryPolicy {
     /// How long a claim lasts; a message whose claimer died is retried after it.
     pub lease: Duration,
-    /// Most messages claimed (and sent concurrently) per pass.
+    /// Most messages claimed at once, and most sends in flight at once.
     pub batch: usize,
     /// Tries before giving up.
     pub max_attempts: u32,
@@ -40,12 +40,12 @@ pub struct DeliveryPolicy {
     pub pending_retention: Duration,
     /// How often the store is pruned (the first time at start-up).
     pub prune_interval: Duration,
-    /// Least time from the start of one pass to the start of the next when a wake-up (not a
-    /// full batch) calls for it, and how long the outcomes of a pass's sends wait for each other
-    /// to be recorded together. Under a stream of registrations the mail queued meanwhile is
-    /// then claimed and settled together, two statements a pass rather than two an email; an
-    /// email waits at most this long more, and one queued after a quiet spell not at all.
-    pub pass_interval: Duration,
+    /// Least time from one claim to the next when a wake-up (not a full claim) calls for it,
+    /// and how long the outcomes of sends wait for each other to be recorded together. Under a
+    /// stream of registrations the mail queued meanwhile is then claimed and settled together,
+    /// two statements for several emails rather than two each; an email waits at most this
+    /// long more, and one queued after a quiet spell not at all.
+    pub batch_window: Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -60,7 +60,7 @@ impl Default for DeliveryPolicy {
             retention: Duration::from_hours(7 * 24),
             pending_retention: Duration::from_hours(7 * 24),
             prune_interval: Duration::from_hours(1),
-            pass_interval: Duration::from_millis(20),
+            batch_window: Duration::from_millis(20),
         }
     }
 }
@@ -79,7 +79,7 @@ impl DeliveryPolicy {
     }
 }
 
-/// What one pass did.
+/// What one round of delivery did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliveryReport {
     /// Accepted by the mail server.
@@ -93,15 +93,37 @@ pub struct DeliveryReport {
 }
 
 impl DeliveryReport {
-    /// Messages handled in the pass.
+    /// Messages handled in the round.
     #[must_use]
     pub fn handled(&self) -> usize {
         self.sent + self.retried + self.failed + self.cancelled
     }
+
+    /// Counts `outcomes`.
+    fn add(&mut self, outcomes: &[MailOutcome]) {
+        for outcome in outcomes {
+            match outcome {
+                MailOutcome::Sent { .. } => self.sent += 1,
+                MailOutcome::Retry { .. } => self.retried += 1,
+                MailOutcome::Failed { .. } => self.failed += 1,
+                MailOutcome::Cancelled => self.cancelled += 1,
+            }
+        }
+    }
 }
 
-/// One message's part of a pass: what became of it, and the email and span it was sent in,
-/// for when its outcome is recorded.
+/// Waits until `at` (not at all once it has come, not even for the timer's next tick), or
+/// forever when there is no `at`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) if at <= tokio::time::Instant::now() => {}
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One message's send: what became of it, and the email and span it was sent in, for when its
+/// outcome is recorded.
 struct Attempt {
     span: tracing::Span,
     email: ActivationEmail,
@@ -148,74 +170,88 @@ where
         }
     }
 
-    /// Claims the messages due now and sends them concurrently. Outcomes are recorded as the
-    /// sends end, those that end within [`DeliveryPolicy::pass_interval`] of each other in one
-    /// store call: a pass of fast sends is settled in one statement, and one slow or failing
-    /// message holds up the recording of the others by no more than that interval.
+    /// Claims the messages due now, sends them concurrently and records every outcome: one
+    /// round of what [`Self::run`] does continuously, for a caller that drives delivery itself.
     pub async fn deliver_due(&self) -> Result<DeliveryReport, StoreError> {
-        let batch = self
-            .store
-            .claim_mail(self.clock.now(), self.policy.lease, self.policy.batch)
-            .await?;
-        let mut sending: FuturesUnordered<_> = batch
-            .iter()
-            .map(|mail| async move { (mail, self.attempt(mail).await) })
+        let mut sending: FuturesUnordered<_> = self
+            .claim(self.policy.batch)
+            .await?
+            .into_iter()
+            .map(|mail| self.send(mail))
             .collect();
         let mut report = DeliveryReport::default();
         let mut failure = None;
         while let Some(first) = sending.next().await {
-            // The sends of a pass end close together: those that end within the pass
-            // interval of the first are recorded with it.
-            let mut ended = vec![first];
-            let gather = tokio::time::sleep(self.policy.pass_interval);
-            tokio::pin!(gather);
-            loop {
-                tokio::select! {
-                    biased;
-                    next = sending.next() => match next {
-                        Some(next) => ended.push(next),
-                        None => break,
-                    },
-                    () = &mut gather => break,
-                }
-            }
             // A store error is reported once the sends in flight have ended, not by
             // abandoning them halfway through a conversation with the mail server.
-            if let Err(error) = self.record(&ended, &mut report).await {
-                failure.get_or_insert(error);
+            match self.settle(first, &mut sending).await {
+                Ok(settled) => report.add(&settled),
+                Err(error) => {
+                    failure.get_or_insert(error);
+                }
             }
         }
         failure.map_or(Ok(report), Err)
     }
 
-    /// Records the outcomes of the messages in `ended` in one store call and counts them.
-    async fn record(
+    /// Claims up to `limit` messages due now.
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedMail>, StoreError> {
+        self.store
+            .claim_mail(self.clock.now(), self.policy.lease, limit)
+            .await
+    }
+
+    /// Sends `mail`, yielding it with what became of it.
+    async fn send(&self, mail: ClaimedMail) -> (ClaimedMail, Attempt) {
+        let attempt = self.attempt(&mail).await;
+        (mail, attempt)
+    }
+
+    /// Records the outcome of the send `first`, which just ended, with those of the sends in
+    /// `sending` that end within [`DeliveryPolicy::batch_window`] of it (sends claimed together
+    /// end close together), in one store call: a claim of fast sends is settled in one
+    /// statement, and a slow or failing send holds up the others' record by no more than that
+    /// interval. Returns the outcomes recorded.
+    ///
+    /// Not to be cancelled once started: the outcomes it took from `sending` would be lost.
+    async fn settle<F>(
         &self,
-        ended: &[(&ClaimedMail, Attempt)],
-        report: &mut DeliveryReport,
-    ) -> Result<(), StoreError> {
+        first: (ClaimedMail, Attempt),
+        sending: &mut FuturesUnordered<F>,
+    ) -> Result<Vec<MailOutcome>, StoreError>
+    where
+        F: Future<Output = (ClaimedMail, Attempt)>,
+    {
+        let mut ended = vec![first];
+        let gather = tokio::time::sleep(self.policy.batch_window);
+        tokio::pin!(gather);
+        loop {
+            tokio::select! {
+                biased;
+                next = sending.next() => match next {
+                    Some(next) => ended.push(next),
+                    None => break,
+                },
+                () = &mut gather => break,
+            }
+        }
         let settled: Vec<_> = ended
             .iter()
-            .map(|(mail, attempt)| (*mail, attempt.outcome.clone()))
+            .map(|(mail, attempt)| (mail, attempt.outcome.clone()))
             .collect();
         let recorded = self.store.finish_mail(&settled).await?;
         for ((_, attempt), recorded) in ended.iter().zip(recorded) {
-            match attempt.outcome {
-                MailOutcome::Sent { .. } => {
-                    report.sent += 1;
-                    if recorded {
-                        self.mailer
-                            .delivery_recorded(&attempt.email)
-                            .instrument(attempt.span.clone())
-                            .await;
-                    }
-                }
-                MailOutcome::Retry { .. } => report.retried += 1,
-                MailOutcome::Failed { .. } => report.failed += 1,
-                MailOutcome::Cancelled => report.cancelled += 1,
+            if recorded && matches!(attempt.outcome, MailOutcome::Sent { .. }) {
+                self.mailer
+                    .delivery_recorded(&attempt.email)
+                    .instrument(attempt.span.clone())
+                    .await;
             }
         }
-        Ok(())
+        Ok(ended
+            .into_iter()
+            .map(|(_, attempt)| attempt.outcome)
+            .collect())
     }
 
     /// Messages waiting to be sent.
@@ -318,31 +354,68 @@ where
     /// Delivers due email whenever `signal` wakes it (mail queued in this process) or every
     /// `poll`, keeps the `registrar_outbox_depth` gauge (counted at most once per `poll`), and
     /// prunes every [`DeliveryPolicy::prune_interval`] (first at start-up), until `stop` holds
-    /// `true`; a pass in progress is always finished.
+    /// `true`; the sends in flight then end and are recorded.
+    ///
+    /// Up to [`DeliveryPolicy::batch`] sends are in flight at once, and it claims while they
+    /// are: a slow send (a mail server that takes its time over one message) holds up neither
+    /// the mail queued after it nor the record of the others.
     ///
     /// Under a stream of registrations this loop is part of the cost of every one, so it asks
     /// the store for no more than the work needs: it claims again at once only after a full
-    /// batch (a shorter one means nothing else was due, and mail queued meanwhile has left a
-    /// wake-up); a wake-up within [`DeliveryPolicy::pass_interval`] of the last pass's start
-    /// waits for the interval's end, so the mail of several registrations makes one pass; and
-    /// it counts the outbox for the gauge on a timer rather than after every pass.
+    /// claim (a shorter one means nothing else was due, and mail queued meanwhile has left a
+    /// wake-up); a wake-up within [`DeliveryPolicy::batch_window`] of the last claim waits
+    /// for the window's end, so the mail of several registrations makes one claim and one
+    /// settlement; and it counts the outbox for the gauge on a timer rather than after every
+    /// claim.
     pub async fn run(
         &self,
         signal: DispatchSignal,
         poll: Duration,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut next_prune = tokio::time::Instant::now();
-        let mut next_count = tokio::time::Instant::now();
-        loop {
-            let pass_started = tokio::time::Instant::now();
-            let more = match self.deliver_due().await {
-                Ok(report) => report.handled() >= self.policy.batch,
-                Err(error) => {
-                    tracing::warn!(error = %ErrorChain(&error), "could not claim outbox messages");
-                    false
+        let now = tokio::time::Instant::now();
+        let (mut next_prune, mut next_count, mut next_poll) = (now, now, now + poll);
+        // When to claim next, if a claim is called for: at once at start-up.
+        let mut claim_at = Some(now);
+        let mut last_claim = now;
+        let mut sending = FuturesUnordered::new();
+        while !*stop.borrow() {
+            let room = self.policy.batch.saturating_sub(sending.len());
+            tokio::select! {
+                () = sleep_until_some(claim_at), if room > 0 => {
+                    last_claim = tokio::time::Instant::now();
+                    next_poll = last_claim + poll;
+                    claim_at = match self.claim(room).await {
+                        Ok(claimed) => {
+                            let full = claimed.len() == room;
+                            sending.extend(claimed.into_iter().map(|mail| self.send(mail)));
+                            // A full claim: more may be due.
+                            full.then_some(last_claim)
+                        }
+                        Err(error) => {
+                            tracing::warn!(
+                                error = %ErrorChain(&error),
+                                "could not claim outbox messages"
+                            );
+                            None
+                        }
+                    };
                 }
-            };
+                Some(first) = sending.next(), if !sending.is_empty() => {
+                    self.settle_and_report(first, &mut sending).await;
+                }
+                () = signal.notified() => {
+                    let paced = last_claim + self.policy.batch_window;
+                    claim_at = Some(claim_at.map_or(paced, |at| at.min(paced)));
+                }
+                () = tokio::time::sleep_until(next_poll) => {
+                    next_poll = tokio::time::Instant::now() + poll;
+                    claim_at = Some(tokio::time::Instant::now());
+                }
+                changed = stop.changed() => if changed.is_err() {
+                    break;
+                },
+            }
             if tokio::time::Instant::now() >= next_count {
                 if let Ok(depth) = self.depth().await {
                     #[allow(
@@ -357,21 +430,27 @@ where
                 self.prune_and_report().await;
                 next_prune = tokio::time::Instant::now() + self.policy.prune_interval;
             }
-            if *stop.borrow() {
-                return;
-            }
-            if more {
-                continue;
-            }
-            tokio::select! {
-                () = signal.notified() => {}
-                () = tokio::time::sleep(poll) => {}
-                _ = stop.changed() => return,
-            }
-            tokio::select! {
-                () = tokio::time::sleep_until(pass_started + self.policy.pass_interval) => {}
-                _ = stop.changed() => return,
-            }
+        }
+        while let Some(first) = sending.next().await {
+            self.settle_and_report(first, &mut sending).await;
+        }
+    }
+
+    /// [`Self::settle`], a failure logged: the messages stay claimed and are retried when
+    /// their lease runs out.
+    async fn settle_and_report<F>(
+        &self,
+        first: (ClaimedMail, Attempt),
+        sending: &mut FuturesUnordered<F>,
+    ) where
+        F: Future<Output = (ClaimedMail, Attempt)>,
+    {
+        if let Err(error) = self.settle(first, sending).await {
+            tracing::warn!(
+                error = %ErrorChain(&error),
+                "could not record what became of outbox messages; they are retried when their \
+                 lease runs out"
+            );
         }
     }
 

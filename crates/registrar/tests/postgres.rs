@@ -497,6 +497,48 @@ fn a_graceful_shutdown_finishes_the_email_send_in_flight() {
 }
 
 #[test]
+fn a_mail_server_slow_over_one_email_does_not_hold_up_the_next() {
+    let database = TestDatabase::create();
+    let sink = FakeSmtp::start(Script {
+        hold_only_for: Some("slow@example.com"),
+        ..Script::holding()
+    });
+    let (url, smtp) = (database.url().to_owned(), sink.url());
+    // The slow send would give up only after the test's patience.
+    let server = Server::start(&[
+        ("DATABASE_URL", url.as_str()),
+        ("SMTP_URL", smtp.as_str()),
+        ("SMTP_TIMEOUT", "120s"),
+    ]);
+    assert_eq!(register(&server, "slow@example.com").0, 201);
+    // The mail server has the first message and sits on its reply.
+    let _ = sink.wait_for_message(1, PATIENCE);
+
+    assert_eq!(register(&server, "quick@example.com").0, 201);
+
+    let message = sink.wait_for_message(2, PATIENCE).data;
+    assert!(message.contains("To: quick@example.com"), "{message}");
+    assert_eq!(
+        settled(
+            &database,
+            "SELECT string_agg(recipient || ' ' || status, ', ' ORDER BY recipient) \
+             FROM email_outbox",
+            "quick@example.com sent, slow@example.com pending"
+        ),
+        "quick@example.com sent, slow@example.com pending"
+    );
+    sink.release();
+    assert_eq!(
+        settled(
+            &database,
+            "SELECT string_agg(status, ', ') FROM email_outbox",
+            "sent, sent"
+        ),
+        "sent, sent"
+    );
+}
+
+#[test]
 fn deleting_an_account_leaves_no_row_of_it_in_the_database() {
     let database = TestDatabase::create();
     let url = database.url().to_owned();

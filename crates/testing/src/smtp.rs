@@ -38,6 +38,9 @@ pub struct Script {
     pub end_of_data: &'static str,
     /// Hold the reply to the message data until [`FakeSmtp::release`] is called.
     pub hold_end_of_data: bool,
+    /// With `hold_end_of_data`, hold only the messages to this address (an RCPT argument
+    /// that contains it); the others are answered at once.
+    pub hold_only_for: Option<&'static str>,
 }
 
 impl Default for Script {
@@ -50,6 +53,7 @@ impl Default for Script {
             data: "354 end data with <CR><LF>.<CR><LF>",
             end_of_data: "250 2.0.0 queued as FAKE1",
             hold_end_of_data: false,
+            hold_only_for: None,
         }
     }
 }
@@ -355,8 +359,11 @@ fn serve(stream: TcpStream, connected: Instant, shared: &Shared) {
                 shared.count.send_replace(messages.len());
                 drop(messages);
                 shared.arrived.notify_all();
+                let holds_this = script
+                    .hold_only_for
+                    .is_none_or(|to| rcpt_to.iter().any(|rcpt| rcpt.contains(to)));
                 let mut held = lock(&shared.held);
-                while *held {
+                while *held && holds_this {
                     held = shared.released.wait(held).unwrap();
                 }
                 drop(held);

@@ -1,16 +1,17 @@
 //! The dispatcher's loop: how much it asks of the store while registrations arrive one by one,
 //! which under load is once per email and so part of the cost of every registration.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use registrar_application::{
     Dispatcher,
     ports::{ActivationEmail, MailError, Mailer},
     testing::PassingStore,
 };
-use tokio::sync::watch;
+use tokio::{sync::watch, time::Instant};
 
 use crate::support::{App, PASSWORD};
 
@@ -59,7 +60,7 @@ async fn each_email_queued_alone_costs_the_loop_one_claim_and_the_gauge_waits_fo
 }
 
 #[tokio::test(start_paused = true)]
-async fn emails_queued_within_the_pass_interval_make_one_pass_and_one_after_a_quiet_spell_goes_at_once()
+async fn emails_queued_within_the_batch_window_make_one_pass_and_one_after_a_quiet_spell_goes_at_once()
  {
     let app = App::new();
     let store = PassingStore::new(app.store.clone());
@@ -72,7 +73,7 @@ async fn emails_queued_within_the_pass_interval_make_one_pass_and_one_after_a_qu
         app.codes,
         app.delivery,
     );
-    let interval = app.delivery.pass_interval;
+    let interval = app.delivery.batch_window;
     let poll = Duration::from_hours(1);
     let (stop, stopped) = watch::channel(false);
     // Tokio's clock is paused: it moves only when every task waits for a timer.
@@ -122,29 +123,50 @@ async fn emails_queued_within_the_pass_interval_make_one_pass_and_one_after_a_qu
     assert_eq!(later, (6, Duration::ZERO));
 }
 
-/// Accepts every email after the delay its address is given (Tokio's clock).
-#[derive(Clone)]
-struct AfterDelays(Vec<(&'static str, Duration)>);
+/// Accepts every email after the delay its address is given (Tokio's clock), and keeps the
+/// addresses it accepted.
+#[derive(Clone, Default)]
+struct AfterDelays {
+    delays: Vec<(&'static str, Duration)>,
+    accepted: Arc<Mutex<Vec<String>>>,
+}
+
+impl AfterDelays {
+    fn new(delays: Vec<(&'static str, Duration)>) -> Self {
+        Self {
+            delays,
+            ..Self::default()
+        }
+    }
+
+    fn accepted(&self, to: &str) -> bool {
+        self.accepted.lock().unwrap().iter().any(|done| done == to)
+    }
+}
 
 impl Mailer for AfterDelays {
     async fn send_activation(&self, email: &ActivationEmail) -> Result<(), MailError> {
-        if let Some((_, delay)) = self.0.iter().find(|(to, _)| *to == email.to.as_str()) {
+        if let Some((_, delay)) = self.delays.iter().find(|(to, _)| *to == email.to.as_str()) {
             tokio::time::sleep(*delay).await;
         }
+        self.accepted
+            .lock()
+            .unwrap()
+            .push(email.to.as_str().to_owned());
         Ok(())
     }
 }
 
 #[tokio::test(start_paused = true)]
-async fn sends_that_end_within_the_pass_interval_are_recorded_together_and_a_slow_one_alone() {
+async fn sends_that_end_within_the_batch_window_are_recorded_together_and_a_slow_one_alone() {
     let app = App::new();
-    let interval = app.delivery.pass_interval;
-    let mailer = AfterDelays(vec![
+    let interval = app.delivery.batch_window;
+    let mailer = AfterDelays::new(vec![
         ("fast@example.com", Duration::ZERO),
         ("next@example.com", interval / 2),
         ("slow@example.com", interval * 10),
     ]);
-    for (to, _) in &mailer.0 {
+    for (to, _) in &mailer.delays {
         app.register(to, PASSWORD).await.unwrap();
     }
     let store = PassingStore::new(app.store.clone());
@@ -178,4 +200,45 @@ async fn sends_that_end_within_the_pass_interval_are_recorded_together_and_a_slo
     assert_eq!(report.unwrap().sent, 3);
     assert_eq!(store.calls("finish_mail"), 2);
     assert!(delivered("slow@example.com").await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_email_queued_while_a_slow_send_is_out_does_not_wait_for_it() {
+    let app = App::new();
+    let interval = app.delivery.batch_window;
+    let mailer = AfterDelays::new(vec![("slow@example.com", Duration::from_secs(9))]);
+    let dispatcher = Dispatcher::new(
+        app.store.clone(),
+        mailer.clone(),
+        app.clock.clone(),
+        app.entropy.clone(),
+        app.traces.clone(),
+        app.codes,
+        app.delivery,
+    );
+    let poll = Duration::from_hours(1);
+    let (stop, stopped) = watch::channel(false);
+
+    let scenario = async {
+        app.register("slow@example.com", PASSWORD).await.unwrap();
+        // Its send is out, and stays out for seconds.
+        tokio::time::sleep(interval * 2).await;
+        app.register("quick@example.com", PASSWORD).await.unwrap();
+        let queued = Instant::now();
+        while !mailer.accepted("quick@example.com") {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let waited = Instant::now() - queued;
+        let slow_done = mailer.accepted("slow@example.com");
+        stop.send(true).unwrap();
+        (waited, slow_done)
+    };
+    let ((), (waited, slow_done)) =
+        tokio::join!(dispatcher.run(app.signal.clone(), poll, stopped), scenario);
+
+    assert!(waited <= interval, "the quick email waited {waited:?}");
+    assert!(!slow_done);
+    // Stopping let the slow send finish, and its outcome was recorded.
+    assert!(mailer.accepted("slow@example.com"));
+    assert_eq!(app.outbox_depth().await, 0);
 }
