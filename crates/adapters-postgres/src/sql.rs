@@ -208,6 +208,7 @@ pub(crate) const FINISH_MAIL: &str = "
         FROM settled AS s
         WHERE k.id = s.code_id
           AND k.state = 'live'
+          AND s.outcome IN ('sent', 'failed')
           AND s.user_id IN (SELECT id FROM bumped)
     )
     SELECT id FROM settled";
