@@ -355,21 +355,7 @@ impl ServeArgs {
             queue_timeout: self.hash_queue_timeout.into(),
         };
         argon2.validate().context("invalid Argon2 settings")?;
-        if self.mail_max_attempts == 0 {
-            bail!("REGISTRAR_MAIL_MAX_ATTEMPTS must be at least 1");
-        }
-        let delivery = DeliveryPolicy {
-            lease: self.mail_lease.into(),
-            max_attempts: self.mail_max_attempts,
-            max_age: self.mail_max_age.into(),
-            retention: self.mail_retention.into(),
-            pending_retention: self.pending_retention.into(),
-            prune_interval: self.prune_interval.into(),
-            ..DeliveryPolicy::default()
-        };
-        if Duration::from(self.prune_interval).is_zero() {
-            bail!("REGISTRAR_PRUNE_INTERVAL must be longer than zero");
-        }
+        let delivery = self.delivery(smtp.is_some())?;
         if self.database_pool_size == 0 {
             bail!("REGISTRAR_DATABASE_POOL_SIZE must be at least 1");
         }
@@ -399,6 +385,35 @@ impl ServeArgs {
             mail_poll: self.mail_poll.into(),
             http_workers: self.http_workers.map_or_else(cores, NonZeroUsize::get),
             shutdown_timeout: self.shutdown_timeout.into(),
+        })
+    }
+
+    /// The dispatcher's policy; `sends` when a mail server is configured.
+    fn delivery(&self, sends: bool) -> anyhow::Result<DeliveryPolicy> {
+        if self.mail_max_attempts == 0 {
+            bail!("REGISTRAR_MAIL_MAX_ATTEMPTS must be at least 1");
+        }
+        // A claim that ran out while its send is still in flight would let the message be
+        // claimed and sent again, by this replica or another.
+        if sends && Duration::from(self.mail_lease) <= Duration::from(self.smtp_timeout) {
+            bail!(
+                "REGISTRAR_MAIL_LEASE ({}) must be longer than SMTP_TIMEOUT ({}), or an email \
+                 still being sent could be claimed and sent again",
+                self.mail_lease,
+                self.smtp_timeout
+            );
+        }
+        if Duration::from(self.prune_interval).is_zero() {
+            bail!("REGISTRAR_PRUNE_INTERVAL must be longer than zero");
+        }
+        Ok(DeliveryPolicy {
+            lease: self.mail_lease.into(),
+            max_attempts: self.mail_max_attempts,
+            max_age: self.mail_max_age.into(),
+            retention: self.mail_retention.into(),
+            pending_retention: self.pending_retention.into(),
+            prune_interval: self.prune_interval.into(),
+            ..DeliveryPolicy::default()
         })
     }
 }
@@ -486,5 +501,10 @@ mod tests {
         assert!(parse(&["--activation-code-ttl", "soon"]).is_err());
         assert!(parse(&["--password-min-score", "5"]).is_err());
         assert!(parse(&["--trusted-proxies", "10.0.0.0/99"]).is_err());
+        let smtp = ["--smtp-url", "smtp://127.0.0.1:1025"];
+        let lease_within_timeout = [&smtp[..], &["--smtp-timeout", "30s"]].concat();
+        assert!(message(&lease_within_timeout).contains("REGISTRAR_MAIL_LEASE"));
+        let longer_lease = [&lease_within_timeout[..], &["--mail-lease", "31s"]].concat();
+        assert!(parse(&longer_lease).is_ok());
     }
 }

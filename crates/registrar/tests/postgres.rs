@@ -509,6 +509,7 @@ fn a_mail_server_slow_over_one_email_does_not_hold_up_the_next() {
         ("DATABASE_URL", url.as_str()),
         ("SMTP_URL", smtp.as_str()),
         ("SMTP_TIMEOUT", "120s"),
+        ("REGISTRAR_MAIL_LEASE", "180s"),
     ]);
     assert_eq!(register(&server, "slow@example.com").0, 201);
     // The mail server has the first message and sits on its reply.
