@@ -379,18 +379,13 @@ async fn a_mailer_hears_of_a_delivery_only_once_the_code_is_usable() {
     let app = App::new();
     app.register("ada@example.com", PASSWORD).await.unwrap();
     let seen = std::sync::Arc::default();
-    let dispatcher = registrar_application::Dispatcher::new(
+    let dispatcher = app.dispatcher_over(
         app.store.clone(),
         ProbeMailer {
             store: app.store.clone(),
             clock: app.clock.clone(),
             seen: std::sync::Arc::clone(&seen),
         },
-        app.clock.clone(),
-        app.entropy.clone(),
-        app.traces.clone(),
-        app.codes,
-        app.delivery,
     );
 
     let report = dispatcher.deliver_due().await.unwrap();

@@ -7,7 +7,6 @@ use std::{
 };
 
 use registrar_application::{
-    Dispatcher,
     ports::{ActivationEmail, MailError, Mailer},
     testing::PassingStore,
 };
@@ -20,15 +19,7 @@ async fn each_email_queued_alone_costs_the_loop_one_claim_and_the_gauge_waits_fo
     const EMAILS: usize = 10;
     let app = App::new();
     let store = PassingStore::new(app.store.clone());
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        app.mailer.clone(),
-        app.clock.clone(),
-        app.entropy.clone(),
-        app.traces.clone(),
-        app.codes,
-        app.delivery,
-    );
+    let dispatcher = app.dispatcher_over(store.clone(), app.mailer.clone());
     // The poll never comes within the test: only the wake-ups of the registrations drive it.
     let poll = Duration::from_hours(1);
     let (stop, stopped) = watch::channel(false);
@@ -64,15 +55,7 @@ async fn emails_queued_within_the_batch_window_make_one_pass_and_one_after_a_qui
  {
     let app = App::new();
     let store = PassingStore::new(app.store.clone());
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        app.mailer.clone(),
-        app.clock.clone(),
-        app.entropy.clone(),
-        app.traces.clone(),
-        app.codes,
-        app.delivery,
-    );
+    let dispatcher = app.dispatcher_over(store.clone(), app.mailer.clone());
     let interval = app.delivery.batch_window;
     let poll = Duration::from_hours(1);
     let (stop, stopped) = watch::channel(false);
@@ -170,15 +153,7 @@ async fn sends_that_end_within_the_batch_window_are_recorded_together_and_a_slow
         app.register(to, PASSWORD).await.unwrap();
     }
     let store = PassingStore::new(app.store.clone());
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        mailer,
-        app.clock.clone(),
-        app.entropy.clone(),
-        app.traces.clone(),
-        app.codes,
-        app.delivery,
-    );
+    let dispatcher = app.dispatcher_over(store.clone(), mailer);
     let app = &app;
     let delivered = |to: &'static str| async move {
         let account = app.stored(to).await.unwrap().account;
@@ -207,15 +182,7 @@ async fn an_email_queued_while_a_slow_send_is_out_does_not_wait_for_it() {
     let app = App::new();
     let interval = app.delivery.batch_window;
     let mailer = AfterDelays::new(vec![("slow@example.com", Duration::from_secs(9))]);
-    let dispatcher = Dispatcher::new(
-        app.store.clone(),
-        mailer.clone(),
-        app.clock.clone(),
-        app.entropy.clone(),
-        app.traces.clone(),
-        app.codes,
-        app.delivery,
-    );
+    let dispatcher = app.dispatcher_over(app.store.clone(), mailer.clone());
     let poll = Duration::from_hours(1);
     let (stop, stopped) = watch::channel(false);
 

@@ -11,7 +11,7 @@ use registrar_adapters_memory::MemoryStore;
 use registrar_application::{
     AccountService, AccountSettings, Accounts, Authenticated, ClientAddr, Credentials,
     DeliveryPolicy, DeliveryReport, DispatchSignal, Dispatcher, Error, RateLimits, Registration,
-    ports::{Clock, Store, Versioned},
+    ports::{Clock, Mailer, Store, Versioned},
 };
 use registrar_domain::{
     CodeDigits, CodeIssued, CodePolicy, CodeSecret, Email, NewPassword, Password, PasswordHash,
@@ -119,6 +119,24 @@ impl App {
             codes,
             delivery,
         }
+    }
+
+    /// A dispatcher over another store or mailer (a counting store, a mailer a test scripts),
+    /// with the app's clock, entropy, traces and policies.
+    pub(crate) fn dispatcher_over<S: Store, M: Mailer>(
+        &self,
+        store: S,
+        mailer: M,
+    ) -> Dispatcher<S, M, FakeClock, SeqEntropy, RecordingTraces> {
+        Dispatcher::new(
+            store,
+            mailer,
+            self.clock.clone(),
+            self.entropy.clone(),
+            self.traces.clone(),
+            self.codes,
+            self.delivery,
+        )
     }
 
     pub(crate) fn now(&self) -> SystemTime {
