@@ -96,7 +96,7 @@
 //!   rather than risking a deadlock.
 //! - `claim_mail`: one statement (`FOR UPDATE SKIP LOCKED` in a CTE, lease, claim token from
 //!   `gen_random_uuid()`, attempt count, joined to the code's state).
-//! - `finish_mail`: one statement for the whole pass (the outcomes bound as arrays), checking
+//! - `finish_mail`: one statement for all the outcomes given (bound as arrays), checking
 //!   each message's claim token and that it is pending; for `Sent` and `Failed` it also
 //!   updates the code and bumps the user's version, each step reading the previous one's
 //!   output (lock order: messages, users in id order, codes).

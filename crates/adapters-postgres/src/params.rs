@@ -1,6 +1,6 @@
-//! The parameters of the save and settle statements, by name. Each statement's `$n` order is written once,
-//! in the `params` method of the struct it takes, beside the statement's number; the statements
-//! in `sql.rs` name these structs instead of listing positions.
+//! The parameters of the save and settle statements, by name. Each statement's `$n` order is
+//! written once, in the `params` method of the struct it takes, beside the statement's number;
+//! the statements in `sql.rs` name these structs instead of listing positions.
 
 use std::time::SystemTime;
 
@@ -176,7 +176,7 @@ impl AccountWrite {
     }
 }
 
-/// A pass of claimed messages and their outcomes, one array element per message: the
+/// Claimed messages and their outcomes, one array element per message: the
 /// parameters of `FINISH_MAIL` (`$1`–`$5`).
 pub(crate) struct Settlements<'a> {
     ids: Vec<Uuid>,

@@ -161,7 +161,7 @@ pub(crate) const CLAIM_MAIL: &str = "
     LEFT JOIN activation_codes AS k ON k.id = m.code_id
     ORDER BY m.queued_at, m.id";
 
-/// Settles a pass of claimed messages in one statement, each only under its current claim:
+/// Settles claimed messages in one statement, each only under its current claim:
 /// `$1` ids, `$2` claims, `$3` outcomes (`sent`, `retry`, `failed` or `cancelled`), `$4` the
 /// time each carries (accepted at for `sent`, next attempt at for `retry`, else NULL), `$5` the
 /// error (`retry` and `failed`, else NULL), one element per message (bound by

@@ -362,7 +362,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<ClaimedMail>, StoreError>> + Send;
 
     /// Records what became of claimed messages, all in one unit of work (a dispatcher settles
-    /// a whole pass at once, so the store's cost is per pass, not per email). For each message:
+    /// the sends that end close together at once, so the store's cost is per batch, not per
+    /// email). For each message:
     /// wipes the clear code once it is sent, failed or cancelled; marks its code delivered
     /// (`Sent`) or dead (`Failed`). Returns, in the order given, whether each was recorded:
     /// `false`, changing nothing for that message, when its claim is no longer current; the
