@@ -122,7 +122,7 @@ async fn save_at(store: &impl Store, account: Account, version: u64) -> Result<(
         .await
 }
 
-/// Settles one message, a pass of one: whether it was recorded.
+/// Settles one message alone: whether it was recorded.
 async fn finish_one(store: &impl Store, mail: &ClaimedMail, outcome: MailOutcome) -> bool {
     let recorded = store.finish_mail(&[(mail, outcome)]).await.unwrap();
     assert_eq!(recorded.len(), 1, "one answer per message");

@@ -51,12 +51,12 @@ async fn each_email_queued_alone_costs_the_loop_one_claim_and_the_gauge_waits_fo
 }
 
 #[tokio::test(start_paused = true)]
-async fn emails_queued_within_the_batch_window_make_one_pass_and_one_after_a_quiet_spell_goes_at_once()
+async fn emails_queued_within_the_batch_window_make_one_claim_and_one_after_a_quiet_spell_goes_at_once()
  {
     let app = App::new();
     let store = PassingStore::new(app.store.clone());
     let dispatcher = app.dispatcher_over(store.clone(), app.mailer.clone());
-    let interval = app.delivery.batch_window;
+    let window = app.delivery.batch_window;
     let poll = Duration::from_hours(1);
     let (stop, stopped) = watch::channel(false);
     // Tokio's clock is paused: it moves only when every task waits for a timer.
@@ -81,7 +81,7 @@ async fn emails_queued_within_the_batch_window_make_one_pass_and_one_after_a_qui
         let first_pass = Instant::now() - started;
         let (claims, settles) = (store.calls("claim_mail"), store.calls("finish_mail"));
 
-        tokio::time::sleep(interval * 2).await;
+        tokio::time::sleep(window * 2).await;
         let queued = Instant::now();
         app.register("later@example.com", PASSWORD).await.unwrap();
         for _ in 0..10 {
@@ -96,9 +96,9 @@ async fn emails_queued_within_the_batch_window_make_one_pass_and_one_after_a_qui
         registrations
     );
 
-    // All five in the one pass at the end of the interval: one claim and one settlement.
+    // All five in one claim at the end of the window: one claim and one settlement.
     assert!(
-        (interval..=interval + Duration::from_millis(1)).contains(&first_pass),
+        (window..=window + Duration::from_millis(1)).contains(&first_pass),
         "{first_pass:?}"
     );
     assert_eq!((claims, settles), (2, 1));
@@ -143,11 +143,11 @@ impl Mailer for AfterDelays {
 #[tokio::test(start_paused = true)]
 async fn sends_that_end_within_the_batch_window_are_recorded_together_and_a_slow_one_alone() {
     let app = App::new();
-    let interval = app.delivery.batch_window;
+    let window = app.delivery.batch_window;
     let mailer = AfterDelays::new(vec![
         ("fast@example.com", Duration::ZERO),
-        ("next@example.com", interval / 2),
-        ("slow@example.com", interval * 10),
+        ("next@example.com", window / 2),
+        ("slow@example.com", window * 10),
     ]);
     for (to, _) in &mailer.delays {
         app.register(to, PASSWORD).await.unwrap();
@@ -161,8 +161,8 @@ async fn sends_that_end_within_the_batch_window_are_recorded_together_and_a_slow
     };
 
     let (report, meanwhile) = tokio::join!(dispatcher.deliver_due(), async {
-        // Past the interval after the first send ended, long before the slow one ends.
-        tokio::time::sleep(interval * 2).await;
+        // Past the window after the first send ended, long before the slow one ends.
+        tokio::time::sleep(window * 2).await;
         (
             store.calls("finish_mail"),
             delivered("fast@example.com").await,
@@ -180,7 +180,7 @@ async fn sends_that_end_within_the_batch_window_are_recorded_together_and_a_slow
 #[tokio::test(start_paused = true)]
 async fn an_email_queued_while_a_slow_send_is_out_does_not_wait_for_it() {
     let app = App::new();
-    let interval = app.delivery.batch_window;
+    let window = app.delivery.batch_window;
     let mailer = AfterDelays::new(vec![("slow@example.com", Duration::from_secs(9))]);
     let dispatcher = app.dispatcher_over(app.store.clone(), mailer.clone());
     let poll = Duration::from_hours(1);
@@ -189,7 +189,7 @@ async fn an_email_queued_while_a_slow_send_is_out_does_not_wait_for_it() {
     let scenario = async {
         app.register("slow@example.com", PASSWORD).await.unwrap();
         // Its send is out, and stays out for seconds.
-        tokio::time::sleep(interval * 2).await;
+        tokio::time::sleep(window * 2).await;
         app.register("quick@example.com", PASSWORD).await.unwrap();
         let queued = Instant::now();
         while !mailer.accepted("quick@example.com") {
@@ -203,7 +203,7 @@ async fn an_email_queued_while_a_slow_send_is_out_does_not_wait_for_it() {
     let ((), (waited, slow_done)) =
         tokio::join!(dispatcher.run(app.signal.clone(), poll, stopped), scenario);
 
-    assert!(waited <= interval, "the quick email waited {waited:?}");
+    assert!(waited <= window, "the quick email waited {waited:?}");
     assert!(!slow_done);
     // Stopping let the slow send finish, and its outcome was recorded.
     assert!(mailer.accepted("slow@example.com"));
