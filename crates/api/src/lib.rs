@@ -13,6 +13,7 @@ pub mod fuzzing;
 mod handlers;
 mod middleware;
 mod openapi;
+mod pacing;
 mod proxies;
 mod reply;
 mod trace;
@@ -30,6 +31,7 @@ use registrar_application::Accounts;
 pub use error::{ApiError, BASIC_CHALLENGE, FieldError, PROBLEM_JSON};
 pub use extract::BODY_LIMIT;
 pub use middleware::REQUEST_ID;
+pub use pacing::RefusalPacer;
 pub use proxies::{TrustedProxies, TrustedProxiesError};
 pub use trace::{TRACE_ID_FIELD, remote_span_context};
 
@@ -68,10 +70,12 @@ fn get(path: &str, route: actix_web::Route) -> actix_web::Resource {
         .default_service(method_not_allowed("GET, HEAD"))
 }
 
-/// The application: every route of the contract over the given use cases.
+/// The application: every route of the contract over the given use cases, its `overloaded`
+/// refusals paced by `pacer` (shared by every worker of one server).
 pub fn app<A: Accounts>(
     accounts: aweb::Data<A>,
     metrics: aweb::Data<MetricsSource>,
+    pacer: aweb::Data<RefusalPacer>,
 ) -> actix_web::App<
     impl ServiceFactory<
         ServiceRequest,
@@ -86,6 +90,7 @@ pub fn app<A: Accounts>(
         .wrap_api()
         .app_data(accounts)
         .app_data(metrics)
+        .app_data(pacer)
         .service(documented(
             "/v1/users",
             "POST",

@@ -1,6 +1,7 @@
 //! The middleware every request passes through: request id, one span and one log line per
-//! request (joined to the caller's trace when it sends `traceparent`), metrics, the early 413 for declared oversize bodies, and the safety net that turns
-//! any error response not made by [`ApiError`] into problem+json.
+//! request (joined to the caller's trace when it sends `traceparent`), metrics, the early 413 for
+//! declared oversize bodies, the safety net that turns any error response not made by
+//! [`ApiError`] into problem+json, and the pace of `overloaded` refusals ([`RefusalPacer`]).
 
 use std::time::Instant;
 
@@ -13,12 +14,14 @@ use actix_web::{
         header::{self, HeaderName, HeaderValue},
     },
     middleware::Next,
+    rt::time::{self, Instant as TokioInstant},
+    web::Data,
 };
 use tracing::Instrument;
 
 use crate::{
-    ApiError,
-    error::PROBLEM_JSON,
+    ApiError, RefusalPacer,
+    error::{PROBLEM_JSON, Problem},
     extract::{BODY_LIMIT, declared_length},
     trace::{self, TraceParent},
 };
@@ -76,6 +79,26 @@ fn is_problem(response: &ServiceResponse<BoxBody>) -> bool {
         .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
 }
 
+/// Whether `response` refuses its request as `overloaded`.
+fn is_overloaded(response: &ServiceResponse<BoxBody>) -> bool {
+    response
+        .response()
+        .error()
+        .and_then(Error::as_error::<ApiError>)
+        .is_some_and(|error| error.problem() == Problem::Overloaded)
+}
+
+/// Waits for the turn of a refusal, as the server's pacer says.
+async fn pace(response: &ServiceResponse<BoxBody>) {
+    let Some(pacer) = response.request().app_data::<Data<RefusalPacer>>() else {
+        return;
+    };
+    let hold = pacer.hold(TokioInstant::now());
+    if !hold.is_zero() {
+        time::sleep(hold).await;
+    }
+}
+
 /// Wraps every request; see the module docs.
 pub(crate) async fn observe(
     mut req: ServiceRequest,
@@ -118,6 +141,9 @@ pub(crate) async fn observe(
         response = response.into_response(problem);
     }
     response.headers_mut().insert(REQUEST_ID, request_id);
+    if is_overloaded(&response) {
+        pace(&response).await;
+    }
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();

@@ -18,7 +18,7 @@ const ME: &str = "/v1/users/me";
     operation_id = "register",
     tags(Users),
     summary = "Register an account",
-    description = "Creates a pending account and queues an email with a 4-digit activation code. A pending account whose code has expired or died is taken over by the new registration (same id, new password, new code); new-code limits apply to takeovers too (429). When the password-hashing pool could not start the request's hash within the queue timeout (the work queued ahead of it, at the hash time the pool measures, spread over its threads), or its queue is at its hard cap, the request is refused at once with 503 `overloaded` and a `Retry-After` estimated from the queued work, before its body is validated.",
+    description = "Creates a pending account and queues an email with a 4-digit activation code. A pending account whose code has expired or died is taken over by the new registration (same id, new password, new code); new-code limits apply to takeovers too (429). When the password-hashing pool could not start the request's hash within the queue timeout (the work queued ahead of it, at the hash time the pool measures, spread over its threads), or its queue is at its hard cap, the request is refused with 503 `overloaded` and a `Retry-After` estimated from the queued work, before its body is validated, and without waiting for the queue (at the pace of refusals the API description gives).",
     consumes = "application/json",
     produces = "application/json"
 )]

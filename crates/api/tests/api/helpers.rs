@@ -4,6 +4,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    num::NonZeroU32,
     rc::Rc,
     sync::{LazyLock, Mutex},
     time::{Duration, SystemTime},
@@ -22,7 +23,7 @@ use actix_web::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use futures_util::future::LocalBoxFuture;
 use registrar_adapters_memory::MemoryStore;
-use registrar_api::{MetricsSource, app};
+use registrar_api::{MetricsSource, RefusalPacer, app};
 use registrar_application::{
     AccountService, AccountSettings, Accounts, DeliveryPolicy, DeliveryReport, DispatchSignal,
     Dispatcher, NoTraces, RateLimits,
@@ -57,13 +58,23 @@ type Call = Rc<dyn Fn(TestRequest, Option<Payload>) -> LocalBoxFuture<'static, R
 pub(crate) async fn serve<A: Accounts>(
     accounts: A,
 ) -> impl Fn(TestRequest) -> LocalBoxFuture<'static, Reply> {
-    let call = serve_raw(accounts).await;
+    let call = serve_raw(accounts, UNPACED).await;
     move |request| call(request, None)
 }
 
-async fn serve_raw<A: Accounts>(accounts: A) -> Call {
+/// A pace of refusals no test reaches: refusals are answered at once.
+const UNPACED: NonZeroU32 = NonZeroU32::MAX;
+
+async fn serve_raw<A: Accounts>(accounts: A, refusals_per_second: NonZeroU32) -> Call {
     let metrics = MetricsSource::new(|| METRICS_TEXT.to_string());
-    let service = Rc::new(test::init_service(app(Data::new(accounts), Data::new(metrics))).await);
+    let service = Rc::new(
+        test::init_service(app(
+            Data::new(accounts),
+            Data::new(metrics),
+            Data::new(RefusalPacer::new(refusals_per_second)),
+        ))
+        .await,
+    );
     Rc::new(move |request: TestRequest, payload: Option<Payload>| {
         let service = Rc::clone(&service);
         Box::pin(async move {
@@ -111,6 +122,15 @@ impl TestApp {
     /// A fresh application with other rate limits (`REGISTRAR_RATE_LIMITS=off` turns
     /// `per_address` off).
     pub(crate) async fn spawn_with(limits: RateLimits) -> Self {
+        Self::build(limits, UNPACED).await
+    }
+
+    /// A fresh application whose `overloaded` refusals are paced at `refusals_per_second`.
+    pub(crate) async fn spawn_paced(refusals_per_second: NonZeroU32) -> Self {
+        Self::build(RateLimits::default(), refusals_per_second).await
+    }
+
+    async fn build(limits: RateLimits, refusals_per_second: NonZeroU32) -> Self {
         let store = MemoryStore::new();
         let clock = FakeClock::default();
         let entropy = SeqEntropy::default();
@@ -141,7 +161,7 @@ impl TestApp {
             DeliveryPolicy::default(),
         );
         Self {
-            call: serve_raw(accounts).await,
+            call: serve_raw(accounts, refusals_per_second).await,
             store,
             clock,
             entropy,

@@ -1,7 +1,10 @@
 //! Operations: liveness, readiness, metrics, and how the API answers while the store is
 //! unreachable or password hashing is saturated.
 
+use std::{num::NonZeroU32, time::Duration};
+
 use actix_web::{http::StatusCode, test::TestRequest};
+use tokio::time::{self, Instant};
 
 use crate::helpers::{EMAIL, METRICS_TEXT, MINUTE, OTHER_PASSWORD, PASSWORD, TestApp, json_post};
 
@@ -146,6 +149,55 @@ async fn an_overloaded_hasher_makes_registration_answer_503_overloaded_at_once()
     reply.retry_after();
     app.hasher.set_overloaded(false);
     app.register(EMAIL, PASSWORD).await;
+}
+
+#[actix_web::test]
+async fn refusals_beyond_their_pace_wait_their_turn_and_nothing_else_waits() {
+    // Arrange: one refusal a second, after a burst of two seconds' worth; Tokio's clock is
+    // paused, so a hold passes in no real time and is measured exactly.
+    time::pause();
+    let app = TestApp::spawn_paced(NonZeroU32::MIN).await;
+    app.hasher.set_overloaded(true);
+    let registration = serde_json::json!({ "email": EMAIL, "password": PASSWORD });
+    let timed = |request| {
+        let app = &app;
+        async move {
+            let start = Instant::now();
+            let reply = app.send(request).await;
+            (reply, start.elapsed())
+        }
+    };
+
+    // Act
+    let (first, first_held) = timed(json_post("/v1/users", &registration)).await;
+    let (second, second_held) = timed(json_post("/v1/users", &registration)).await;
+    let (third, third_held) = timed(json_post("/v1/users", &registration)).await;
+    let (health, health_held) = timed(TestRequest::get().uri("/healthz")).await;
+    let (invalid, invalid_held) = timed(json_post("/v1/users", &serde_json::json!({}))).await;
+
+    // Assert
+    for refusal in [&first, &second, &third] {
+        refusal.problem(503, "overloaded");
+        refusal.retry_after();
+    }
+    // Tokio's timer rounds a deadline up to its next millisecond.
+    let a_second = Duration::from_secs(1)..=Duration::from_millis(1001);
+    assert_eq!(
+        [first_held, second_held],
+        [Duration::ZERO; 2],
+        "the burst goes at once"
+    );
+    assert!(
+        a_second.contains(&third_held),
+        "the next refusal a second later: {third_held:?}"
+    );
+    health.json_with(StatusCode::OK);
+    assert_eq!(health_held, Duration::ZERO, "only refusals are paced");
+    invalid.problem(503, "overloaded");
+    assert!(
+        a_second.contains(&invalid_held),
+        "refused before its body is read, and paced like the others: {invalid_held:?}"
+    );
 }
 
 #[actix_web::test]
