@@ -14,7 +14,6 @@ use actix_web::{
         header::{self, HeaderName, HeaderValue},
     },
     middleware::Next,
-    rt::time::{self, Instant as TokioInstant},
     web::Data,
 };
 use tracing::Instrument;
@@ -88,17 +87,6 @@ fn is_overloaded(response: &ServiceResponse<BoxBody>) -> bool {
         .is_some_and(|error| error.problem() == Problem::Overloaded)
 }
 
-/// Waits for the turn of a refusal, as the server's pacer says.
-async fn pace(response: &ServiceResponse<BoxBody>) {
-    let Some(pacer) = response.request().app_data::<Data<RefusalPacer>>() else {
-        return;
-    };
-    let hold = pacer.hold(TokioInstant::now());
-    if !hold.is_zero() {
-        time::sleep(hold).await;
-    }
-}
-
 /// Wraps every request; see the module docs.
 pub(crate) async fn observe(
     mut req: ServiceRequest,
@@ -141,8 +129,10 @@ pub(crate) async fn observe(
         response = response.into_response(problem);
     }
     response.headers_mut().insert(REQUEST_ID, request_id);
-    if is_overloaded(&response) {
-        pace(&response).await;
+    if is_overloaded(&response)
+        && let Some(pacer) = response.request().app_data::<Data<RefusalPacer>>()
+    {
+        pacer.wait_turn().await;
     }
 
     let elapsed = started.elapsed();

@@ -408,6 +408,10 @@ pub fn init_metrics() -> anyhow::Result<Metrics> {
         "registrar_hash_rejected_total",
         "Hashing requests refused as overloaded, by reason: expected_wait or queue_full"
     );
+    metrics::describe_counter!(
+        "registrar_http_refusals_held_total",
+        "503 overloaded refusals held for their turn because refusals came faster than their pace"
+    );
     metrics::gauge!("registrar_outbox_depth").set(0.0);
     metrics::gauge!("registrar_hash_queue_depth").set(0.0);
     for counter in [
@@ -416,6 +420,7 @@ pub fn init_metrics() -> anyhow::Result<Metrics> {
         "registrar_emails_failed_total",
         "registrar_email_attempts_failed_total",
         "registrar_emails_cancelled_total",
+        "registrar_http_refusals_held_total",
     ] {
         metrics::counter!(counter).absolute(0);
     }

@@ -331,6 +331,7 @@ fn metrics_list_the_process_the_build_and_every_counter_from_the_first_scrape() 
         "registrar_email_attempts_failed_total 0",
         "registrar_emails_cancelled_total 0",
         "registrar_http_malformed_requests_total 0",
+        "registrar_http_refusals_held_total 0",
         "registrar_pruned_total{what=\"mail\"} 0",
         "registrar_pruned_total{what=\"throttles\"} 0",
         "registrar_outbox_depth 0",
