@@ -281,7 +281,7 @@ machine, so every figure can be compared with a bound taken seconds before and a
    `Retry-After` and sends the same registration again. *never back off*: the same with 64
    and with 256 clients that resend at once on every 503 (64 fit within the queue timeout
    while a hash takes under 31 ms, 256 do not; past a burst, refusals are paced, as
-   [api.md](api.md) says). *burst*: N registrations released at the same instant from
+   `docs/api.md` says). *burst*: N registrations released at the same instant from
    connections opened beforehand, each sent once. *activate*: N clients activate
    accounts registered by the earlier rows (codes read from the server's log) with Basic auth,
    back to back for 5 s or until none is left (more are registered first, outside any row, when
