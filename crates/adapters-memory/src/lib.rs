@@ -148,7 +148,7 @@ impl State {
     }
 
     /// Records one message's outcome; `false` when its claim is no longer current.
-    fn finish_mail(&mut self, mail: &ClaimedMail, outcome: MailOutcome) -> bool {
+    fn finish_mail(&mut self, mail: &ClaimedMail, outcome: &MailOutcome) -> bool {
         let Some(row) = self.outbox.iter_mut().find(|row| {
             row.id == mail.id && row.claim == Some(mail.claim) && row.status == MailStatus::Pending
         }) else {
@@ -162,7 +162,7 @@ impl State {
                 row.status = MailStatus::Sent;
                 row.code = None;
                 if let Some(code) = self.code_mut(user_id, code_id) {
-                    code.mark_delivered(accepted_at);
+                    code.mark_delivered(*accepted_at);
                 }
                 self.bump(user_id);
             }
@@ -170,13 +170,13 @@ impl State {
                 next_attempt_at,
                 error,
             } => {
-                row.next_attempt_at = next_attempt_at;
-                row.last_error = Some(error);
+                row.next_attempt_at = *next_attempt_at;
+                row.last_error = Some(error.clone());
             }
             MailOutcome::Failed { error } => {
                 row.status = MailStatus::Failed;
                 row.code = None;
-                row.last_error = Some(error);
+                row.last_error = Some(error.clone());
                 if let Some(code) = self.code_mut(user_id, code_id) {
                     code.mark_undeliverable();
                 }
@@ -345,12 +345,12 @@ impl Store for MemoryStore {
 
     async fn finish_mail(
         &self,
-        settled: &[(&ClaimedMail, MailOutcome)],
+        settled: &[(&ClaimedMail, &MailOutcome)],
     ) -> Result<Vec<bool>, StoreError> {
         let mut state = self.lock()?;
         Ok(settled
             .iter()
-            .map(|(mail, outcome)| state.finish_mail(mail, outcome.clone()))
+            .map(|(mail, outcome)| state.finish_mail(mail, outcome))
             .collect())
     }
 

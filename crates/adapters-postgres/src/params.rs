@@ -187,7 +187,7 @@ pub(crate) struct Settlements<'a> {
 }
 
 impl<'a> Settlements<'a> {
-    pub(crate) fn new(settled: &'a [(&ClaimedMail, MailOutcome)]) -> Self {
+    pub(crate) fn new(settled: &[(&ClaimedMail, &'a MailOutcome)]) -> Self {
         let mut columns = Self {
             ids: Vec::with_capacity(settled.len()),
             claims: Vec::with_capacity(settled.len()),

@@ -396,7 +396,7 @@ impl Store for PgStore {
     #[tracing::instrument(name = "store: finish mail", skip_all, fields(messages = settled.len()))]
     async fn finish_mail(
         &self,
-        settled: &[(&ClaimedMail, MailOutcome)],
+        settled: &[(&ClaimedMail, &MailOutcome)],
     ) -> Result<Vec<bool>, StoreError> {
         if settled.is_empty() {
             return Ok(Vec::new());

@@ -237,7 +237,7 @@ where
         }
         let settled: Vec<_> = ended
             .iter()
-            .map(|(mail, attempt)| (mail, attempt.outcome.clone()))
+            .map(|(mail, attempt)| (mail, &attempt.outcome))
             .collect();
         let recorded = self.store.finish_mail(&settled).await?;
         for ((_, attempt), recorded) in ended.iter().zip(recorded) {

@@ -370,7 +370,7 @@ pub trait Store: Send + Sync + 'static {
     /// others are recorded all the same.
     fn finish_mail(
         &self,
-        settled: &[(&ClaimedMail, MailOutcome)],
+        settled: &[(&ClaimedMail, &MailOutcome)],
     ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
 
     /// Whether a message carrying code `code` is being sent at `now`: claimed under a lease

@@ -206,10 +206,7 @@ async fn an_email_whose_dispatcher_died_is_sent_by_the_other_once_the_lease_runs
     ];
     for outcome in late_outcomes {
         assert_eq!(
-            store_a
-                .finish_mail(&[(&stale, outcome.clone())])
-                .await
-                .unwrap(),
+            store_a.finish_mail(&[(&stale, &outcome)]).await.unwrap(),
             [false],
             "a stale claim settled the message with {outcome:?}"
         );

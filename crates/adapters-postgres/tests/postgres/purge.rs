@@ -85,7 +85,7 @@ async fn race_the_purge(
         assert_eq!(claimed.len(), 1);
         assert_eq!(
             store
-                .finish_mail(&[(&claimed[0], delivery.clone())])
+                .finish_mail(&[(&claimed[0], &delivery)])
                 .await
                 .unwrap(),
             [true]

@@ -96,7 +96,7 @@ impl<S: Store, K: Send + Sync + 'static> Store for PassingStore<S, K> {
 
     async fn finish_mail(
         &self,
-        settled: &[(&ClaimedMail, MailOutcome)],
+        settled: &[(&ClaimedMail, &MailOutcome)],
     ) -> Result<Vec<bool>, StoreError> {
         self.count("finish_mail");
         self.store.finish_mail(settled).await

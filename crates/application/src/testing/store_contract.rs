@@ -124,7 +124,7 @@ async fn save_at(store: &impl Store, account: Account, version: u64) -> Result<(
 
 /// Settles one message alone: whether it was recorded.
 async fn finish_one(store: &impl Store, mail: &ClaimedMail, outcome: MailOutcome) -> bool {
-    let recorded = store.finish_mail(&[(mail, outcome)]).await.unwrap();
+    let recorded = store.finish_mail(&[(mail, &outcome)]).await.unwrap();
     assert_eq!(recorded.len(), 1, "one answer per message");
     recorded[0]
 }
@@ -573,22 +573,22 @@ pub async fn a_pass_settles_each_message_by_its_own_outcome_and_claim(store: imp
     let retry_at = t0() + 5 * SECOND;
     let (ada, bob, cy, dee) = (mail("ada"), mail("bob"), mail("cy"), mail("dee"));
     let pass = [
-        (&ada, MailOutcome::Sent { accepted_at }),
+        (&ada, &MailOutcome::Sent { accepted_at }),
         (
             &bob,
-            MailOutcome::Retry {
+            &MailOutcome::Retry {
                 next_attempt_at: retry_at,
                 error: "421 try later".into(),
             },
         ),
         (
             &cy,
-            MailOutcome::Failed {
+            &MailOutcome::Failed {
                 error: "550 no such user".into(),
             },
         ),
-        (&dee, MailOutcome::Cancelled),
-        (&stale, MailOutcome::Sent { accepted_at }),
+        (&dee, &MailOutcome::Cancelled),
+        (&stale, &MailOutcome::Sent { accepted_at }),
     ];
 
     let recorded = store.finish_mail(&pass).await.unwrap();
