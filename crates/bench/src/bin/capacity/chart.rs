@@ -17,7 +17,9 @@ type Line = Vec<(f64, f64)>;
 pub(crate) fn draw(path: &Path, rows: &[Row], bound: f64) -> Result<(), String> {
     let series = |work: Work, value: fn(&Row) -> f64| -> Line {
         rows.iter()
-            .filter(|row| row.placement == Placement::PinnedPostgres && row.work == work)
+            .filter(|row| {
+                row.placement == Placement::PinnedPostgres && row.work == work && row.round == 1
+            })
             .map(|row| (crate::client::count(row.clients), value(row)))
             .collect()
     };
