@@ -40,12 +40,16 @@ pub struct DeliveryPolicy {
     pub pending_retention: Duration,
     /// How often the store is pruned (the first time at start-up).
     pub prune_interval: Duration,
-    /// Least time from one claim to the next when a wake-up (not a full claim) calls for it,
-    /// and how long the outcomes of sends wait for each other to be recorded together. Under a
-    /// stream of registrations the mail queued meanwhile is then claimed and settled together,
-    /// two statements for several emails rather than two each; an email waits at most this
-    /// long more, and one queued after a quiet spell not at all.
+    /// Least time from one claim to the next when a wake-up (not a full claim) calls for it.
+    /// Under a stream of registrations the mail queued meanwhile is then claimed together, one
+    /// statement for several emails rather than one each; an email waits at most this long
+    /// more, and one queued after a quiet spell not at all.
     pub batch_window: Duration,
+    /// How long the outcome of a send waits for others to be recorded with it. Nobody waits
+    /// on a record (the code of an email being sent is already accepted, and claims go on
+    /// meanwhile), so this is longer than [`Self::batch_window`]: under a stream of
+    /// registrations the outcomes of several claims make one statement.
+    pub record_window: Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -61,6 +65,7 @@ impl Default for DeliveryPolicy {
             pending_retention: Duration::from_hours(7 * 24),
             prune_interval: Duration::from_hours(1),
             batch_window: Duration::from_millis(20),
+            record_window: Duration::from_millis(100),
         }
     }
 }
@@ -109,6 +114,36 @@ impl DeliveryReport {
                 MailOutcome::Cancelled => self.cancelled += 1,
             }
         }
+    }
+}
+
+/// Sends that ended, waiting for their outcomes to be recorded together.
+#[derive(Default)]
+struct Ended {
+    sends: Vec<(ClaimedMail, Attempt)>,
+    /// When to record them: the record window after the first ended, or at once when nothing
+    /// more is worth waiting for.
+    record_at: Option<tokio::time::Instant>,
+}
+
+impl Ended {
+    /// Adds a send that ended; `more` says whether another may still end and join it, and
+    /// `most` is the most outcomes one record holds.
+    fn push(&mut self, send: (ClaimedMail, Attempt), policy: &DeliveryPolicy, more: bool) {
+        let now = tokio::time::Instant::now();
+        self.sends.push(send);
+        let due = if more && self.sends.len() < policy.batch {
+            self.record_at.unwrap_or(now + policy.record_window)
+        } else {
+            now
+        };
+        self.record_at = Some(due);
+    }
+
+    /// The sends to record now, leaving none.
+    fn take(&mut self) -> Vec<(ClaimedMail, Attempt)> {
+        self.record_at = None;
+        std::mem::take(&mut self.sends)
     }
 }
 
@@ -181,16 +216,19 @@ where
             .collect();
         let mut report = DeliveryReport::default();
         let mut failure = None;
-        while let Some(first) = sending.next().await {
-            // A store error is reported once the sends in flight have ended, not by
-            // abandoning them halfway through a conversation with the mail server.
-            match self.settle(first, &mut sending).await {
-                Ok(settled) => report.add(&settled),
+        // A store error is reported once the sends in flight have ended, not by abandoning
+        // them halfway through a conversation with the mail server.
+        self.drain(
+            &mut sending,
+            &mut Ended::default(),
+            |recorded| match recorded {
+                Ok(outcomes) => report.add(&outcomes),
                 Err(error) => {
                     failure.get_or_insert(error);
                 }
-            }
-        }
+            },
+        )
+        .await;
         failure.map_or(Ok(report), Err)
     }
 
@@ -207,34 +245,11 @@ where
         (mail, attempt)
     }
 
-    /// Records the outcome of the send `first`, which just ended, with those of the sends in
-    /// `sending` that end within [`DeliveryPolicy::batch_window`] of it (sends claimed together
-    /// end close together), in one store call: a claim of fast sends is settled in one
-    /// statement, and a slow or failing send holds up the others' record by no more than that
-    /// interval. Returns the outcomes recorded.
-    ///
-    /// Not to be cancelled once started: the outcomes it took from `sending` would be lost.
-    async fn settle<F>(
+    /// Records the outcomes of the sends `ended` in one store call. Returns the outcomes.
+    async fn record(
         &self,
-        first: (ClaimedMail, Attempt),
-        sending: &mut FuturesUnordered<F>,
-    ) -> Result<Vec<MailOutcome>, StoreError>
-    where
-        F: Future<Output = (ClaimedMail, Attempt)>,
-    {
-        let mut ended = vec![first];
-        let gather = tokio::time::sleep(self.policy.batch_window);
-        tokio::pin!(gather);
-        loop {
-            tokio::select! {
-                biased;
-                next = sending.next() => match next {
-                    Some(next) => ended.push(next),
-                    None => break,
-                },
-                () = &mut gather => break,
-            }
-        }
+        ended: Vec<(ClaimedMail, Attempt)>,
+    ) -> Result<Vec<MailOutcome>, StoreError> {
         let settled: Vec<_> = ended
             .iter()
             .map(|(mail, attempt)| (mail, &attempt.outcome))
@@ -364,9 +379,10 @@ where
     /// the store for no more than the work needs: it claims again at once only after a full
     /// claim (a shorter one means nothing else was due, and mail queued meanwhile has left a
     /// wake-up); a wake-up within [`DeliveryPolicy::batch_window`] of the last claim waits
-    /// for the window's end, so the mail of several registrations makes one claim and one
-    /// settlement; and it counts the outbox for the gauge on a timer rather than after every
-    /// claim.
+    /// for the window's end, so the mail of several registrations makes one claim; the outcomes
+    /// of sends that end within [`DeliveryPolicy::record_window`] of each other make one
+    /// record, while claims and sends go on; and it counts the outbox for the gauge on a timer
+    /// rather than after every claim.
     pub async fn run(
         &self,
         signal: DispatchSignal,
@@ -379,6 +395,7 @@ where
         let mut claim_at = Some(now);
         let mut last_claim = now;
         let mut sending = FuturesUnordered::new();
+        let mut ended = Ended::default();
         while !*stop.borrow() {
             let room = self.policy.batch.saturating_sub(sending.len());
             tokio::select! {
@@ -401,8 +418,11 @@ where
                         }
                     };
                 }
-                Some(first) = sending.next(), if !sending.is_empty() => {
-                    self.settle_and_report(first, &mut sending).await;
+                Some(send) = sending.next(), if !sending.is_empty() => {
+                    ended.push(send, &self.policy, true);
+                }
+                () = sleep_until_some(ended.record_at) => {
+                    report_failure(self.record(ended.take()).await);
                 }
                 () = signal.notified() => {
                     let paced = last_claim + self.policy.batch_window;
@@ -431,26 +451,37 @@ where
                 next_prune = tokio::time::Instant::now() + self.policy.prune_interval;
             }
         }
-        while let Some(first) = sending.next().await {
-            self.settle_and_report(first, &mut sending).await;
-        }
+        self.drain(&mut sending, &mut ended, report_failure).await;
     }
 
-    /// [`Self::settle`], a failure logged: the messages stay claimed and are retried when
-    /// their lease runs out.
-    async fn settle_and_report<F>(
+    /// Lets the sends in `sending` end and records their outcomes, with those already in
+    /// `ended`: the outcomes of sends that end within [`DeliveryPolicy::record_window`] of
+    /// each other together, and at once when no send is left to wait for. Hands each record's
+    /// result to `recorded`.
+    ///
+    /// Not to be cancelled: the outcomes taken from `sending` would be lost.
+    async fn drain<F>(
         &self,
-        first: (ClaimedMail, Attempt),
         sending: &mut FuturesUnordered<F>,
+        ended: &mut Ended,
+        mut recorded: impl FnMut(Result<Vec<MailOutcome>, StoreError>),
     ) where
         F: Future<Output = (ClaimedMail, Attempt)>,
     {
-        if let Err(error) = self.settle(first, sending).await {
-            tracing::warn!(
-                error = %ErrorChain(&error),
-                "could not record what became of outbox messages; they are retried when their \
-                 lease runs out"
-            );
+        if sending.is_empty() && !ended.sends.is_empty() {
+            ended.record_at = Some(tokio::time::Instant::now());
+        }
+        loop {
+            tokio::select! {
+                Some(send) = sending.next(), if !sending.is_empty() => {
+                    let more = !sending.is_empty();
+                    ended.push(send, &self.policy, more);
+                }
+                () = sleep_until_some(ended.record_at), if ended.record_at.is_some() => {
+                    recorded(self.record(ended.take()).await);
+                }
+                else => break,
+            }
         }
     }
 
@@ -477,6 +508,18 @@ where
                 tracing::warn!(error = %ErrorChain(&error), "could not prune the store");
             }
         }
+    }
+}
+
+/// Logs a record that failed: its messages stay claimed and are retried when their lease runs
+/// out.
+fn report_failure(recorded: Result<Vec<MailOutcome>, StoreError>) {
+    if let Err(error) = recorded {
+        tracing::warn!(
+            error = %ErrorChain(&error),
+            "could not record what became of outbox messages; they are retried when their \
+             lease runs out"
+        );
     }
 }
 

@@ -79,7 +79,7 @@ async fn emails_queued_within_the_batch_window_make_one_claim_and_one_after_a_qu
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         let first_pass = Instant::now() - started;
-        let (claims, settles) = (store.calls("claim_mail"), store.calls("finish_mail"));
+        let claims = store.calls("claim_mail");
 
         tokio::time::sleep(window * 2).await;
         let queued = Instant::now();
@@ -89,21 +89,73 @@ async fn emails_queued_within_the_batch_window_make_one_claim_and_one_after_a_qu
         }
         let later = (app.mailer.sent().len(), Instant::now() - queued);
         stop.send(true).unwrap();
-        (first_pass, claims, settles, later)
+        (first_pass, claims, later)
     };
-    let ((), (first_pass, claims, settles, later)) = tokio::join!(
+    let ((), (first_pass, claims, later)) = tokio::join!(
         dispatcher.run(app.signal.clone(), poll, stopped),
         registrations
     );
 
-    // All five in one claim at the end of the window: one claim and one settlement.
+    // All five in one claim at the end of the window.
     assert!(
         (window..=window + Duration::from_millis(1)).contains(&first_pass),
         "{first_pass:?}"
     );
-    assert_eq!((claims, settles), (2, 1));
+    assert_eq!(claims, 2);
     // After a quiet spell a wake-up is served at once, the clock not having moved.
     assert_eq!(later, (6, Duration::ZERO));
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcomes_wait_to_be_recorded_together_without_holding_up_the_next_claim() {
+    let app = App::new();
+    let store = PassingStore::new(app.store.clone());
+    let dispatcher = app.dispatcher_over(store.clone(), app.mailer.clone());
+    let (claim_window, record_window) = (app.delivery.batch_window, app.delivery.record_window);
+    let poll = Duration::from_hours(1);
+    let (stop, stopped) = watch::channel(false);
+    let app = &app;
+    let delivered = |to: &'static str| async move {
+        let account = app.stored(to).await.unwrap().account;
+        account.code().unwrap().delivered_at().is_some()
+    };
+    let sent = |count: usize| async move {
+        while app.mailer.sent().len() < count {
+            tokio::task::yield_now().await;
+        }
+    };
+
+    let scenario = async {
+        // Past the start-up claim's window, so each wake-up below is served at once.
+        tokio::time::sleep(claim_window * 2).await;
+        app.register("first@example.com", PASSWORD).await.unwrap();
+        sent(1).await;
+        tokio::time::sleep(claim_window * 2).await;
+        let queued = Instant::now();
+        app.register("second@example.com", PASSWORD).await.unwrap();
+        sent(2).await;
+        let waited = Instant::now() - queued;
+        let meanwhile = (
+            store.calls("finish_mail"),
+            delivered("first@example.com").await,
+        );
+        tokio::time::sleep(record_window).await;
+        let later = (
+            store.calls("finish_mail"),
+            delivered("first@example.com").await,
+            delivered("second@example.com").await,
+        );
+        stop.send(true).unwrap();
+        (waited, meanwhile, later)
+    };
+    let ((), (waited, meanwhile, later)) =
+        tokio::join!(dispatcher.run(app.signal.clone(), poll, stopped), scenario);
+
+    // The second email went out at once, while the first one's outcome waited to be recorded.
+    assert_eq!(waited, Duration::ZERO);
+    assert_eq!(meanwhile, (0, false));
+    // Then both outcomes made one record.
+    assert_eq!(later, (1, true, true));
 }
 
 /// Accepts every email after the delay its address is given (Tokio's clock), and keeps the
@@ -141,9 +193,9 @@ impl Mailer for AfterDelays {
 }
 
 #[tokio::test(start_paused = true)]
-async fn sends_that_end_within_the_batch_window_are_recorded_together_and_a_slow_one_alone() {
+async fn sends_that_end_within_the_record_window_are_recorded_together_and_a_slow_one_alone() {
     let app = App::new();
-    let window = app.delivery.batch_window;
+    let window = app.delivery.record_window;
     let mailer = AfterDelays::new(vec![
         ("fast@example.com", Duration::ZERO),
         ("next@example.com", window / 2),
