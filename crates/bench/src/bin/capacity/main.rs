@@ -494,29 +494,68 @@ impl Run<'_> {
                 (Work::Register, 16, OnRefusal::BackOff),
                 (Work::Hammer, 64, OnRefusal::Hammer),
             ] {
-                let before = self.bound_before(placement, bound);
                 let prefix = format!("round{round}-{clients}");
-                let outcome =
-                    client::register_for(server.port, clients, self.duration, &prefix, on_refusal);
-                self.push(placement, work, clients, before, outcome, &mut created);
+                let row = (placement, work, clients);
+                self.register_row(server, row, &prefix, on_refusal, bound, &mut created);
             }
             let fresh = self.accounts(server, &created);
             accounts
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .extend(fresh);
-            let before = self.bound_before(placement, bound);
-            let outcome = client::activate_for(server.port, 16, self.duration, accounts);
-            self.push(
-                placement,
-                Work::Activate,
-                16,
-                before,
-                outcome,
-                &mut Vec::new(),
-            );
+            self.activate_row(server, placement, accounts, bound);
         }
         self.round = 1;
+    }
+
+    /// One registration row: `clients` registering for the row's duration, `on_refusal` as
+    /// given, against the bound measured beside it; the addresses that got a 201 go to
+    /// `created`.
+    fn register_row(
+        &mut self,
+        server: &Server,
+        (placement, work, clients): (Placement, Work, usize),
+        prefix: &str,
+        on_refusal: OnRefusal,
+        bound: f64,
+        created: &mut Vec<String>,
+    ) {
+        let before = self.bound_before(placement, bound);
+        let outcome = client::register_for(server.port, clients, self.duration, prefix, on_refusal);
+        self.push(placement, work, clients, before, outcome, created);
+    }
+
+    /// A registration row of 16 clients that back off.
+    fn register_16(
+        &mut self,
+        server: &Server,
+        placement: Placement,
+        prefix: &str,
+        bound: f64,
+        created: &mut Vec<String>,
+    ) {
+        let row = (placement, Work::Register, 16);
+        self.register_row(server, row, prefix, OnRefusal::BackOff, bound, created);
+    }
+
+    /// One activation row of 16 clients, taking accounts from `accounts`.
+    fn activate_row(
+        &mut self,
+        server: &Server,
+        placement: Placement,
+        accounts: &Mutex<Vec<Account>>,
+        bound: f64,
+    ) {
+        let before = self.bound_before(placement, bound);
+        let outcome = client::activate_for(server.port, 16, self.duration, accounts);
+        self.push(
+            placement,
+            Work::Activate,
+            16,
+            before,
+            outcome,
+            &mut Vec::new(),
+        );
     }
 
     /// Registrations, then activations of those accounts, every round.
@@ -525,26 +564,15 @@ impl Run<'_> {
         for round in 1..=ROUNDS {
             self.round = round;
             let mut created = Vec::new();
-            let before = self.bound_before(placement, bound);
-            let outcome = client::register_for(
-                server.port,
-                16,
-                self.duration,
-                &format!("mem{round}"),
-                OnRefusal::BackOff,
-            );
-            self.push(placement, Work::Register, 16, before, outcome, &mut created);
-            let accounts = Mutex::new(self.accounts(server, &created));
-            let before = self.bound_before(placement, bound);
-            let outcome = client::activate_for(server.port, 16, self.duration, &accounts);
-            self.push(
+            self.register_16(
+                server,
                 placement,
-                Work::Activate,
-                16,
-                before,
-                outcome,
-                &mut Vec::new(),
+                &format!("mem{round}"),
+                bound,
+                &mut created,
             );
+            let accounts = Mutex::new(self.accounts(server, &created));
+            self.activate_row(server, placement, &accounts, bound);
         }
         self.round = 1;
     }
@@ -557,15 +585,13 @@ impl Run<'_> {
         self.push(placement, Work::Burst, 64, before, outcome, &mut created);
         for round in 1..=ROUNDS {
             self.round = round;
-            let before = self.bound_before(placement, bound);
-            let outcome = client::register_for(
-                server.port,
-                16,
-                self.duration,
+            self.register_16(
+                server,
+                placement,
                 &format!("whole{round}"),
-                OnRefusal::BackOff,
+                bound,
+                &mut created,
             );
-            self.push(placement, Work::Register, 16, before, outcome, &mut created);
         }
         self.round = 1;
         self.accounts(server, &created);
