@@ -127,8 +127,8 @@ struct Ended {
 }
 
 impl Ended {
-    /// Adds a send that ended; `more` says whether another may still end and join it, and
-    /// `most` is the most outcomes one record holds.
+    /// Adds a send that ended; `more` says whether another may still end and join it. A
+    /// record holds at most `policy.batch` outcomes.
     fn push(&mut self, send: (ClaimedMail, Attempt), policy: &DeliveryPolicy, more: bool) {
         let now = tokio::time::Instant::now();
         self.sends.push(send);

@@ -734,13 +734,15 @@ fn activations_needed(rate: f64, duration: Duration) -> usize {
 
 /// Each target of the issue against this run's rows.
 fn verdicts(rows: &[Row], memory: &Memory, health: &Health, lost: usize) -> Vec<Verdict> {
-    let find = |placement: Placement, work: Work, clients: usize| {
+    // Every round of a row (the rows not held to a rate target have one).
+    let rounds = |placement: Placement, work: Work, clients: usize| -> Vec<&Row> {
         rows.iter()
-            .find(|row| row.placement == placement && row.work == work && row.clients == clients)
+            .filter(|row| row.placement == placement && row.work == work && row.clients == clients)
+            .collect()
     };
     let mut verdicts = Vec::new();
     let mut burst = |placement: Placement, target: &str| {
-        if let Some(row) = find(placement, Work::Burst, 64) {
+        if let Some(row) = rounds(placement, Work::Burst, 64).first() {
             verdicts.push(Verdict {
                 target: target.to_owned(),
                 measured: format!(
@@ -762,11 +764,6 @@ fn verdicts(rows: &[Row], memory: &Memory, health: &Health, lost: usize) -> Vec<
         "the same burst with the server pinned to one core: 64 × 201",
     );
     // Every round of a row, each against the bound measured beside it.
-    let rounds = |placement: Placement, work: Work, clients: usize| -> Vec<&Row> {
-        rows.iter()
-            .filter(|row| row.placement == placement && row.work == work && row.clients == clients)
-            .collect()
-    };
     let mut rate = |rounds: Vec<&Row>, target: &str, at_least: f64| {
         verdicts.extend(Verdict::rate(target, &rounds, at_least));
     };
