@@ -59,16 +59,19 @@ impl Credentials {
 }
 
 /// Proof that a request's credentials were checked; only [`Accounts::authenticate`] makes one.
+///
+/// It keeps the account as authentication loaded it, so that the change the request goes on to
+/// make starts from it instead of reading the account again (see `change_asking`).
 #[derive(Debug, Clone)]
 pub struct Authenticated {
-    user: User,
+    loaded: Versioned,
 }
 
 impl Authenticated {
     /// The user as of authentication.
     #[must_use]
     pub fn user(&self) -> &User {
-        &self.user
+        self.loaded.account.user()
     }
 }
 
@@ -318,13 +321,13 @@ where
         Ok(self.store.mail_being_sent(code, now).await?.then_some(code))
     }
 
-    /// Loads an account, lets `decide` change it, and saves it at the version it was loaded at;
+    /// Lets `decide` change the account of `who`, and saves it at the version it was loaded at;
     /// when a concurrent change won the race, loads and decides again. `decide` returns the
     /// answer to give once the change is saved (which may be an error, such as a counted wrong
     /// guess) and any mail to queue with it, or an error to answer at once, saving nothing.
     async fn change<R>(
         &self,
-        id: UserId,
+        who: &Authenticated,
         mut decide: impl FnMut(
             &mut Account,
             SystemTime,
@@ -332,16 +335,22 @@ where
         + Send,
     ) -> Result<R, Error> {
         let ask_nothing = |_: &Account, _| future::ready(Ok(()));
-        self.change_asking(id, ask_nothing, |account, now, ()| decide(account, now))
+        self.change_asking(who, ask_nothing, |account, now, ()| decide(account, now))
             .await
     }
 
     /// [`change`](Self::change) for a decision that needs the store's answer to a question
     /// about the account: `ask` puts it for each account loaded, so the answer `decide` gets
     /// is as fresh as the account.
+    ///
+    /// The first attempt starts from the account as authentication loaded it, which spares the
+    /// request a read. A change saved from it is checked against its version like any other,
+    /// so a change made since (an email recorded as sent bumps the version too) is a lost race
+    /// as usual. Only a refusal, which saves nothing, could rest on what changed since: a
+    /// refusal of that first attempt is decided again on the account read now.
     async fn change_asking<R, A, Asked>(
         &self,
-        id: UserId,
+        who: &Authenticated,
         mut ask: impl FnMut(&Account, SystemTime) -> Asked + Send,
         mut decide: impl FnMut(
             &mut Account,
@@ -353,14 +362,23 @@ where
     where
         Asked: Future<Output = Result<A, Error>>,
     {
-        for _ in 0..MAX_CONFLICT_RETRIES {
+        let mut authenticated = Some(who.loaded.clone());
+        for _ in 0..=MAX_CONFLICT_RETRIES {
+            let (loaded, read_now) = match authenticated.take() {
+                Some(loaded) => (loaded, false),
+                None => (self.load(who.user().id()).await?, true),
+            };
             let Versioned {
                 mut account,
                 version,
-            } = self.load(id).await?;
+            } = loaded;
             let now = self.clock.now();
             let asked = ask(&account, now).await?;
-            let (answer, mail) = decide(&mut account, now, asked)?;
+            let (answer, mail) = match decide(&mut account, now, asked) {
+                Ok(decided) => decided,
+                Err(_) if !read_now => continue,
+                Err(refused) => return Err(refused),
+            };
             match self.save(account, Some(version), mail).await {
                 Ok(()) => return answer,
                 Err(SaveError::Conflict) => {}
@@ -524,12 +542,14 @@ where
             Verification::Mismatch
         };
         if let (Verification::Match { stale }, Some(stored)) = (verification, stored) {
-            let user = stored.account.user().clone();
-            tracing::Span::current().record("user_id", tracing::field::display(user.id()));
+            tracing::Span::current().record(
+                "user_id",
+                tracing::field::display(stored.account.user().id()),
+            );
             if stale {
-                self.rehash(stored, password).await;
+                self.rehash(stored.clone(), password).await;
             }
-            return Ok(Authenticated { user });
+            return Ok(Authenticated { loaded: stored });
         }
         let now = self.clock.now();
         self.store
@@ -543,13 +563,13 @@ where
         Err(Error::Unauthorized)
     }
 
-    #[tracing::instrument(name = "activate account", skip_all, fields(user_id = %who.user.id()))]
+    #[tracing::instrument(name = "activate account", skip_all, fields(user_id = %who.user().id()))]
     async fn activate(&self, who: &Authenticated, code: CodeDigits) -> Result<User, Error> {
         let policy = self.settings.codes;
         let code_being_sent = |account: &Account, now| {
             self.being_sent(self.code_awaiting_delivery(account, now), now)
         };
-        self.change_asking(who.user.id(), code_being_sent, |account, now, sending| {
+        self.change_asking(who, code_being_sent, |account, now, sending| {
             // A code is usable once its email's acceptance is recorded. The right digits for a
             // code whose email is being sent prove that the email arrived before the record:
             // they count as delivered now. Wrong digits are counted as before.
@@ -576,10 +596,10 @@ where
         .await
     }
 
-    #[tracing::instrument(name = "issue activation code", skip_all, fields(user_id = %who.user.id()))]
+    #[tracing::instrument(name = "issue activation code", skip_all, fields(user_id = %who.user().id()))]
     async fn issue_code(&self, who: &Authenticated) -> Result<CodeIssued, Error> {
         let policy = self.settings.codes;
-        self.change(who.user.id(), |account, now| {
+        self.change(who, |account, now| {
             let (code, mail) = self.draw_code(account.user().email(), now);
             let issued = account
                 .issue_code(code, now, &policy)
@@ -589,18 +609,23 @@ where
         .await
     }
 
-    #[tracing::instrument(name = "delete account", skip_all, fields(user_id = %who.user.id()))]
+    #[tracing::instrument(name = "delete account", skip_all, fields(user_id = %who.user().id()))]
     async fn delete(&self, who: &Authenticated) -> Result<(), Error> {
-        let id = who.user.id();
-        for _ in 0..MAX_CONFLICT_RETRIES {
-            let Some(Versioned { account, version }) =
-                self.store.account_by_id(id, self.clock.now()).await?
-            else {
+        let id = who.user().id();
+        // As in `change_asking`, the first attempt starts from the account as authentication
+        // loaded it: the delete is checked against its version.
+        let mut authenticated = Some(who.loaded.clone());
+        for _ in 0..=MAX_CONFLICT_RETRIES {
+            let loaded = match authenticated.take() {
+                Some(loaded) => Some(loaded),
+                None => self.store.account_by_id(id, self.clock.now()).await?,
+            };
+            let Some(Versioned { account, version }) = loaded else {
                 return Ok(());
             };
             // A takeover keeps the id but starts a new registration: the caller proved the
             // old one, which is gone.
-            if account.user().created_at() != who.user.created_at() {
+            if account.user().created_at() != who.user().created_at() {
                 return Err(Error::Unauthorized);
             }
             match self.store.delete_account(id, version).await {

@@ -7,7 +7,10 @@ use registrar_application::{Accounts, Error};
 use registrar_domain::UserStatus;
 use tokio::sync::Barrier;
 
-use crate::support::{App, PASSWORD, SECOND, digits};
+use registrar_application::{Credentials, testing::PassingStore};
+use registrar_domain::Password;
+
+use crate::support::{App, CLIENT, PASSWORD, SECOND, digits};
 
 #[tokio::test]
 async fn the_delivered_code_activates_the_account_at_the_current_time() {
@@ -256,4 +259,89 @@ async fn the_right_code_once_its_sending_lease_ran_out_is_still_a_wrong_attempt(
     assert_eq!(attempts_remaining, 4);
     let stored = app.stored("ada@example.com").await.unwrap();
     assert_eq!(stored.account.code().unwrap().delivered_at(), None);
+}
+
+#[tokio::test]
+async fn activating_starts_from_the_account_authentication_read_and_reads_it_no_more() {
+    let app = App::new();
+    app.registered_and_delivered("ada@example.com", "0421")
+        .await;
+    let store = PassingStore::new(app.store.clone());
+    let accounts = app.accounts_over(store.clone());
+
+    let credentials = Credentials::new("ada@example.com".to_owned(), Password::new(PASSWORD));
+    let who = accounts.authenticate(credentials, CLIENT).await.unwrap();
+    accounts.activate(&who, digits("0421")).await.unwrap();
+
+    assert_eq!(
+        store.calls("account_by_email"),
+        1,
+        "authentication reads it"
+    );
+    assert_eq!(
+        store.calls("account_by_id"),
+        0,
+        "activation does not read it again"
+    );
+    assert_eq!(store.calls("save"), 1);
+    assert!(
+        app.login("ada@example.com", PASSWORD)
+            .await
+            .unwrap()
+            .user()
+            .is_active()
+    );
+}
+
+#[tokio::test]
+async fn a_code_whose_email_is_recorded_as_sent_after_authentication_activates() {
+    let app = App::new();
+    // Authenticated while the email was still waiting: as read then, the code is not usable.
+    let who = app.registered("ada@example.com", "0421").await;
+    app.advance(SECOND);
+    assert_eq!(app.deliver().await.sent, 1);
+
+    let user = app.activate(&who, "0421").await.unwrap();
+
+    assert!(user.is_active());
+}
+
+#[tokio::test]
+async fn a_code_issued_after_authentication_is_the_one_that_activates() {
+    let app = App::new();
+    let who = app
+        .registered_and_delivered("ada@example.com", "0421")
+        .await;
+    // Another request of the same user replaces the code after `who` read the account.
+    app.advance(app.codes.cooldown());
+    let other = app.login("ada@example.com", PASSWORD).await.unwrap();
+    app.entropy.will_draw(&["1111"]);
+    app.issue_code(&other).await.unwrap();
+    assert_eq!(app.deliver().await.sent, 1);
+
+    // As read by `who`, 1111 is a wrong guess at 0421; as stored, it is the live code.
+    let user = app.activate(&who, "1111").await.unwrap();
+
+    assert!(user.is_active());
+    let stored = app.stored("ada@example.com").await.unwrap();
+    assert!(stored.account.user().is_active());
+}
+
+#[tokio::test]
+async fn a_refusal_of_the_account_authentication_read_is_decided_again_on_the_account_now() {
+    let app = App::new();
+    app.registered_and_delivered("ada@example.com", "0421")
+        .await;
+    app.advance(app.codes.ttl() + SECOND);
+    // As `who` reads the account, its only code has expired: an activation would be refused
+    // at once, saving nothing (so no lost race would reveal the change that follows).
+    let who = app.login("ada@example.com", PASSWORD).await.unwrap();
+    let other = app.login("ada@example.com", PASSWORD).await.unwrap();
+    app.entropy.will_draw(&["1111"]);
+    app.issue_code(&other).await.unwrap();
+    assert_eq!(app.deliver().await.sent, 1);
+
+    let user = app.activate(&who, "1111").await.unwrap();
+
+    assert!(user.is_active());
 }

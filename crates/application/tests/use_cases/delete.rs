@@ -1,9 +1,10 @@
 //! Erasing an account: the account the credentials proved is erased, whatever its state; one
 //! taken over since the credentials were checked is not the caller's any more.
 
-use registrar_application::{Accounts, Error};
+use registrar_application::{Accounts, Credentials, Error, testing::PassingStore};
+use registrar_domain::Password;
 
-use crate::support::{App, OTHER_PASSWORD, PASSWORD, SECOND};
+use crate::support::{App, CLIENT, OTHER_PASSWORD, PASSWORD, SECOND};
 
 #[tokio::test]
 async fn the_authenticated_account_is_erased_with_its_queued_email() {
@@ -44,4 +45,20 @@ async fn an_account_taken_over_since_the_credentials_were_checked_is_left_alone(
     assert!(matches!(result, Err(Error::Unauthorized)), "{result:?}");
     assert!(app.stored("ada@example.com").await.is_some());
     assert!(app.login("ada@example.com", OTHER_PASSWORD).await.is_ok());
+}
+
+#[tokio::test]
+async fn erasing_starts_from_the_account_authentication_read_and_reads_it_no_more() {
+    let app = App::new();
+    app.registered("ada@example.com", "0421").await;
+    let store = PassingStore::new(app.store.clone());
+    let accounts = app.accounts_over(store.clone());
+
+    let credentials = Credentials::new("ada@example.com".to_owned(), Password::new(PASSWORD));
+    let who = accounts.authenticate(credentials, CLIENT).await.unwrap();
+    accounts.delete(&who).await.unwrap();
+
+    assert_eq!(store.calls("account_by_id"), 0);
+    assert_eq!(store.calls("delete_account"), 1);
+    assert!(app.stored("ada@example.com").await.is_none());
 }

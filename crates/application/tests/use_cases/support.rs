@@ -55,6 +55,7 @@ pub(crate) struct App {
     pub(crate) signal: DispatchSignal,
     pub(crate) codes: CodePolicy,
     pub(crate) delivery: DeliveryPolicy,
+    settings: AccountSettings,
 }
 
 impl App {
@@ -94,7 +95,7 @@ impl App {
             clock.clone(),
             entropy.clone(),
             traces.clone(),
-            settings,
+            settings.clone(),
             signal.clone(),
         );
         let dispatcher = Dispatcher::new(
@@ -118,7 +119,25 @@ impl App {
             signal,
             codes,
             delivery,
+            settings,
         }
+    }
+
+    /// The account use cases over another store (a counting store), with the app's hasher,
+    /// clock, entropy, traces, settings and dispatch signal.
+    pub(crate) fn accounts_over<S: Store>(
+        &self,
+        store: S,
+    ) -> AccountService<S, FakeHasher, FakeClock, SeqEntropy, RecordingTraces> {
+        AccountService::new(
+            store,
+            self.hasher.clone(),
+            self.clock.clone(),
+            self.entropy.clone(),
+            self.traces.clone(),
+            self.settings.clone(),
+            self.signal.clone(),
+        )
     }
 
     /// A dispatcher over another store or mailer (a counting store, a mailer a test scripts),
@@ -204,15 +223,17 @@ impl App {
         self.login(email, PASSWORD).await.unwrap()
     }
 
-    /// As [`App::registered`], with the activation email accepted by the mail server now.
+    /// Registers `email` with [`PASSWORD`] and code `code`, has the activation email accepted
+    /// by the mail server now, and then authenticates, as the user who read it does.
     pub(crate) async fn registered_and_delivered(&self, email: &str, code: &str) -> Authenticated {
-        let who = self.registered(email, code).await;
+        self.entropy.will_draw(&[code]);
+        self.register(email, PASSWORD).await.unwrap();
         assert_eq!(
             self.deliver().await.sent,
             1,
             "the activation email should go out"
         );
-        who
+        self.login(email, PASSWORD).await.unwrap()
     }
 
     /// As [`App::registered`], with the activation email claimed by a dispatcher now, which has
