@@ -1,6 +1,6 @@
 //! The machine the run measures: which CPUs it may use, what they are, how processes are pinned
 //! to them (`taskset`, so no `unsafe` is needed for `sched_setaffinity`), a process's memory and
-//! CPU time, and the CPU time of the whole machine.
+//! CPU time (in all and by thread), and the CPU time of the whole machine.
 
 use std::{fs, process::Command};
 
@@ -184,6 +184,45 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
         .iter()
         .map(|field| field.parse::<u64>().ok())
         .sum()
+}
+
+/// CPU time each thread of process `pid` has run so far, seconds, by thread name (threads of one
+/// name summed), from the first field of `/proc/<pid>/task/<tid>/schedstat`: nanoseconds the
+/// scheduler counted, exact where the clock ticks of `stat` are samples. Empty once the process
+/// is gone; a thread that ends between two readings takes its time with it.
+#[must_use]
+pub fn thread_cpu_seconds(pid: u32) -> Vec<(String, f64)> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut threads: Vec<(String, f64)> = Vec::new();
+    for task in tasks.flatten() {
+        let path = task.path();
+        let (Ok(name), Ok(schedstat)) = (
+            fs::read_to_string(path.join("comm")),
+            fs::read_to_string(path.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let Some(nanos) = schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|field| field.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        #[allow(
+            clippy::cast_precision_loss,
+            reason = "nanoseconds of CPU time stay far below 2^52 (52 days)"
+        )]
+        let seconds = nanos as f64 / 1e9;
+        let name = name.trim_end().to_owned();
+        match threads.iter_mut().find(|(known, _)| *known == name) {
+            Some((_, total)) => *total += seconds,
+            None => threads.push((name, seconds)),
+        }
+    }
+    threads
 }
 
 /// CPU time every process on the machine has used, in clock ticks: the busy fields (user, nice,

@@ -115,6 +115,13 @@ impl Server {
         machine::cpu_ticks(self.process.id()).map(machine::ticks_to_seconds)
     }
 
+    /// CPU time each of its threads has used so far, seconds, by thread name (see
+    /// [`machine::thread_cpu_seconds`]); empty once it is gone.
+    #[must_use]
+    pub fn thread_cpu_seconds(&self) -> Vec<(String, f64)> {
+        machine::thread_cpu_seconds(self.process.id())
+    }
+
     /// The activation codes the log mailer has written so far, by address.
     #[must_use]
     pub fn codes(&self) -> HashMap<String, String> {

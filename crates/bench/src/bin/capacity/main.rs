@@ -42,7 +42,7 @@ use registrar_bench::{client, machine, postgres, server, utc_now};
 use client::{Account, OnRefusal, Outcome, count};
 use machine::Machine;
 use postgres::Database;
-use report::{Context, Placement, Row, Verdict, Work};
+use report::{Context, CpuSplit, Placement, Row, Verdict, Work};
 use server::{Server, Setup};
 
 /// The client counts of the closed-loop rows.
@@ -152,6 +152,7 @@ fn run() -> Result<bool, String> {
         machine: &machine,
         last_bound: None,
         round: 1,
+        cpu_before: CpuSplit::default(),
     };
     let result = run.everything(
         &database,
@@ -176,6 +177,10 @@ fn run() -> Result<bool, String> {
     );
 
     println!("\n{}", report::table(&run.rows));
+    println!(
+        "\nwhere the server's CPU went:\n{}",
+        report::cpu_table(&run.rows)
+    );
     let verdicts = verdicts(&run.rows, &memory, &health, run.lost);
     print_verdicts(&verdicts);
     let context = Context {
@@ -326,6 +331,8 @@ struct Run<'a> {
     last_bound: Option<(Placement, f64)>,
     /// The round the rows measured now belong to (see [`ROUNDS`]).
     round: usize,
+    /// The server's CPU time when the row being measured began.
+    cpu_before: CpuSplit,
 }
 
 impl Run<'_> {
@@ -392,7 +399,7 @@ impl Run<'_> {
         let mut peak_kib = 0;
         for clients in CLIENTS {
             let prefix = format!("reg{clients}");
-            let before = self.bound_before(placement, bound);
+            let before = self.bound_before(server, placement, bound);
             let outcome = if clients == 256 {
                 let stop = AtomicBool::new(false);
                 // The port alone crosses to the poller's thread (the server's process handle
@@ -425,21 +432,19 @@ impl Run<'_> {
                 )
             };
             self.push(
-                placement,
-                Work::Register,
-                clients,
+                server,
+                (placement, Work::Register, clients),
                 before,
                 outcome,
                 &mut created,
             );
         }
         for clients in [64, 256] {
-            let before = self.bound_before(placement, bound);
+            let before = self.bound_before(server, placement, bound);
             let outcome = client::burst(server.port, clients, &format!("burst{clients}"));
             self.push(
-                placement,
-                Work::Burst,
-                clients,
+                server,
+                (placement, Work::Burst, clients),
                 before,
                 outcome,
                 &mut created,
@@ -448,7 +453,7 @@ impl Run<'_> {
         // 64 fit in the queue timeout, so they see no 503; 256 do not, and show what a storm
         // of refusals costs the core.
         for clients in [64, 256] {
-            let before = self.bound_before(placement, bound);
+            let before = self.bound_before(server, placement, bound);
             let outcome = client::register_for(
                 server.port,
                 clients,
@@ -457,9 +462,8 @@ impl Run<'_> {
                 OnRefusal::Hammer,
             );
             self.push(
-                placement,
-                Work::Hammer,
-                clients,
+                server,
+                (placement, Work::Hammer, clients),
                 before,
                 outcome,
                 &mut created,
@@ -468,12 +472,11 @@ impl Run<'_> {
 
         let accounts = Mutex::new(self.enough_accounts(server, &created, bound));
         for clients in CLIENTS {
-            let before = self.bound_before(placement, bound);
+            let before = self.bound_before(server, placement, bound);
             let outcome = client::activate_for(server.port, clients, self.duration, &accounts);
             self.push(
-                placement,
-                Work::Activate,
-                clients,
+                server,
+                (placement, Work::Activate, clients),
                 before,
                 outcome,
                 &mut Vec::new(),
@@ -520,9 +523,9 @@ impl Run<'_> {
         bound: f64,
         created: &mut Vec<String>,
     ) {
-        let before = self.bound_before(placement, bound);
+        let before = self.bound_before(server, placement, bound);
         let outcome = client::register_for(server.port, clients, self.duration, prefix, on_refusal);
-        self.push(placement, work, clients, before, outcome, created);
+        self.push(server, (placement, work, clients), before, outcome, created);
     }
 
     /// A registration row of 16 clients that back off.
@@ -546,12 +549,11 @@ impl Run<'_> {
         accounts: &Mutex<Vec<Account>>,
         bound: f64,
     ) {
-        let before = self.bound_before(placement, bound);
+        let before = self.bound_before(server, placement, bound);
         let outcome = client::activate_for(server.port, 16, self.duration, accounts);
         self.push(
-            placement,
-            Work::Activate,
-            16,
+            server,
+            (placement, Work::Activate, 16),
             before,
             outcome,
             &mut Vec::new(),
@@ -580,9 +582,15 @@ impl Run<'_> {
     fn whole_machine(&mut self, server: &Server, bound: f64) {
         let placement = Placement::WholeMachine;
         let mut created = Vec::new();
-        let before = self.bound_before(placement, bound);
+        let before = self.bound_before(server, placement, bound);
         let outcome = client::burst(server.port, 64, "whole-burst");
-        self.push(placement, Work::Burst, 64, before, outcome, &mut created);
+        self.push(
+            server,
+            (placement, Work::Burst, 64),
+            before,
+            outcome,
+            &mut created,
+        );
         for round in 1..=ROUNDS {
             self.round = round;
             self.register_16(
@@ -612,26 +620,29 @@ impl Run<'_> {
     }
 
     /// The bound just before a row of `placement`: the one measured at the end of the row before
-    /// it if that was of the same set-up, else measured now.
-    fn bound_before(&mut self, placement: Placement, fallback: f64) -> f64 {
-        match self.last_bound.take() {
+    /// it if that was of the same set-up, else measured now. The row's CPU time on `server` is
+    /// counted from here.
+    fn bound_before(&mut self, server: &Server, placement: Placement, fallback: f64) -> f64 {
+        let bound = match self.last_bound.take() {
             Some((last, bound)) if last == placement => bound,
             _ => self.bound_now(placement, fallback),
-        }
+        };
+        self.cpu_before = CpuSplit::of(&server.thread_cpu_seconds());
+        bound
     }
 
     /// Records a row and prints it at once (a long run shows progress). The row's bound is the
     /// mean of the bound measured just before it (`before`) and the one measured now, just
-    /// after it, on the CPUs the server had.
+    /// after it, on the CPUs the server had; its CPU time is `server`'s since `bound_before`.
     fn push(
         &mut self,
-        placement: Placement,
-        work: Work,
-        clients: usize,
+        server: &Server,
+        (placement, work, clients): (Placement, Work, usize),
         before: f64,
         mut outcome: Outcome,
         created: &mut Vec<String>,
     ) {
+        let cpu = CpuSplit::of(&server.thread_cpu_seconds()).since(self.cpu_before);
         created.append(&mut outcome.created);
         let after = self.bound_now(placement, before);
         self.last_bound = Some((placement, after));
@@ -642,6 +653,7 @@ impl Run<'_> {
             bound: f64::midpoint(before, after),
             outcome,
             round: self.round,
+            cpu,
         };
         println!(
             "{}",

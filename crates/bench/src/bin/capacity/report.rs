@@ -3,7 +3,7 @@
 
 use std::{fmt::Write as _, path::Path, time::Duration};
 
-use crate::client::Outcome;
+use crate::client::{Outcome, count};
 
 /// Where the server, PostgreSQL and the driver ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,47 @@ pub(crate) struct Row {
     /// 1 for the first measurement of a row; the rows held to a target are measured again, in
     /// later rounds, each against its own bound.
     pub(crate) round: usize,
+    /// The server's CPU time over the row.
+    pub(crate) cpu: CpuSplit,
+}
+
+/// The server's CPU time over a row, seconds: its hashing threads (Argon2, and for
+/// registrations the password strength estimate, which runs there too) and all its others
+/// (HTTP, the database connections, the mail dispatcher).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct CpuSplit {
+    pub(crate) hashing: f64,
+    pub(crate) other: f64,
+}
+
+impl CpuSplit {
+    /// The split of a reading of the server's threads (name, seconds): the hashing pool names its
+    /// threads `argon2-N`.
+    pub(crate) fn of(threads: &[(String, f64)]) -> Self {
+        threads
+            .iter()
+            .fold(Self::default(), |split, (name, seconds)| {
+                if name.starts_with("argon2-") {
+                    Self {
+                        hashing: split.hashing + seconds,
+                        ..split
+                    }
+                } else {
+                    Self {
+                        other: split.other + seconds,
+                        ..split
+                    }
+                }
+            })
+    }
+
+    /// What was used between the reading `earlier` and this one.
+    pub(crate) fn since(self, earlier: Self) -> Self {
+        Self {
+            hashing: (self.hashing - earlier.hashing).max(0.0),
+            other: (self.other - earlier.other).max(0.0),
+        }
+    }
 }
 
 impl Row {
@@ -74,16 +115,19 @@ impl Row {
         [50, 90, 99, 100].map(|percent| percentile(&self.outcome.ok, percent))
     }
 
+    fn work_label(&self) -> String {
+        match self.round {
+            1 => self.work.label().to_owned(),
+            round => format!("{}, round {round}", self.work.label()),
+        }
+    }
+
     fn cells(&self) -> Vec<String> {
         let [p50, p90, p99, max] = self.percentiles();
         let other = self.outcome.odd();
-        let work = match self.round {
-            1 => self.work.label().to_owned(),
-            round => format!("{}, round {round}", self.work.label()),
-        };
         vec![
             self.placement.label().to_owned(),
-            work,
+            self.work_label(),
             self.clients.to_string(),
             self.outcome.ok.len().to_string(),
             self.outcome.refused.to_string(),
@@ -97,6 +141,31 @@ impl Row {
             ms(p99),
             ms(max),
         ]
+    }
+
+    /// The cells of the CPU table, or `None` for a row with no success or a server that shares
+    /// its CPUs (the whole machine).
+    fn cpu_cells(&self) -> Option<Vec<String>> {
+        let ok = count(self.outcome.ok.len());
+        if ok == 0.0 || self.placement == Placement::WholeMachine {
+            return None;
+        }
+        let busy = (self.cpu.hashing + self.cpu.other)
+            / self.outcome.elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let hashing = self.cpu.hashing * 1000.0 / ok;
+        let alone = 1000.0 / self.bound;
+        Some(vec![
+            self.placement.label().to_owned(),
+            self.work_label(),
+            self.clients.to_string(),
+            self.outcome.ok.len().to_string(),
+            format!("{:.0} %", busy * 100.0),
+            format!("{hashing:.2}"),
+            format!("{alone:.2}"),
+            format!("{:.3}", hashing / alone),
+            format!("{:.2}", self.cpu.other * 1000.0 / ok),
+            format!("{:.2}", self.ratio()),
+        ])
     }
 }
 
@@ -113,6 +182,22 @@ pub(crate) fn percentile(samples: &[Duration], percent: usize) -> Duration {
 const HEADERS: [&str; 14] = [
     "set-up", "work", "clients", "ok", "503", "other", "s", "ok/s", "bound/s", "ratio", "p50 ms",
     "p90 ms", "p99 ms", "max ms",
+];
+
+/// The CPU table: per success, the server's CPU time on its hashing threads and on the others,
+/// beside the time one hash takes alone (1000 / bound); a row's ratio is
+/// busy × alone ÷ (hashing + others).
+const CPU_HEADERS: [&str; 10] = [
+    "set-up",
+    "work",
+    "clients",
+    "ok",
+    "busy",
+    "hashing ms/ok",
+    "alone ms",
+    "hashing ÷ alone",
+    "others ms/ok",
+    "ratio",
 ];
 
 fn ms(duration: Duration) -> String {
@@ -172,15 +257,29 @@ pub(crate) struct Context {
 
 /// The rows as a fixed-width table for the terminal.
 pub(crate) fn table(rows: &[Row]) -> String {
-    let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
-    let widths: Vec<usize> = HEADERS
+    fixed_width(&HEADERS, &rows.iter().map(Row::cells).collect::<Vec<_>>())
+}
+
+/// Where the server's CPU went in the 1-core rows, as a fixed-width table for the terminal.
+pub(crate) fn cpu_table(rows: &[Row]) -> String {
+    fixed_width(&CPU_HEADERS, &cpu_cells(rows))
+}
+
+fn cpu_cells(rows: &[Row]) -> Vec<Vec<String>> {
+    rows.iter().filter_map(Row::cpu_cells).collect()
+}
+
+/// `cells` under `headers`, each column as wide as its widest cell; the first two columns to
+/// the left, the figures to the right.
+fn fixed_width(headers: &[&str], cells: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = headers
         .iter()
         .enumerate()
         .map(|(column, header)| {
             cells
                 .iter()
-                .map(|row| row[column].len())
-                .chain([header.len()])
+                .map(|row| row[column].chars().count())
+                .chain([header.chars().count()])
                 .max()
                 .unwrap_or_default()
         })
@@ -199,28 +298,27 @@ pub(crate) fn table(rows: &[Row]) -> String {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    let mut text = line(&HEADERS.map(str::to_owned));
-    for row in &cells {
+    let headers: Vec<String> = headers.iter().map(|header| (*header).to_owned()).collect();
+    let mut text = line(&headers);
+    for row in cells {
         text.push('\n');
         text.push_str(&line(row));
     }
     text
 }
 
-/// The rows as a Markdown table.
-fn markdown_table(rows: &[Row]) -> String {
-    let mut text = format!("| {} |\n", HEADERS.join(" | "));
+/// `cells` under `headers` as a Markdown table, the figures aligned right.
+fn markdown_table(headers: &[&str], cells: &[Vec<String>]) -> String {
+    let mut text = format!("| {} |\n", headers.join(" | "));
     let _ = writeln!(
         text,
         "|{}",
-        HEADERS
-            .iter()
-            .enumerate()
-            .map(|(column, _)| if column < 2 { "---|" } else { "---:|" })
+        (0..headers.len())
+            .map(|column| if column < 2 { "---|" } else { "---:|" })
             .collect::<String>()
     );
-    for row in rows {
-        let _ = writeln!(text, "| {} |", row.cells().join(" | "));
+    for row in cells {
+        let _ = writeln!(text, "| {} |", row.join(" | "));
     }
     text
 }
@@ -245,7 +343,13 @@ pub(crate) fn markdown(rows: &[Row], verdicts: &[Verdict], context: &Context) ->
         "\n![Throughput and p99 latency against clients, with the Argon2 bound]\
          (benchmarks.svg)\n"
     );
-    text.push_str(&markdown_table(rows));
+    text.push_str(&markdown_table(
+        &HEADERS,
+        &rows.iter().map(Row::cells).collect::<Vec<_>>(),
+    ));
+    let _ = writeln!(text, "\n### Where the server's CPU went\n");
+    text.push_str(CPU_METHOD);
+    text.push_str(&markdown_table(&CPU_HEADERS, &cpu_cells(rows)));
     let _ = writeln!(text, "\n### Targets\n");
     let _ = writeln!(text, "| target | measured | met |\n|---|---|---|");
     for verdict in verdicts {
@@ -260,6 +364,18 @@ pub(crate) fn markdown(rows: &[Row], verdicts: &[Verdict], context: &Context) ->
     let _ = writeln!(text, "{END}");
     text
 }
+
+const CPU_METHOD: &str = "For each 1-core row, the CPU time of every server thread, read from \
+`/proc/<pid>/task/<tid>/schedstat` (nanoseconds the scheduler counted) just before and just \
+after the row, split into the hashing threads (`argon2-N`: Argon2, and for registrations the \
+password strength estimate, which runs there too) and all the others (HTTP, the database \
+connections, the mail dispatcher), per success. *busy* is the server's CPU time over the \
+row's wall time; *alone* is the time of one hash with the CPU to itself (1000 / the row's \
+bound). A row's ratio is busy × alone ÷ (hashing + others): what stands between a row and \
+its bound is an idle core, a hash slower than alone (the CPU beside it shares the caches \
+and the memory bus), or the work besides hashing.
+
+";
 
 const BEGIN: &str =
     "<!-- capacity: written by `just bench`; edits between these markers are lost -->";
@@ -359,7 +475,7 @@ pub(crate) fn write_document(path: &Path, section: &str) -> Result<(), String> {
 mod tests {
     use std::{fs, time::Duration};
 
-    use super::{BEGIN, END, Placement, Row, Verdict, Work, percentile, write_document};
+    use super::{BEGIN, CpuSplit, END, Placement, Row, Verdict, Work, percentile, write_document};
     use crate::client::Outcome;
 
     /// A row of `ok` successes in one second against `bound`.
@@ -375,6 +491,7 @@ mod tests {
                 ..Outcome::default()
             },
             round,
+            cpu: CpuSplit::default(),
         }
     }
 
@@ -412,5 +529,59 @@ mod tests {
         assert_eq!(percentile(&samples, 99), Duration::from_millis(99));
         assert_eq!(percentile(&samples, 100), Duration::from_millis(100));
         assert_eq!(percentile(&[], 99), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_hashing_threads_are_told_from_the_others_by_name_and_counted_from_a_reading() {
+        let reading = |hashing: f64, worker: f64| {
+            vec![
+                ("argon2-0".to_owned(), hashing),
+                ("actix-rt|system".to_owned(), worker),
+                ("argon2-1".to_owned(), hashing),
+                ("registrar".to_owned(), 0.5),
+            ]
+        };
+        let before = CpuSplit::of(&reading(1.0, 0.25));
+        assert_eq!(
+            before,
+            CpuSplit {
+                hashing: 2.0,
+                other: 0.75
+            }
+        );
+        let row = CpuSplit::of(&reading(3.0, 0.5)).since(before);
+        assert_eq!(
+            row,
+            CpuSplit {
+                hashing: 4.0,
+                other: 0.25
+            }
+        );
+    }
+
+    #[test]
+    fn the_cpu_table_accounts_for_a_rows_ratio() {
+        // 80 successes in 1 s against 100/s (10 ms a hash alone): ratio 0.8. The core was busy
+        // 0.9 s: 0.81 s hashing (10.125 ms a success) and 0.09 s on the rest (1.125 ms).
+        let mut row = row(80, 100.0, 1);
+        row.cpu = CpuSplit {
+            hashing: 0.81,
+            other: 0.09,
+        };
+        let cells = row
+            .cpu_cells()
+            .expect("a 1-core row with successes has CPU cells");
+        assert_eq!(
+            cells[3..],
+            ["80", "90 %", "10.12", "10.00", "1.012", "1.12", "0.80"].map(str::to_owned)
+        );
+        // busy × alone ÷ (hashing + others) is the ratio.
+        let recomposed = 0.9 * 10.0 / (10.125 + 1.125);
+        assert!((recomposed - row.ratio()).abs() < 1e-9);
+        row.placement = Placement::WholeMachine;
+        assert!(
+            row.cpu_cells().is_none(),
+            "the whole machine's server shares its CPUs"
+        );
     }
 }
