@@ -314,10 +314,7 @@ async fn a_code_issued_after_authentication_is_the_one_that_activates() {
         .await;
     // Another request of the same user replaces the code after `who` read the account.
     app.advance(app.codes.cooldown());
-    let other = app.login("ada@example.com", PASSWORD).await.unwrap();
-    app.entropy.will_draw(&["1111"]);
-    app.issue_code(&other).await.unwrap();
-    assert_eq!(app.deliver().await.sent, 1);
+    app.reissued_and_delivered("ada@example.com", "1111").await;
 
     // As read by `who`, 1111 is a wrong guess at 0421; as stored, it is the live code.
     let user = app.activate(&who, "1111").await.unwrap();
@@ -336,10 +333,7 @@ async fn a_refusal_of_the_account_authentication_read_is_decided_again_on_the_ac
     // As `who` reads the account, its only code has expired: an activation would be refused
     // at once, saving nothing (so no lost race would reveal the change that follows).
     let who = app.login("ada@example.com", PASSWORD).await.unwrap();
-    let other = app.login("ada@example.com", PASSWORD).await.unwrap();
-    app.entropy.will_draw(&["1111"]);
-    app.issue_code(&other).await.unwrap();
-    assert_eq!(app.deliver().await.sent, 1);
+    app.reissued_and_delivered("ada@example.com", "1111").await;
 
     let user = app.activate(&who, "1111").await.unwrap();
 

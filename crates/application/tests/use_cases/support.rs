@@ -236,6 +236,19 @@ impl App {
         self.login(email, PASSWORD).await.unwrap()
     }
 
+    /// Another request of the user of `email` (authenticated on its own) is issued code `code`,
+    /// and its email is accepted by the mail server now.
+    pub(crate) async fn reissued_and_delivered(&self, email: &str, code: &str) {
+        let other = self.login(email, PASSWORD).await.unwrap();
+        self.entropy.will_draw(&[code]);
+        self.issue_code(&other).await.unwrap();
+        assert_eq!(
+            self.deliver().await.sent,
+            1,
+            "the new code's email should go out"
+        );
+    }
+
     /// As [`App::registered`], with the activation email claimed by a dispatcher now, which has
     /// not reported back: the mail server may have it, its acceptance is not recorded.
     pub(crate) async fn registered_and_being_sent(&self, email: &str, code: &str) -> Authenticated {
