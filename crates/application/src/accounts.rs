@@ -290,13 +290,20 @@ where
         Ok(())
     }
 
-    async fn load(&self, id: UserId) -> Result<Versioned, Error> {
-        // The account was there when the caller authenticated; if it was erased since, the
-        // credentials no longer name an account.
-        self.store
-            .account_by_id(id, self.clock.now())
-            .await?
-            .ok_or(Error::Unauthorized)
+    /// The account of `who` for one attempt of a change, and whether it was read now: the
+    /// first attempt takes the one authentication read (`authenticated`, left empty), later
+    /// ones read it again; `None` once it is gone.
+    async fn attempt_on(
+        &self,
+        who: &Authenticated,
+        authenticated: &mut Option<Versioned>,
+    ) -> Result<Option<(Versioned, bool)>, Error> {
+        if let Some(loaded) = authenticated.take() {
+            return Ok(Some((loaded, false)));
+        }
+        let now = self.clock.now();
+        let loaded = self.store.account_by_id(who.user().id(), now).await?;
+        Ok(loaded.map(|loaded| (loaded, true)))
     }
 
     /// The current code of `account`, when it awaits delivery.
@@ -364,14 +371,18 @@ where
     {
         let mut authenticated = Some(who.loaded.clone());
         for _ in 0..=MAX_CONFLICT_RETRIES {
-            let (loaded, read_now) = match authenticated.take() {
-                Some(loaded) => (loaded, false),
-                None => (self.load(who.user().id()).await?, true),
+            // The account was there when the caller authenticated; if it was erased since, the
+            // credentials no longer name an account.
+            let Some((
+                Versioned {
+                    mut account,
+                    version,
+                },
+                read_now,
+            )) = self.attempt_on(who, &mut authenticated).await?
+            else {
+                return Err(Error::Unauthorized);
             };
-            let Versioned {
-                mut account,
-                version,
-            } = loaded;
             let now = self.clock.now();
             let asked = ask(&account, now).await?;
             let (answer, mail) = match decide(&mut account, now, asked) {
@@ -612,15 +623,13 @@ where
     #[tracing::instrument(name = "delete account", skip_all, fields(user_id = %who.user().id()))]
     async fn delete(&self, who: &Authenticated) -> Result<(), Error> {
         let id = who.user().id();
-        // As in `change_asking`, the first attempt starts from the account as authentication
-        // loaded it: the delete is checked against its version.
+        // As in `change_asking`: the delete is checked against the version of the account
+        // it starts from.
         let mut authenticated = Some(who.loaded.clone());
         for _ in 0..=MAX_CONFLICT_RETRIES {
-            let loaded = match authenticated.take() {
-                Some(loaded) => Some(loaded),
-                None => self.store.account_by_id(id, self.clock.now()).await?,
-            };
-            let Some(Versioned { account, version }) = loaded else {
+            let Some((Versioned { account, version }, _)) =
+                self.attempt_on(who, &mut authenticated).await?
+            else {
                 return Ok(());
             };
             // A takeover keeps the id but starts a new registration: the caller proved the

@@ -453,21 +453,9 @@ impl Run<'_> {
         // 64 fit in the queue timeout, so they see no 503; 256 do not, and show what a storm
         // of refusals costs the core.
         for clients in [64, 256] {
-            let before = self.bound_before(server, placement, bound);
-            let outcome = client::register_for(
-                server.port,
-                clients,
-                self.duration,
-                &format!("hammer{clients}"),
-                OnRefusal::Hammer,
-            );
-            self.push(
-                server,
-                (placement, Work::Hammer, clients),
-                before,
-                outcome,
-                &mut created,
-            );
+            let row = (placement, Work::Hammer, clients);
+            let prefix = format!("hammer{clients}");
+            self.register_row(server, row, &prefix, OnRefusal::Hammer, bound, &mut created);
         }
 
         let accounts = Mutex::new(self.enough_accounts(server, &created, bound));
