@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use registrar_application::ports::{AccountChange, ClaimedMail, MailOutcome, QueuedMail};
-use registrar_domain::{ActivationCode, User, UserStatus};
+use registrar_domain::{ActivationCode, CodeState, User, UserStatus};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -19,7 +19,6 @@ pub(crate) type Param<'a> = &'a (dyn ToSql + Sync);
 
 /// The user's columns as a save writes them.
 pub(crate) struct UserColumns {
-    id: Uuid,
     email: String,
     email_key: String,
     password_hash: String,
@@ -30,7 +29,6 @@ pub(crate) struct UserColumns {
 impl UserColumns {
     fn new(user: &User) -> Self {
         Self {
-            id: user.id().as_uuid(),
             email: user.email().as_str().to_owned(),
             email_key: user.email().key(),
             password_hash: user.password_hash().as_str().to_owned(),
@@ -44,7 +42,7 @@ impl UserColumns {
 }
 
 /// The account's current code and the mail to queue, each NULL when absent: the parameters of
-/// `code_and_mail!` (`$1`–`$13`), shared by `REGISTER` and `SAVE_CODE_AND_MAIL`.
+/// `code_and_mail!` (`$1`–`$13`), shared by `REGISTER`, `SAVE_ACCOUNT` and `SAVE_CODE_AND_MAIL`.
 pub(crate) struct CodeAndMail {
     user_id: Uuid,
     code_id: Option<Uuid>,
@@ -86,9 +84,9 @@ impl CodeAndMail {
         })
     }
 
-    /// Whether there is neither a code nor mail to write.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.code_id.is_none() && self.mail_id.is_none()
+    /// Whether the code to write is live (a new code, or a live one with a wrong guess counted).
+    pub(crate) fn writes_live_code(&self) -> bool {
+        self.state == Some(state_text(CodeState::Live))
     }
 
     /// `$1`–`$13` of `code_and_mail!`.
@@ -112,7 +110,8 @@ impl CodeAndMail {
 }
 
 /// One save, ready to bind: a new account (`REGISTER`) or an existing one at its expected
-/// version (`SAVE_USER`, then `SAVE_CODE_AND_MAIL` when there is a code or mail).
+/// version (`SAVE_ACCOUNT`; when it writes a live code, without it and then
+/// `SAVE_CODE_AND_MAIL`).
 pub(crate) struct AccountWrite {
     pub(crate) user: UserColumns,
     pub(crate) code_and_mail: CodeAndMail,
@@ -157,22 +156,62 @@ impl AccountWrite {
         ]
     }
 
-    /// `SAVE_USER`: `$1` user id, `$2` email, `$3` email key, `$4` password hash, `$5` created
-    /// at, `$6` activated at, `$7` expected version, `$8` current code id (NULL: kill and cancel
-    /// nothing), `$9` the current code's state as saved.
-    pub(crate) fn save_user_params<'a>(&'a self, version: &'a i64) -> [Param<'a>; 9] {
-        let user = &self.user;
+    /// `SAVE_ACCOUNT`, the whole save: [`Self::register_params`], then `$19` the expected
+    /// version, `$20` the current code id, `$21` its state as saved.
+    pub(crate) fn save_params<'a>(&'a self, version: &'a i64) -> [Param<'a>; 21] {
+        let [
+            p1,
+            p2,
+            p3,
+            p4,
+            p5,
+            p6,
+            p7,
+            p8,
+            p9,
+            p10,
+            p11,
+            p12,
+            p13,
+            p14,
+            p15,
+            p16,
+            p17,
+            p18,
+        ] = self.register_params();
         [
-            &user.id,
-            &user.email,
-            &user.email_key,
-            &user.password_hash,
-            &user.created_at,
-            &user.activated_at,
+            p1,
+            p2,
+            p3,
+            p4,
+            p5,
+            p6,
+            p7,
+            p8,
+            p9,
+            p10,
+            p11,
+            p12,
+            p13,
+            p14,
+            p15,
+            p16,
+            p17,
+            p18,
             version,
             &self.code_and_mail.code_id,
             &self.code_and_mail.state,
         ]
+    }
+
+    /// `SAVE_ACCOUNT` without the code and the mail (`$1` and `$8` NULL): the first statement of
+    /// a save that writes a live code, `SAVE_CODE_AND_MAIL` being the second.
+    pub(crate) fn save_user_params<'a>(&'a self, version: &'a i64) -> [Param<'a>; 21] {
+        const NOTHING: &Option<Uuid> = &None;
+        let mut params = self.save_params(version);
+        params[0] = NOTHING;
+        params[7] = NOTHING;
+        params
     }
 }
 

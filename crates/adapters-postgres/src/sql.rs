@@ -39,16 +39,20 @@ pub(crate) const ACCOUNT_BY_EMAIL: &str = load_account!("u.email_key = $1");
 pub(crate) const ACCOUNT_BY_ID: &str = load_account!("u.id = $1");
 
 /// Writes the account's current code (insert or update) and queues its mail, each only when
-/// given. Shared by [`REGISTER`] and [`SAVE_CODE_AND_MAIL`], with the same parameters `$1`–`$13`,
-/// bound by `params::CodeAndMail` (a NULL code id: no code; a NULL mail id: no mail).
+/// given and `$condition` (SQL, after `AND`) holds. Shared by [`REGISTER`], [`SAVE_ACCOUNT`] and
+/// [`SAVE_CODE_AND_MAIL`], with the same parameters `$1`–`$13`, bound by `params::CodeAndMail`
+/// (a NULL code id: no code; a NULL mail id: no mail).
 macro_rules! code_and_mail {
-    () => {
-        "saved_code AS (
+    ($condition:literal) => {
+        concat!(
+            "saved_code AS (
              INSERT INTO activation_codes
                  (id, user_id, digest, issued_at, delivered_at, wrong_attempts, state)
              SELECT $1::uuid, $2::uuid, $3::bytea, $4::timestamptz, $5::timestamptz,
                     $6::integer, $7::text
-             WHERE $1::uuid IS NOT NULL
+             WHERE $1::uuid IS NOT NULL AND ",
+            $condition,
+            "
              ON CONFLICT (id) DO UPDATE SET
                  digest = EXCLUDED.digest,
                  issued_at = EXCLUDED.issued_at,
@@ -62,8 +66,11 @@ macro_rules! code_and_mail {
                   next_attempt_at, trace_context)
              SELECT $8::uuid, $2::uuid, $9::uuid, $10::text, $11::text, 'pending', 0,
                     $12::timestamptz, $12::timestamptz, $13::text
-             WHERE $8::uuid IS NOT NULL
+             WHERE $8::uuid IS NOT NULL AND ",
+            $condition,
+            "
          )"
+        )
     };
 }
 
@@ -80,21 +87,28 @@ pub(crate) const REGISTER: &str = concat!(
          VALUES ($2::uuid, $14::text, $15::text, $16::text, $17::timestamptz,
                  $18::timestamptz, 1)
      ), ",
-    code_and_mail!(),
+    code_and_mail!("true"),
     " SELECT 1"
 );
 
-/// The first statement of saving an existing account: the user at the expected version
-/// (bumping it), every live code other than the current one marked replaced, and the
-/// account's pending mail whose code is not live after the save cancelled, its clear code
-/// wiped. Returns how many users it wrote: 0 means the version moved on (or the user is gone),
-/// the conflict, and then nothing else is written either.
+/// Saves an existing account: the user at the expected version (bumping it), every live code
+/// other than the current one marked replaced, the account's pending mail whose code is not
+/// live after the save cancelled (its clear code wiped), and the current code and new mail of
+/// `code_and_mail!`. Returns how many users it wrote: 0 means the version moved on (or the user
+/// is gone), the conflict, and then nothing else is written either.
 ///
-/// Mail to cancel: once the save is done, every code but the current one is dead (`replaced`
-/// kills the live ones), and the current one is dead or used when `$9` says so. So a pending
-/// message is cancelled when it carries another code, or the current code in a state other
-/// than live. The save's own new mail is written by [`SAVE_CODE_AND_MAIL`], after this, and
-/// is not touched.
+/// One statement, so one implicit transaction and one round trip, whenever the code it writes
+/// is not live: an activation, a code killed by wrong guesses, a new password hash. A new live
+/// code would trip the one-live-code-per-user index if it were inserted before the old live
+/// code is marked replaced, and the order of a statement's parts is not defined; so a save that
+/// writes a live code sends this without its code and mail (`$1` and `$8` NULL) and then
+/// [`SAVE_CODE_AND_MAIL`], in one transaction.
+///
+/// Mail to cancel: once the save is done, every code but the current one (`$20`) is dead
+/// (`replaced` kills the live ones), and the current one is dead or used when `$21` says so. So
+/// a pending message is cancelled when it carries another code, or the current code in a state
+/// other than live. The save's own new mail is not among them: the statement's parts all see
+/// the rows as they were before it.
 ///
 /// The messages are locked `FOR UPDATE SKIP LOCKED` (index `email_outbox_by_user`,
 /// `migrations/V5__erase_accounts.sql`): one a dispatcher is settling at this very moment
@@ -102,39 +116,42 @@ pub(crate) const REGISTER: &str = concat!(
 /// and this statement holds the user: waiting for the message could deadlock. The dispatcher
 /// settles such a message itself, or claims it again later with `code_alive` false.
 ///
-/// Parameters: `params::AccountWrite::save_user_params` (`$8` the current code id, NULL: kill
-/// and cancel nothing; `$9` its state as saved).
-pub(crate) const SAVE_USER: &str = "
-    WITH saved_user AS (
-        UPDATE users SET
-            email = $2, email_key = $3, password_hash = $4, created_at = $5,
-            activated_at = $6, version = version + 1
-        WHERE id = $1 AND version = $7
-        RETURNING id
-    ), replaced AS (
-        UPDATE activation_codes SET state = 'replaced'
-        WHERE user_id IN (SELECT id FROM saved_user)
-          AND state = 'live'
-          AND id <> $8::uuid
-    ), doomed AS (
-        SELECT id FROM email_outbox
-        WHERE user_id = $1
-          AND status = 'pending'
-          AND (code_id <> $8::uuid OR $9::text <> 'live')
-          AND EXISTS (SELECT FROM saved_user)
-        FOR UPDATE SKIP LOCKED
-    ), cancelled AS (
-        UPDATE email_outbox AS o SET
-            status = 'cancelled', code = NULL, lease_until = NULL, claim = NULL
-        FROM doomed
-        WHERE o.id = doomed.id
-    )
-    SELECT count(*) FROM saved_user";
+/// Parameters: `params::AccountWrite::save_params` or `save_user_params`: `$1`–`$18` as for
+/// [`REGISTER`], `$19` the expected version, `$20` the current code id (NULL: kill and cancel
+/// nothing), `$21` its state as saved.
+pub(crate) const SAVE_ACCOUNT: &str = concat!(
+    "WITH saved_user AS (
+         UPDATE users SET
+             email = $14, email_key = $15, password_hash = $16, created_at = $17,
+             activated_at = $18, version = version + 1
+         WHERE id = $2 AND version = $19
+         RETURNING id
+     ), replaced AS (
+         UPDATE activation_codes SET state = 'replaced'
+         WHERE user_id IN (SELECT id FROM saved_user)
+           AND state = 'live'
+           AND id <> $20::uuid
+     ), doomed AS (
+         SELECT id FROM email_outbox
+         WHERE user_id = $2
+           AND status = 'pending'
+           AND (code_id <> $20::uuid OR $21::text <> 'live')
+           AND EXISTS (SELECT FROM saved_user)
+         FOR UPDATE SKIP LOCKED
+     ), cancelled AS (
+         UPDATE email_outbox AS o SET
+             status = 'cancelled', code = NULL, lease_until = NULL, claim = NULL
+         FROM doomed
+         WHERE o.id = doomed.id
+     ), ",
+    code_and_mail!("EXISTS (SELECT FROM saved_user)"),
+    " SELECT count(*) FROM saved_user"
+);
 
-/// The second statement of saving an existing account, sent after [`SAVE_USER`] in the same
-/// transaction: by then no other code is live, so a new live code never trips the
-/// one-live-code-per-user index. Parameters: `params::CodeAndMail`.
-pub(crate) const SAVE_CODE_AND_MAIL: &str = concat!("WITH ", code_and_mail!(), " SELECT 1");
+/// The second statement of a save that writes a live code, sent after [`SAVE_ACCOUNT`] (without
+/// its code and mail) in the same transaction: by then no other code is live, so the new live
+/// code never trips the one-live-code-per-user index. Parameters: `params::CodeAndMail`.
+pub(crate) const SAVE_CODE_AND_MAIL: &str = concat!("WITH ", code_and_mail!("true"), " SELECT 1");
 
 /// Claims due mail: one statement, so the rows are locked (skipping rows another claimer
 /// holds), leased and counted atomically. `$1` now, `$2` lease end, `$3` most messages.

@@ -279,10 +279,8 @@ fn counted(row: &Row) -> Result<bool, Failure> {
 }
 
 /// Runs a save on `connection`. A new account: one statement (it has no mail yet, so none to
-/// cancel). An existing one: `BEGIN`, two statements sent together (one round trip for both),
-/// `COMMIT`; or a single statement when there is neither a code nor mail to write. The first
-/// of the two (or the single one) also cancels the account's pending mail whose code is not
-/// live after the save.
+/// cancel). An existing one: one statement, unless it writes a live code: then `BEGIN`, two
+/// statements sent together (one round trip for both), `COMMIT` (see `sql::SAVE_ACCOUNT`).
 async fn save(connection: &mut Object, write: &AccountWrite) -> Result<(), Failure> {
     let Some(version) = write.expected_version else {
         connection
@@ -293,15 +291,15 @@ async fn save(connection: &mut Object, write: &AccountWrite) -> Result<(), Failu
             .await?;
         return Ok(());
     };
-    let user = write.save_user_params(&version);
-    if write.code_and_mail.is_empty() {
+    if !write.code_and_mail.writes_live_code() {
         // One statement is its own transaction.
-        let saved = counted(
-            &connection
-                .query_one(&prepared(connection, sql::SAVE_USER).await?, &user)
-                .await?,
-        )?;
-        return if saved {
+        let saved = connection
+            .query_one(
+                &prepared(connection, sql::SAVE_ACCOUNT).await?,
+                &write.save_params(&version),
+            )
+            .await?;
+        return if counted(&saved)? {
             Ok(())
         } else {
             Err(Failure::Conflict)
@@ -309,7 +307,7 @@ async fn save(connection: &mut Object, write: &AccountWrite) -> Result<(), Failu
     }
     let transaction = connection.transaction().await?;
     let (save_user, save_rest) = try_join(
-        transaction.prepare_cached(sql::SAVE_USER),
+        transaction.prepare_cached(sql::SAVE_ACCOUNT),
         transaction.prepare_cached(sql::SAVE_CODE_AND_MAIL),
     )
     .await?;
@@ -318,7 +316,7 @@ async fn save(connection: &mut Object, write: &AccountWrite) -> Result<(), Failu
     // pending mail cancelled) before the new code and its mail are written. A lost race shows
     // as no user row written.
     let (saved, rest) = join(
-        transaction.query_one(&save_user, &user),
+        transaction.query_one(&save_user, &write.save_user_params(&version)),
         transaction.execute(&save_rest, &write.code_and_mail.params()),
     )
     .await;

@@ -32,6 +32,7 @@ macro_rules! store_contract_tests {
             saves_and_loads_a_new_account_by_email_and_id,
             emails_are_unique_case_insensitively,
             a_save_at_a_stale_version_conflicts,
+            a_stale_activation_writes_neither_the_user_nor_its_code,
             concurrent_saves_at_one_version_let_exactly_one_win,
             replacing_a_code_cancels_its_pending_mail,
             a_code_killed_by_wrong_guesses_cancels_its_pending_mail,
@@ -214,6 +215,37 @@ pub async fn a_save_at_a_stale_version_conflicts(store: impl Store) {
             .password_hash(),
         &hash("second")
     );
+}
+
+/// An activation saved at a version that is no longer current conflicts and changes nothing:
+/// the user stays pending, the code live, its mail pending. (A save that writes no live code is
+/// one statement in the PostgreSQL store, so its version check guards the code and the mail
+/// too.)
+pub async fn a_stale_activation_writes_neither_the_user_nor_its_code(store: impl Store) {
+    let policy = CodePolicy::default();
+    register(&store, 10, "ada@example.com", "0421").await;
+    let now = t0() + SECOND;
+    let Versioned {
+        mut account,
+        version,
+    } = load(&store, "ada@example.com", now).await;
+    let mut moved_on = account.clone();
+    moved_on.set_password_hash(hash("second"));
+    save_at(&store, moved_on, version).await.unwrap();
+
+    account.mark_code_delivered(new_code(11, "0421").id(), now);
+    account
+        .activate(CodeDigits::parse("0421").unwrap(), &secret(), now, &policy)
+        .unwrap();
+    let stale = save_at(&store, account, version).await;
+    assert!(matches!(stale, Err(SaveError::Conflict)), "{stale:?}");
+
+    let reloaded = load(&store, "ada@example.com", now).await.account;
+    assert!(!reloaded.user().is_active());
+    assert_eq!(reloaded.user().password_hash(), &hash("second"));
+    let code = reloaded.code().unwrap();
+    assert_eq!((code.state(), code.delivered_at()), (CodeState::Live, None));
+    assert_eq!(store.outbox_depth().await.unwrap(), 1);
 }
 
 /// Two saves racing at the same version: exactly one wins.

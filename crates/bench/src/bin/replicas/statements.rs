@@ -140,7 +140,7 @@ fn parse(line: &str) -> Option<Statement> {
 /// `sql.rs`), as `pg_stat_statements` shows it: constants, quoted texts included, become `$n`.
 /// The first match wins.
 const KNOWN: [(&str, &str, Part); 15] = [
-    ("saved_user AS", "save (user)", Part::Request),
+    ("saved_user AS", "save (account)", Part::Request),
     ("WITH new_user AS", "register (new account)", Part::Request),
     ("saved_code AS", "save (code and mail)", Part::Request),
     ("claimed AS", "claim_mail", Part::Delivery),
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(identify(finish), ("finish_mail".to_owned(), Part::Delivery));
         let save = "WITH saved_user AS ( UPDATE users SET version = version + 1 ), cancelled \
                     AS ( UPDATE email_outbox AS o SET status = 'cancelled' ) SELECT 1";
-        assert_eq!(identify(save), ("save (user)".to_owned(), Part::Request));
+        assert_eq!(identify(save), ("save (account)".to_owned(), Part::Request));
         assert_eq!(
             identify("LISTEN registrar_outbox"),
             ("LISTEN".to_owned(), Part::Background)
