@@ -215,6 +215,8 @@ impl Verdict {
     /// A rate target over every round of one row: met when the median of the rounds' ratios
     /// (each against the bound beside it) reaches `at_least`. The median, not the best round:
     /// on a shared machine any one round may be lucky, or unlucky, by more than the margin.
+    /// Ratios are given to three places, so that a median just under a target does not print
+    /// as the target.
     pub(crate) fn rate(target: &str, rounds: &[&Row], at_least: f64) -> Option<Self> {
         let mut ratios: Vec<f64> = rounds.iter().map(|row| row.ratio()).collect();
         ratios.sort_by(f64::total_cmp);
@@ -223,7 +225,7 @@ impl Verdict {
             .iter()
             .map(|row| {
                 format!(
-                    "{:.1}/s = {:.2} × {:.1}/s",
+                    "{:.1}/s = {:.3} × {:.1}/s",
                     row.outcome.rate(),
                     row.ratio(),
                     row.bound
@@ -235,7 +237,7 @@ impl Verdict {
             target: target.to_owned(),
             measured: match rounds.len() {
                 1 => each,
-                n => format!("median {median:.2} over {n} rounds ({each})"),
+                n => format!("median {median:.3} over {n} rounds ({each})"),
             },
             met: median >= at_least,
         })
@@ -499,13 +501,29 @@ mod tests {
     fn a_rate_target_is_judged_on_the_median_round_not_the_best_or_the_worst() {
         let rounds = [row(27, 30.0, 1), row(40, 40.0, 2), row(28, 30.0, 3)];
         let rounds: Vec<&Row> = rounds.iter().collect();
-        // Ratios 0.90, 1.00 and 0.93: the median is 0.93.
+        // Ratios 0.90, 1.00 and 0.933: the median is 0.933.
         let verdict = Verdict::rate("t", &rounds, 0.93).expect("three rounds make a verdict");
         assert!(verdict.met);
-        assert!(verdict.measured.starts_with("median 0.93 over 3 rounds"));
+        assert!(verdict.measured.starts_with("median 0.933 over 3 rounds"));
         let verdict = Verdict::rate("t", &rounds, 0.94).expect("three rounds make a verdict");
         assert!(!verdict.met, "one round at 1.00 does not carry the target");
         assert!(Verdict::rate("t", &[], 0.5).is_none());
+    }
+
+    #[test]
+    fn a_median_just_under_the_target_does_not_read_as_the_target() {
+        let rounds = [row(179, 200.0, 1), row(182, 200.0, 2), row(178, 200.0, 3)];
+        let rounds: Vec<&Row> = rounds.iter().collect();
+        // Ratios 0.895, 0.91 and 0.89: to two places the median would print as 0.90.
+        let verdict = Verdict::rate("t", &rounds, 0.9).expect("three rounds make a verdict");
+        assert!(!verdict.met);
+        assert!(
+            verdict
+                .measured
+                .starts_with("median 0.895 over 3 rounds (179.0/s = 0.895 × 200.0/s;"),
+            "{}",
+            verdict.measured
+        );
     }
 
     #[test]
