@@ -132,76 +132,30 @@ impl AccountWrite {
     /// `REGISTER`: `$1`–`$13` of `code_and_mail!` (`$2` is the user's id), then `$14` email,
     /// `$15` email key, `$16` password hash, `$17` created at, `$18` activated at.
     pub(crate) fn register_params(&self) -> [Param<'_>; 18] {
-        let [c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13] = self.code_and_mail.params();
         let user = &self.user;
-        [
-            c1,
-            c2,
-            c3,
-            c4,
-            c5,
-            c6,
-            c7,
-            c8,
-            c9,
-            c10,
-            c11,
-            c12,
-            c13,
-            &user.email,
-            &user.email_key,
-            &user.password_hash,
-            &user.created_at,
-            &user.activated_at,
-        ]
+        joined(
+            self.code_and_mail.params(),
+            [
+                &user.email,
+                &user.email_key,
+                &user.password_hash,
+                &user.created_at,
+                &user.activated_at,
+            ],
+        )
     }
 
     /// `SAVE_ACCOUNT`, the whole save: [`Self::register_params`], then `$19` the expected
     /// version, `$20` the current code id, `$21` its state as saved.
     pub(crate) fn save_params<'a>(&'a self, version: &'a i64) -> [Param<'a>; 21] {
-        let [
-            p1,
-            p2,
-            p3,
-            p4,
-            p5,
-            p6,
-            p7,
-            p8,
-            p9,
-            p10,
-            p11,
-            p12,
-            p13,
-            p14,
-            p15,
-            p16,
-            p17,
-            p18,
-        ] = self.register_params();
-        [
-            p1,
-            p2,
-            p3,
-            p4,
-            p5,
-            p6,
-            p7,
-            p8,
-            p9,
-            p10,
-            p11,
-            p12,
-            p13,
-            p14,
-            p15,
-            p16,
-            p17,
-            p18,
-            version,
-            &self.code_and_mail.code_id,
-            &self.code_and_mail.state,
-        ]
+        joined(
+            self.register_params(),
+            [
+                version,
+                &self.code_and_mail.code_id,
+                &self.code_and_mail.state,
+            ],
+        )
     }
 
     /// `SAVE_ACCOUNT` without the code and the mail (`$1` and `$8` NULL): the first statement of
@@ -213,6 +167,15 @@ impl AccountWrite {
         params[7] = NOTHING;
         params
     }
+}
+
+/// `first`, then `then`: one statement's parameters from the lists it shares with another.
+fn joined<'a, const A: usize, const B: usize, const N: usize>(
+    first: [Param<'a>; A],
+    then: [Param<'a>; B],
+) -> [Param<'a>; N] {
+    const { assert!(A + B == N, "the joined lists must fill the result exactly") };
+    std::array::from_fn(|i| if i < A { first[i] } else { then[i - A] })
 }
 
 /// Claimed messages and their outcomes, one array element per message: the

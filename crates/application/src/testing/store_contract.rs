@@ -123,6 +123,13 @@ async fn save_at(store: &impl Store, account: Account, version: u64) -> Result<(
         .await
 }
 
+/// Registers `ada@example.com` (as [`register`] with `n` = 10 and code `0421`) and loads it at
+/// `now`.
+async fn ada_registered(store: &impl Store, now: SystemTime) -> Versioned {
+    register(store, 10, "ada@example.com", "0421").await;
+    load(store, "ada@example.com", now).await
+}
+
 /// Settles one message alone: whether it was recorded.
 async fn finish_one(store: &impl Store, mail: &ClaimedMail, outcome: MailOutcome) -> bool {
     let recorded = store.finish_mail(&[(mail, &outcome)]).await.unwrap();
@@ -195,11 +202,10 @@ pub async fn emails_are_unique_case_insensitively(store: impl Store) {
 
 /// Saving at a version that is no longer current conflicts and changes nothing.
 pub async fn a_save_at_a_stale_version_conflicts(store: impl Store) {
-    register(&store, 10, "ada@example.com", "0421").await;
     let Versioned {
         mut account,
         version,
-    } = load(&store, "ada@example.com", t0()).await;
+    } = ada_registered(&store, t0()).await;
     account.set_password_hash(hash("second"));
     save_at(&store, account.clone(), version).await.unwrap();
     let reloaded = load(&store, "ada@example.com", t0()).await;
@@ -223,12 +229,11 @@ pub async fn a_save_at_a_stale_version_conflicts(store: impl Store) {
 /// too.)
 pub async fn a_stale_activation_writes_neither_the_user_nor_its_code(store: impl Store) {
     let policy = CodePolicy::default();
-    register(&store, 10, "ada@example.com", "0421").await;
     let now = t0() + SECOND;
     let Versioned {
         mut account,
         version,
-    } = load(&store, "ada@example.com", now).await;
+    } = ada_registered(&store, now).await;
     let mut moved_on = account.clone();
     moved_on.set_password_hash(hash("second"));
     save_at(&store, moved_on, version).await.unwrap();
@@ -278,11 +283,10 @@ pub async fn concurrent_saves_at_one_version_let_exactly_one_win(store: impl Sto
 /// save: only the new code's mail is left to claim.
 pub async fn replacing_a_code_cancels_its_pending_mail(store: impl Store) {
     let policy = CodePolicy::default();
-    register(&store, 10, "ada@example.com", "0421").await;
     let Versioned {
         mut account,
         version,
-    } = load(&store, "ada@example.com", t0() + 30 * SECOND).await;
+    } = ada_registered(&store, t0() + 30 * SECOND).await;
     account
         .issue_code(new_code(30, "1111"), t0() + 30 * SECOND, &policy)
         .unwrap();
@@ -321,12 +325,11 @@ pub async fn replacing_a_code_cancels_its_pending_mail(store: impl Store) {
 /// mail, so a dead code is never sent.
 pub async fn a_code_killed_by_wrong_guesses_cancels_its_pending_mail(store: impl Store) {
     let policy = CodePolicy::default();
-    register(&store, 10, "ada@example.com", "0421").await;
     let now = t0() + SECOND;
     let Versioned {
         mut account,
         version,
-    } = load(&store, "ada@example.com", now).await;
+    } = ada_registered(&store, now).await;
     for _ in 0..policy.max_attempts() {
         let guess = account.activate(CodeDigits::parse("9999").unwrap(), &secret(), now, &policy);
         assert!(
