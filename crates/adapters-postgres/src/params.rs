@@ -91,15 +91,24 @@ impl CodeAndMail {
 
     /// `$1`–`$13` of `code_and_mail!`.
     pub(crate) fn params(&self) -> [Param<'_>; 13] {
+        self.params_with(&self.code_id, &self.mail_id)
+    }
+
+    /// [`Self::params`] with no code id and no mail id: the statement writes neither.
+    fn params_writing_nothing(&self) -> [Param<'_>; 13] {
+        self.params_with(&None::<Uuid>, &None::<Uuid>)
+    }
+
+    fn params_with<'a>(&'a self, code_id: Param<'a>, mail_id: Param<'a>) -> [Param<'a>; 13] {
         [
-            &self.code_id,
+            code_id,
             &self.user_id,
             &self.digest,
             &self.issued_at,
             &self.delivered_at,
             &self.wrong_attempts,
             &self.state,
-            &self.mail_id,
+            mail_id,
             &self.mail_code_id,
             &self.recipient,
             &self.mail_code,
@@ -132,9 +141,29 @@ impl AccountWrite {
     /// `REGISTER`: `$1`–`$13` of `code_and_mail!` (`$2` is the user's id), then `$14` email,
     /// `$15` email key, `$16` password hash, `$17` created at, `$18` activated at.
     pub(crate) fn register_params(&self) -> [Param<'_>; 18] {
+        self.with_user(self.code_and_mail.params())
+    }
+
+    /// `SAVE_ACCOUNT`, the whole save: [`Self::register_params`], then `$19` the expected
+    /// version, `$20` the current code id, `$21` its state as saved.
+    pub(crate) fn save_params<'a>(&'a self, version: &'a i64) -> [Param<'a>; 21] {
+        self.at_version(&self.register_params(), version)
+    }
+
+    /// `SAVE_ACCOUNT` without the code and the mail (`$1` and `$8` NULL): the first statement of
+    /// a save that writes a live code, `SAVE_CODE_AND_MAIL` being the second.
+    pub(crate) fn save_user_params<'a>(&'a self, version: &'a i64) -> [Param<'a>; 21] {
+        self.at_version(
+            &self.with_user(self.code_and_mail.params_writing_nothing()),
+            version,
+        )
+    }
+
+    /// `code_and_mail`, then the user's columns (`$14`–`$18`).
+    fn with_user<'a>(&'a self, code_and_mail: [Param<'a>; 13]) -> [Param<'a>; 18] {
         let user = &self.user;
         joined(
-            self.code_and_mail.params(),
+            code_and_mail,
             [
                 &user.email,
                 &user.email_key,
@@ -145,27 +174,16 @@ impl AccountWrite {
         )
     }
 
-    /// `SAVE_ACCOUNT`, the whole save: [`Self::register_params`], then `$19` the expected
-    /// version, `$20` the current code id, `$21` its state as saved.
-    pub(crate) fn save_params<'a>(&'a self, version: &'a i64) -> [Param<'a>; 21] {
+    /// `register`, then the version check and the current code (`$19`–`$21`).
+    fn at_version<'a>(&'a self, register: &[Param<'a>; 18], version: &'a i64) -> [Param<'a>; 21] {
         joined(
-            self.register_params(),
+            *register,
             [
                 version,
                 &self.code_and_mail.code_id,
                 &self.code_and_mail.state,
             ],
         )
-    }
-
-    /// `SAVE_ACCOUNT` without the code and the mail (`$1` and `$8` NULL): the first statement of
-    /// a save that writes a live code, `SAVE_CODE_AND_MAIL` being the second.
-    pub(crate) fn save_user_params<'a>(&'a self, version: &'a i64) -> [Param<'a>; 21] {
-        const NOTHING: &Option<Uuid> = &None;
-        let mut params = self.save_params(version);
-        params[0] = NOTHING;
-        params[7] = NOTHING;
-        params
     }
 }
 
