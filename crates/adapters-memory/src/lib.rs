@@ -17,8 +17,8 @@ use std::{
 use registrar_application::{
     TraceContext,
     ports::{
-        AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, SaveError, Store, StoreError,
-        ThrottleKey, Versioned,
+        AccountChange, ClaimedMail, Limit, LoginState, MailOutcome, Pruned, SaveError, Store,
+        StoreError, ThrottleKey, Versioned,
     },
 };
 use registrar_domain::{
@@ -372,17 +372,27 @@ impl Store for MemoryStore {
         Ok(u64::try_from(pending).unwrap_or(u64::MAX))
     }
 
-    async fn throttled_until(
+    async fn login_state(
         &self,
-        key: &ThrottleKey,
-        limit: Limit,
+        email: Option<&Email>,
+        throttles: &[(ThrottleKey, Limit)],
         now: SystemTime,
-    ) -> Result<Option<SystemTime>, StoreError> {
+    ) -> Result<LoginState, StoreError> {
         let state = self.lock()?;
-        Ok(state
-            .throttles
-            .get(&key.as_storage_key())
-            .and_then(|(end, count)| (*end > now && *count >= limit.max).then_some(*end)))
+        let closed_until = throttles.iter().find_map(|(key, limit)| {
+            state
+                .throttles
+                .get(&key.as_storage_key())
+                .and_then(|(end, count)| (*end > now && *count >= limit.max).then_some(*end))
+        });
+        Ok(match closed_until {
+            Some(until) => LoginState::Throttled(until),
+            None => LoginState::Open(
+                email
+                    .and_then(|email| state.by_email.get(&email.key()))
+                    .and_then(|id| state.account(*id, now)),
+            ),
+        })
     }
 
     async fn throttle_hit(

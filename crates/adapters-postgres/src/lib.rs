@@ -100,7 +100,9 @@
 //!   each message's claim token and that it is pending; for `Sent` and `Failed` it also
 //!   updates the code and bumps the user's version, each step reading the previous one's
 //!   output (lock order: messages, users in id order, codes).
-//! - `outbox_depth`, `throttled_until`, `throttle_hit`, `ping`: one statement each.
+//! - `login_state`: one statement, the throttle windows first; it reads the account only when
+//!   none of them is closed.
+//! - `outbox_depth`, `throttle_hit`, `ping`: one statement each.
 //!
 //! # Errors
 //! Connection refused/reset/closed, pool and operation time-outs, SQLSTATE class `08`,

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use registrar_application::{
     TraceContext,
-    ports::{ClaimedMail, Versioned},
+    ports::{ClaimedMail, LoginState, Versioned},
 };
 use registrar_domain::{
     Account, ActivationCode, CodeDeath, CodeDigest, CodeDigits, CodeId, CodeState, Email,
@@ -62,7 +62,10 @@ fn email(text: &str) -> Result<Email, Failure> {
     Email::parse(text).map_err(|_| Failure::Invalid("stored email does not parse".into()))
 }
 
-/// An account from a row of `ACCOUNT_BY_EMAIL` / `ACCOUNT_BY_ID`.
+/// The columns of an account in a row: what [`account`] reads.
+const ACCOUNT_COLUMNS: usize = 13;
+
+/// An account from a row of `ACCOUNT_BY_EMAIL` / `ACCOUNT_BY_ID` (or `LOGIN_STATE`).
 pub(crate) fn account(row: &Row) -> Result<Versioned, Failure> {
     let activated_at: Option<SystemTime> = row.try_get(4)?;
     let hash: String = row.try_get(2)?;
@@ -101,6 +104,19 @@ pub(crate) fn account(row: &Row) -> Result<Versioned, Failure> {
         account: Account::restore(user, code, recent_issues),
         version,
     })
+}
+
+/// What a row of `LOGIN_STATE` says: the account's columns first (NULL when none is given),
+/// then the end of the window that is closed, if one is.
+pub(crate) fn login_state(row: &Row) -> Result<LoginState, Failure> {
+    if let Some(until) = row.try_get::<_, Option<SystemTime>>(ACCOUNT_COLUMNS)? {
+        return Ok(LoginState::Throttled(until));
+    }
+    let found = row
+        .try_get::<_, Option<Uuid>>(0)?
+        .map(|_| account(row))
+        .transpose()?;
+    Ok(LoginState::Open(found))
 }
 
 /// A claimed message from a row of `CLAIM_MAIL`; `None` for a message without its code (which

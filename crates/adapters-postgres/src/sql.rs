@@ -233,9 +233,25 @@ pub(crate) const FINISH_MAIL: &str = "
 /// Messages waiting to be sent, due or not (an index-only count on the pending index).
 pub(crate) const OUTBOX_DEPTH: &str = "SELECT count(*) FROM email_outbox WHERE status = 'pending'";
 
-/// `$1` key, `$2` now, `$3` most events: the window end if the key is over its limit.
-pub(crate) const THROTTLED_UNTIL: &str = "
-    SELECT window_end FROM throttles WHERE key = $1 AND window_end > $2 AND hits >= $3";
+/// A login's read: always one row, the account's columns as [`ACCOUNT_BY_EMAIL`] gives them
+/// (all NULL when there is no account to give), then the end of the first window closed,
+/// if any, in the order of the keys given; no account is read when one is. `$1` email key
+/// (NULL: read no account), `$2` start of the recent-issues window (exclusive), `$3` throttle
+/// keys, `$4` the most events each allows, `$5` now.
+pub(crate) const LOGIN_STATE: &str = concat!(
+    "WITH closed AS (
+         SELECT t.window_end
+         FROM unnest($3::text[], $4::bigint[]) WITH ORDINALITY AS k(key, max, position)
+         JOIN throttles AS t ON t.key = k.key AND t.window_end > $5 AND t.hits >= k.max
+         ORDER BY k.position
+         LIMIT 1
+     )
+     SELECT account.*, (SELECT window_end FROM closed)
+     FROM (SELECT) AS one
+     LEFT JOIN LATERAL (",
+    load_account!("u.email_key = $1 AND NOT EXISTS (SELECT FROM closed)"),
+    ") AS account ON true"
+);
 
 /// Counts one event for a key, atomically (the row lock of `ON CONFLICT DO UPDATE`):
 /// a window that is over (or a new key) starts again at `$3` with this event, otherwise the
@@ -243,7 +259,7 @@ pub(crate) const THROTTLED_UNTIL: &str = "
 ///
 /// `hits` counts refused events too, so the statement can report whether this event was over
 /// the limit from the row it leaves (RETURNING only sees the new row): the event was refused
-/// exactly when the window went on and `hits` now exceeds the limit. `throttled_until`
+/// exactly when the window went on and `hits` now exceeds the limit. [`LOGIN_STATE`]
 /// compares `hits >= max`, which is the memory store's `count >= max` since that count is
 /// `min(hits, max)`.
 pub(crate) const THROTTLE_HIT: &str = "

@@ -15,8 +15,8 @@ use std::{
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::future::{join, try_join};
 use registrar_application::ports::{
-    AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, SaveError, Store, StoreError,
-    ThrottleKey, Versioned,
+    AccountChange, ClaimedMail, Limit, LoginState, MailOutcome, Pruned, SaveError, Store,
+    StoreError, ThrottleKey, Versioned,
 };
 use registrar_domain::{CodeId, CodePolicy, Email, UserId};
 use tokio::{
@@ -225,9 +225,7 @@ impl PgStore {
         key: Param<'_>,
         now: SystemTime,
     ) -> Result<Option<Versioned>, StoreError> {
-        let window_start = now
-            .checked_sub(CodePolicy::WINDOW)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let window_start = recent_issues_start(now);
         self.run(op, async |connection| {
             connection
                 .query_opt(
@@ -266,6 +264,12 @@ impl PgStore {
             }
         }
     }
+}
+
+/// The start of the window whose code issues a load returns with the account (exclusive).
+fn recent_issues_start(now: SystemTime) -> SystemTime {
+    now.checked_sub(CodePolicy::WINDOW)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 /// `statement`, prepared once per connection (deadpool's statement cache).
@@ -441,18 +445,31 @@ impl Store for PgStore {
     }
 
     #[tracing::instrument(name = "store: throttled until", skip_all)]
-    async fn throttled_until(
+    async fn login_state(
         &self,
-        key: &ThrottleKey,
-        limit: Limit,
+        email: Option<&Email>,
+        throttles: &[(ThrottleKey, Limit)],
         now: SystemTime,
-    ) -> Result<Option<SystemTime>, StoreError> {
-        let params = (key.as_storage_key(), now, i64::from(limit.max));
-        self.run("read throttle", async |connection| {
-            let statement = prepared(connection, sql::THROTTLED_UNTIL).await?;
-            let (key, now, max) = &params;
-            let row = connection.query_opt(&statement, &[key, now, max]).await?;
-            Ok(row.map(|row| row.try_get(0)).transpose()?)
+    ) -> Result<LoginState, StoreError> {
+        let email_key = email.map(Email::key);
+        let window_start = recent_issues_start(now);
+        let keys: Vec<String> = throttles
+            .iter()
+            .map(|(key, _)| key.as_storage_key())
+            .collect();
+        let maxes: Vec<i64> = throttles
+            .iter()
+            .map(|(_, limit)| i64::from(limit.max))
+            .collect();
+        self.run("read login state", async |connection| {
+            let statement = prepared(connection, sql::LOGIN_STATE).await?;
+            let row = connection
+                .query_one(
+                    &statement,
+                    &[&email_key, &window_start, &keys, &maxes, &now],
+                )
+                .await?;
+            rows::login_state(&row)
         })
         .await
     }

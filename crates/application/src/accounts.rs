@@ -16,8 +16,8 @@ use tokio::sync::OnceCell;
 use crate::{
     DispatchSignal, Error,
     ports::{
-        AccountChange, Clock, Entropy, Limit, PasswordHasher, QueuedMail, SaveError, Store,
-        ThrottleKey, Traces, Verification, Versioned,
+        AccountChange, Clock, Entropy, Limit, LoginState, PasswordHasher, QueuedMail, SaveError,
+        Store, ThrottleKey, Traces, Verification, Versioned,
     },
 };
 
@@ -243,13 +243,6 @@ where
     /// Fails with 429 if `key` is over `limit`; otherwise counts this event.
     async fn take(&self, key: ThrottleKey, limit: Limit, now: SystemTime) -> Result<(), Error> {
         match self.store.throttle_hit(&key, limit, now).await? {
-            Some(until) => Err(too_many(until, now)),
-            None => Ok(()),
-        }
-    }
-
-    async fn check(&self, key: &ThrottleKey, limit: Limit, now: SystemTime) -> Result<(), Error> {
-        match self.store.throttled_until(key, limit, now).await? {
             Some(until) => Err(too_many(until, now)),
             None => Ok(()),
         }
@@ -525,19 +518,22 @@ where
             Ok(email) => email.key(),
             Err(raw) => raw.clone(),
         });
-        let address_key = client
-            .filter(|_| limits.per_address)
-            .map(ThrottleKey::LoginFailuresFromAddress);
-        self.check(&account_key, limits.login_failures_per_account, now)
-            .await?;
-        if let Some(key) = &address_key {
-            self.check(key, limits.login_failures_per_address, now)
-                .await?;
-        }
-        let stored = if let Ok(email) = &email {
-            self.store.account_by_email(email, now).await?
-        } else {
-            None
+        // Failed logins count against the email address tried and, with per-address limits, the
+        // client's IP address: either one over its limit refuses the login before any hash.
+        let mut throttles = vec![(account_key, limits.login_failures_per_account)];
+        throttles.extend(client.filter(|_| limits.per_address).map(|ip| {
+            (
+                ThrottleKey::LoginFailuresFromAddress(ip),
+                limits.login_failures_per_address,
+            )
+        }));
+        let stored = match self
+            .store
+            .login_state(email.as_ref().ok(), &throttles, now)
+            .await?
+        {
+            LoginState::Throttled(until) => return Err(too_many(until, now)),
+            LoginState::Open(stored) => stored,
         };
         let verification = if let Some(stored) = &stored {
             let hash = stored.account.user().password_hash().clone();
@@ -563,13 +559,8 @@ where
             return Ok(Authenticated { loaded: stored });
         }
         let now = self.clock.now();
-        self.store
-            .throttle_hit(&account_key, limits.login_failures_per_account, now)
-            .await?;
-        if let Some(key) = &address_key {
-            self.store
-                .throttle_hit(key, limits.login_failures_per_address, now)
-                .await?;
+        for (key, limit) in &throttles {
+            self.store.throttle_hit(key, *limit, now).await?;
         }
         Err(Error::Unauthorized)
     }

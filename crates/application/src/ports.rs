@@ -194,6 +194,19 @@ pub struct Versioned {
     pub version: u64,
 }
 
+/// What [`Store::login_state`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per login and matched at once, as `Option<Versioned>` itself is"
+)]
+pub enum LoginState {
+    /// A throttle is over its limit until then; no account was read.
+    Throttled(SystemTime),
+    /// No throttle is over its limit: the account, if there is one.
+    Open(Option<Versioned>),
+}
+
 /// An activation email to queue in the outbox, in the same transaction as the account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMail {
@@ -384,13 +397,17 @@ pub trait Store: Send + Sync + 'static {
     /// Messages waiting to be sent (pending, whether due or not).
     fn outbox_depth(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// If `key` is over `limit` at `now`, until when; does not count anything.
-    fn throttled_until(
+    /// What a login needs before the password is checked, in one read where the store can:
+    /// the first of `throttles` (in the order given) that is over its limit at `now`, until
+    /// when, counting nothing and reading no account; or, if none is, the account whose
+    /// address has the same [`Email::key`] as `email`, as [`Self::account_by_email`] gives it
+    /// (none when `email` is `None`).
+    fn login_state(
         &self,
-        key: &ThrottleKey,
-        limit: Limit,
+        email: Option<&Email>,
+        throttles: &[(ThrottleKey, Limit)],
         now: SystemTime,
-    ) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<LoginState, StoreError>> + Send;
 
     /// Counts one event for `key`, unless it is already over `limit`; then returns until when it
     /// is, counting nothing.

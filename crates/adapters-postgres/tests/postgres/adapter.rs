@@ -11,7 +11,7 @@ use std::{
 use registrar_adapters_postgres::PgStore;
 use registrar_application::{
     ErrorChain,
-    ports::{AccountChange, SaveError, Store, StoreError, ThrottleKey},
+    ports::{AccountChange, LoginState, SaveError, Store, StoreError, ThrottleKey},
     testing::t0,
 };
 use registrar_domain::{Account, Email, PasswordHash, User, UserStatus};
@@ -253,7 +253,7 @@ async fn internal_errors_name_the_operation_but_carry_no_sql_text() {
             .await
             .unwrap_err(),
         test.inner()
-            .throttled_until(&key, limit, t0())
+            .login_state(Some(&email), &[(key.clone(), limit)], t0())
             .await
             .unwrap_err(),
         test.inner()
@@ -298,6 +298,14 @@ async fn a_test_database_is_dropped_with_its_guard_even_with_open_connections() 
     assert!(!exists, "{name} is still there");
 }
 
+/// Until when a login's windows are closed, if they are.
+fn closed(state: &LoginState) -> Option<SystemTime> {
+    match state {
+        LoginState::Throttled(until) => Some(*until),
+        LoginState::Open(_) => None,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttles_answer_exactly_like_the_memory_store_for_any_limit() {
     let test = fresh_store().await;
@@ -310,12 +318,16 @@ async fn throttles_answer_exactly_like_the_memory_store_for_any_limit() {
         for step in 0..50u32 {
             let now = t0() + Duration::from_millis(700) * step;
             let (pg, mem) = if step % 3 == 2 {
+                let throttles = [(key.clone(), limit)];
                 (
-                    test.inner()
-                        .throttled_until(&key, limit, now)
-                        .await
-                        .unwrap(),
-                    memory.throttled_until(&key, limit, now).await.unwrap(),
+                    closed(
+                        &test
+                            .inner()
+                            .login_state(None, &throttles, now)
+                            .await
+                            .unwrap(),
+                    ),
+                    closed(&memory.login_state(None, &throttles, now).await.unwrap()),
                 )
             } else {
                 (

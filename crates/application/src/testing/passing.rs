@@ -10,8 +10,8 @@ use std::{
 use registrar_domain::{CodeId, Email, UserId};
 
 use crate::ports::{
-    AccountChange, ClaimedMail, Limit, MailOutcome, Pruned, SaveError, Store, StoreError,
-    ThrottleKey, Versioned,
+    AccountChange, ClaimedMail, Limit, LoginState, MailOutcome, Pruned, SaveError, Store,
+    StoreError, ThrottleKey, Versioned,
 };
 
 /// Passes every call to `S`, counts the calls by method name, and keeps `K` until dropped
@@ -112,14 +112,14 @@ impl<S: Store, K: Send + Sync + 'static> Store for PassingStore<S, K> {
         self.store.outbox_depth().await
     }
 
-    async fn throttled_until(
+    async fn login_state(
         &self,
-        key: &ThrottleKey,
-        limit: Limit,
+        email: Option<&Email>,
+        throttles: &[(ThrottleKey, Limit)],
         now: SystemTime,
-    ) -> Result<Option<SystemTime>, StoreError> {
-        self.count("throttled_until");
-        self.store.throttled_until(key, limit, now).await
+    ) -> Result<LoginState, StoreError> {
+        self.count("login_state");
+        self.store.login_state(email, throttles, now).await
     }
 
     async fn throttle_hit(

@@ -274,10 +274,11 @@ async fn activating_starts_from_the_account_authentication_read_and_reads_it_no_
     accounts.activate(&who, digits("0421")).await.unwrap();
 
     assert_eq!(
-        store.calls("account_by_email"),
+        store.calls("login_state"),
         1,
-        "authentication reads it"
+        "authentication reads it, with its failed-login windows"
     );
+    assert_eq!(store.calls("account_by_email"), 0);
     assert_eq!(
         store.calls("account_by_id"),
         0,

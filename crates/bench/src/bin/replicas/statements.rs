@@ -163,7 +163,7 @@ const KNOWN: [(&str, &str, Part); 15] = [
     ),
     ("LISTEN ", "LISTEN", Part::Background),
     ("INSERT INTO throttles", "throttle_hit", Part::Request),
-    ("FROM throttles WHERE", "throttled_until", Part::Request),
+    ("JOIN throttles AS t", "login_state", Part::Request),
     ("WHERE u.email_key =", "account_by_email", Part::Request),
     ("WHERE u.id =", "account_by_id", Part::Request),
     ("lease_until > $2", "mail_being_sent", Part::Request),
