@@ -821,27 +821,21 @@ pub async fn a_closed_window_refuses_a_login_before_its_account_is_read(store: i
         window: 60 * SECOND,
     };
     let ada = Email::parse("ada@example.com").unwrap();
+    let account_first = [(account.clone(), short), (address.clone(), long)];
+    let address_first = [(address.clone(), long), (account.clone(), short)];
     store.throttle_hit(&address, long, now).await.unwrap();
 
     let address_closed = store
-        .login_state(
-            Some(&ada),
-            &[(account.clone(), short), (address.clone(), long)],
-            now,
-        )
+        .login_state(Some(&ada), &account_first, now)
         .await
         .unwrap();
     store.throttle_hit(&account, short, now).await.unwrap();
     let both_closed = store
-        .login_state(
-            Some(&ada),
-            &[(account.clone(), short), (address.clone(), long)],
-            now,
-        )
+        .login_state(Some(&ada), &account_first, now)
         .await
         .unwrap();
     let both_the_other_way = store
-        .login_state(Some(&ada), &[(address, long), (account, short)], now)
+        .login_state(Some(&ada), &address_first, now)
         .await
         .unwrap();
 
