@@ -108,6 +108,12 @@ impl MemoryStore {
 }
 
 impl State {
+    fn account_by_email(&self, email: &Email, now: SystemTime) -> Option<Versioned> {
+        self.by_email
+            .get(&email.key())
+            .and_then(|id| self.account(*id, now))
+    }
+
     fn account(&self, id: UserId, now: SystemTime) -> Option<Versioned> {
         let (user, version) = self.users.get(&id)?;
         let codes = self.codes.get(&id).map(Vec::as_slice).unwrap_or_default();
@@ -197,11 +203,7 @@ impl Store for MemoryStore {
         email: &Email,
         now: SystemTime,
     ) -> Result<Option<Versioned>, StoreError> {
-        let state = self.lock()?;
-        Ok(state
-            .by_email
-            .get(&email.key())
-            .and_then(|id| state.account(*id, now)))
+        Ok(self.lock()?.account_by_email(email, now))
     }
 
     async fn account_by_id(
@@ -387,11 +389,7 @@ impl Store for MemoryStore {
         });
         Ok(match closed_until {
             Some(until) => LoginState::Throttled(until),
-            None => LoginState::Open(
-                email
-                    .and_then(|email| state.by_email.get(&email.key()))
-                    .and_then(|id| state.account(*id, now)),
-            ),
+            None => LoginState::Open(email.and_then(|email| state.account_by_email(email, now))),
         })
     }
 

@@ -444,7 +444,7 @@ impl Store for PgStore {
         .await
     }
 
-    #[tracing::instrument(name = "store: throttled until", skip_all)]
+    #[tracing::instrument(name = "store: login state", skip_all)]
     async fn login_state(
         &self,
         email: Option<&Email>,
