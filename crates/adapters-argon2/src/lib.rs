@@ -66,6 +66,7 @@ use std::{
     fmt, io,
     panic::{AssertUnwindSafe, catch_unwind},
     sync::Arc,
+    time::Duration,
 };
 
 use registrar_application::ports::{HashError, PasswordHasher, Verification};
@@ -166,6 +167,13 @@ impl Argon2Hasher {
     pub fn settings(&self) -> &Argon2Settings {
         &self.inner.settings
     }
+
+    /// How long one job takes a thread, as the pool currently estimates it (the estimate that
+    /// admission goes by).
+    #[must_use]
+    pub fn hash_time(&self) -> Duration {
+        self.inner.pool.estimate()
+    }
 }
 
 /// Trial hashes timed before the pool starts; the fastest seeds its estimate.
@@ -175,10 +183,10 @@ const TRIAL_HASHES: usize = 3;
 /// jobs: the fastest of [`TRIAL_HASHES`]. The first also faults in its fresh memory (48 ms
 /// against 18 ms for the next, at the default costs); a seed twice too long would refuse half
 /// of a first burst that fits.
-fn trial_hash_time(params: &argon2::Params) -> Result<std::time::Duration, StartError> {
+fn trial_hash_time(params: &argon2::Params) -> Result<Duration, StartError> {
     // Memory of its own, freed on return: an idle pool holds no Argon2 memory.
     let mut memory = phc::Memory::new(params);
-    let mut fastest = std::time::Duration::MAX;
+    let mut fastest = Duration::MAX;
     for _ in 0..TRIAL_HASHES {
         let started = SystemClock.thread_time();
         phc::hash(params, "a trial password", &mut memory).map_err(StartError::Trial)?;

@@ -12,6 +12,10 @@
 //! holding a thread. A client that heeds `Retry-After` waits at least a second anyway, and
 //! never notices.
 //!
+//! The pace is not a number of its own: the server gives it as the time between two refusals,
+//! asked again at each refusal, so it can follow how long the work it protects takes on this
+//! machine at this moment (a refusal and a hash both slow down with the machine).
+//!
 //! A held refusal keeps its connection open, about 30 KiB of memory (3,400 clients resending at
 //! once raised the peak RSS by 98 MiB), within the server's limit on connections like any
 //! other. Capping the refusals held, and answering the rest at once, was tried: the storm took
@@ -21,7 +25,7 @@
 //! The schedule is the generic cell rate algorithm, virtual-scheduling form: one instant, the
 //! time the next refusal would be due at the pace, moved on by one interval per refusal.
 
-use std::{num::NonZeroU32, sync::Mutex, time::Duration};
+use std::{fmt, sync::Mutex, time::Duration};
 
 use actix_web::rt::time::{self, Instant};
 
@@ -33,17 +37,19 @@ const BURST: Duration = Duration::from_secs(2);
 const LONGEST_HOLD: Duration = Duration::from_secs(1);
 
 /// Paces the refusals of one server (every worker thread shares it).
-#[derive(Debug)]
 pub struct RefusalPacer {
+    interval: Box<dyn Fn() -> Duration + Send + Sync>,
     schedule: Mutex<Schedule>,
 }
 
 impl RefusalPacer {
-    /// Refusals at up to `per_second` answered at once, and a burst of two seconds' worth.
+    /// Refusals at one per `interval()` answered at once, and a burst of two seconds' worth;
+    /// `interval` is asked at every refusal. A zero interval answers every refusal at once.
     #[must_use]
-    pub fn new(per_second: NonZeroU32) -> Self {
+    pub fn new(interval: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
         Self {
-            schedule: Mutex::new(Schedule::new(per_second, BURST, LONGEST_HOLD)),
+            interval: Box::new(interval),
+            schedule: Mutex::new(Schedule::new(BURST, LONGEST_HOLD)),
         }
     }
 
@@ -58,19 +64,27 @@ impl RefusalPacer {
 
     /// How long the refusal made at `now` waits before it is answered.
     fn hold(&self, now: Instant) -> Duration {
+        let interval = (self.interval)();
         // The schedule is always left whole (each step is one assignment), so a panic elsewhere
         // while it was held leaves nothing to repair.
         self.schedule
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .hold(now)
+            .hold(now, interval)
+    }
+}
+
+impl fmt::Debug for RefusalPacer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefusalPacer")
+            .field("interval", &(self.interval)())
+            .field("schedule", &self.schedule)
+            .finish()
     }
 }
 
 #[derive(Debug)]
 struct Schedule {
-    /// Between two refusals at the pace.
-    interval: Duration,
     /// How far ahead of the pace a refusal may be and still go at once.
     burst: Duration,
     /// The longest hold.
@@ -80,24 +94,24 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn new(per_second: NonZeroU32, burst: Duration, longest: Duration) -> Self {
-        let interval = Duration::from_secs(1) / per_second.get();
+    fn new(burst: Duration, longest: Duration) -> Self {
         Self {
-            interval,
-            // At least one interval, so an idle schedule answers the first refusal at once.
-            burst: burst.max(interval),
+            burst,
             longest,
             due: None,
         }
     }
 
-    fn hold(&mut self, now: Instant) -> Duration {
-        let due = self.due.map_or(now, |due| due.max(now)) + self.interval;
+    /// The hold of a refusal made at `now`, at one refusal per `interval`.
+    fn hold(&mut self, now: Instant, interval: Duration) -> Duration {
+        // At least one interval, so an idle schedule answers the first refusal at once.
+        let burst = self.burst.max(interval);
+        let due = self.due.map_or(now, |due| due.max(now)) + interval;
         // A storm beyond the pace is held the longest, not longer and longer: the schedule
         // never runs further ahead than that.
-        let due = due.min(now + self.burst + self.longest);
+        let due = due.min(now + burst + self.longest);
         self.due = Some(due);
-        due.saturating_duration_since(now + self.burst)
+        due.saturating_duration_since(now + burst)
     }
 }
 
@@ -105,11 +119,18 @@ impl Schedule {
 mod tests {
     use super::*;
 
-    const MS: Duration = Duration::from_millis(1);
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
 
-    /// 100 refusals a second (10 ms apart), a burst of 50 ms (5 refusals), held at most 30 ms.
+    const MS: Duration = Duration::from_millis(1);
+    /// 100 refusals a second.
+    const INTERVAL: Duration = Duration::from_millis(10);
+
+    /// A burst of 50 ms (5 refusals at [`INTERVAL`]), held at most 30 ms.
     fn schedule() -> Schedule {
-        Schedule::new(NonZeroU32::new(100).unwrap(), 50 * MS, 30 * MS)
+        Schedule::new(50 * MS, 30 * MS)
     }
 
     #[test]
@@ -117,7 +138,7 @@ mod tests {
         let mut schedule = schedule();
         let start = Instant::now();
 
-        let holds: Vec<Duration> = (0..8).map(|_| schedule.hold(start)).collect();
+        let holds: Vec<Duration> = (0..8).map(|_| schedule.hold(start, INTERVAL)).collect();
 
         assert_eq!(
             holds,
@@ -133,7 +154,7 @@ mod tests {
 
         for n in 0..1_000 {
             assert_eq!(
-                schedule.hold(start + n * 10 * MS),
+                schedule.hold(start + n * 10 * MS, INTERVAL),
                 Duration::ZERO,
                 "refusal {n}"
             );
@@ -148,9 +169,9 @@ mod tests {
         // 1,000 refusals within 10 ms, then one more once the longest hold and the burst are
         // over.
         let holds: Vec<Duration> = (0..1_000)
-            .map(|n| schedule.hold(start + Duration::from_micros(n * 10)))
+            .map(|n| schedule.hold(start + Duration::from_micros(n * 10), INTERVAL))
             .collect();
-        let after = schedule.hold(start + 90 * MS);
+        let after = schedule.hold(start + 90 * MS, INTERVAL);
 
         assert!(holds.iter().all(|hold| *hold <= 30 * MS), "{holds:?}");
         assert_eq!(holds.iter().filter(|hold| **hold >= 29 * MS).count(), 993);
@@ -162,12 +183,49 @@ mod tests {
         let mut schedule = schedule();
         let start = Instant::now();
         for _ in 0..20 {
-            schedule.hold(start);
+            schedule.hold(start, INTERVAL);
         }
 
         let later = start + Duration::from_secs(1);
-        let holds: Vec<Duration> = (0..6).map(|_| schedule.hold(later)).collect();
+        let holds: Vec<Duration> = (0..6).map(|_| schedule.hold(later, INTERVAL)).collect();
 
         assert_eq!(holds, [0, 0, 0, 0, 0, 10].map(|ms| ms * MS));
+    }
+
+    #[test]
+    fn each_refusal_moves_the_schedule_on_by_the_interval_it_is_given() {
+        let mut schedule = schedule();
+        let start = Instant::now();
+
+        let mut holds: Vec<Duration> = (0..5).map(|_| schedule.hold(start, INTERVAL)).collect();
+        holds.push(schedule.hold(start, 2 * INTERVAL));
+        holds.push(schedule.hold(start, INTERVAL / 2));
+
+        assert_eq!(
+            holds,
+            [0, 0, 0, 0, 0, 20, 25].map(|ms| ms * MS),
+            "the burst at 10 ms, then 20 ms more, then 5 ms more"
+        );
+    }
+
+    #[test]
+    fn the_pacer_asks_for_its_interval_at_every_refusal() {
+        let interval_ms = Arc::new(AtomicU64::new(0));
+        let pacer = RefusalPacer::new({
+            let interval_ms = Arc::clone(&interval_ms);
+            move || Duration::from_millis(interval_ms.load(Ordering::Relaxed))
+        });
+        let start = Instant::now();
+
+        let unpaced = (0..10_000).all(|_| pacer.hold(start).is_zero());
+        interval_ms.store(100, Ordering::Relaxed);
+        let holds: Vec<Duration> = (0..21).map(|_| pacer.hold(start)).collect();
+
+        assert!(unpaced, "a zero interval holds nothing");
+        assert_eq!(
+            holds,
+            [[Duration::ZERO; 20].as_slice(), &[100 * MS]].concat(),
+            "two seconds at 100 ms are 20 refusals at once; the next waits one interval"
+        );
     }
 }

@@ -4,7 +4,6 @@
 use std::{
     future::Future,
     net::TcpListener,
-    num::NonZeroU32,
     pin::Pin,
     time::{Duration, Instant},
 };
@@ -23,11 +22,12 @@ use tokio::sync::watch;
 
 use crate::{config::Settings, telemetry::ProcessTraces};
 
-/// `overloaded` refusals answered at once per second, per hashing thread (one per core by
-/// default): a refusal on a fresh connection costs the server's core about 30 µs on a quick
-/// machine and 150 µs on a slow virtual one, mostly in the kernel, so this pace leaves refusals
-/// at most 3 % of each core, the rest to the hashes admitted.
-const REFUSALS_PER_SECOND_PER_THREAD: u32 = 200;
+/// `overloaded` refusals answered at once per hash time, per hashing thread. A refusal on a fresh
+/// connection costs the server's core up to about 1 % of a hash, mostly in the kernel (0.4 ms
+/// against a 40 ms hash on a slowed virtual machine), and both get slower or faster with the
+/// machine, so a pace counted in hashes rather than in seconds leaves refusals a few percent of
+/// each core, the rest to the hashes admitted, however fast the machine is that day.
+const REFUSALS_PER_HASH: u32 = 3;
 
 /// The dispatcher loop, built for whichever store was chosen.
 type DispatcherLoop = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -75,6 +75,7 @@ impl Application {
         let hasher = Argon2Hasher::new(settings.argon2.clone())
             .context("could not start the password hashing pool")?;
         let mailer = mailer(settings)?;
+        let pacing = hasher.clone();
         let accounts = web::Data::new(AccountService::new(
             store.clone(),
             hasher,
@@ -100,7 +101,10 @@ impl Application {
             .context("could not read the bound address")?
             .port();
         let metrics = web::Data::new(metrics);
-        let pacer = web::Data::new(RefusalPacer::new(refusal_pace(settings.argon2.threads)));
+        let pacer = web::Data::new(RefusalPacer::new({
+            let threads = settings.argon2.threads;
+            move || refusal_interval(pacing.hash_time(), threads)
+        }));
         let proxies = web::Data::new(settings.trusted_proxies.clone());
         let server = HttpServer::new(move || {
             registrar_api::app(accounts.clone(), metrics.clone(), pacer.clone())
@@ -200,17 +204,18 @@ async fn shutdown_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The SMTP mailer when `SMTP_URL` is set, else the log mailer; a wrong URL or sender stops
-/// start-up here.
-/// The pace of refusals for a pool of `threads` hashing threads.
-fn refusal_pace(threads: usize) -> NonZeroU32 {
+/// The time between two refusals at their pace, for a pool of `threads` threads that take
+/// `hash_time` a job.
+fn refusal_interval(hash_time: Duration, threads: usize) -> Duration {
     u32::try_from(threads)
         .ok()
-        .and_then(|threads| threads.checked_mul(REFUSALS_PER_SECOND_PER_THREAD))
-        .and_then(NonZeroU32::new)
-        .unwrap_or(NonZeroU32::MAX)
+        .and_then(|threads| threads.checked_mul(REFUSALS_PER_HASH))
+        .and_then(|refusals| hash_time.checked_div(refusals))
+        .unwrap_or(Duration::ZERO)
 }
 
+/// The SMTP mailer when `SMTP_URL` is set, else the log mailer; a wrong URL or sender stops
+/// start-up here.
 fn mailer(settings: &Settings) -> anyhow::Result<AnyMailer> {
     let Some(smtp) = &settings.smtp else {
         tracing::warn!(
@@ -247,5 +252,23 @@ pub async fn connect(settings: &PgSettings, patience: Duration) -> anyhow::Resul
                 return Err(error).context("could not apply the database migrations");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_go_at_three_per_hash_time_on_each_thread() {
+        let hash = Duration::from_millis(42);
+
+        assert_eq!(refusal_interval(hash, 1), Duration::from_millis(14));
+        assert_eq!(refusal_interval(hash, 2), Duration::from_millis(7));
+        assert_eq!(
+            refusal_interval(hash, 0),
+            Duration::ZERO,
+            "no threads, no pace"
+        );
     }
 }

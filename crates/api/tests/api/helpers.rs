@@ -4,7 +4,6 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    num::NonZeroU32,
     rc::Rc,
     sync::{LazyLock, Mutex},
     time::{Duration, SystemTime},
@@ -62,16 +61,16 @@ pub(crate) async fn serve<A: Accounts>(
     move |request| call(request, None)
 }
 
-/// A pace of refusals no test reaches: refusals are answered at once.
-const UNPACED: NonZeroU32 = NonZeroU32::MAX;
+/// No time between refusals: every refusal is answered at once.
+const UNPACED: Duration = Duration::ZERO;
 
-async fn serve_raw<A: Accounts>(accounts: A, refusals_per_second: NonZeroU32) -> Call {
+async fn serve_raw<A: Accounts>(accounts: A, refusal_interval: Duration) -> Call {
     let metrics = MetricsSource::new(|| METRICS_TEXT.to_string());
     let service = Rc::new(
         test::init_service(app(
             Data::new(accounts),
             Data::new(metrics),
-            Data::new(RefusalPacer::new(refusals_per_second)),
+            Data::new(RefusalPacer::new(move || refusal_interval)),
         ))
         .await,
     );
@@ -125,12 +124,12 @@ impl TestApp {
         Self::build(limits, UNPACED).await
     }
 
-    /// A fresh application whose `overloaded` refusals are paced at `refusals_per_second`.
-    pub(crate) async fn spawn_paced(refusals_per_second: NonZeroU32) -> Self {
-        Self::build(RateLimits::default(), refusals_per_second).await
+    /// A fresh application whose `overloaded` refusals are paced at one per `refusal_interval`.
+    pub(crate) async fn spawn_paced(refusal_interval: Duration) -> Self {
+        Self::build(RateLimits::default(), refusal_interval).await
     }
 
-    async fn build(limits: RateLimits, refusals_per_second: NonZeroU32) -> Self {
+    async fn build(limits: RateLimits, refusal_interval: Duration) -> Self {
         let store = MemoryStore::new();
         let clock = FakeClock::default();
         let entropy = SeqEntropy::default();
@@ -161,7 +160,7 @@ impl TestApp {
             DeliveryPolicy::default(),
         );
         Self {
-            call: serve_raw(accounts, refusals_per_second).await,
+            call: serve_raw(accounts, refusal_interval).await,
             store,
             clock,
             entropy,

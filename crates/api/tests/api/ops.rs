@@ -1,7 +1,7 @@
 //! Operations: liveness, readiness, metrics, and how the API answers while the store is
 //! unreachable or password hashing is saturated.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::time::Duration;
 
 use actix_web::{http::StatusCode, test::TestRequest};
 use tokio::time::{self, Instant};
@@ -156,7 +156,7 @@ async fn refusals_beyond_their_pace_wait_their_turn_and_nothing_else_waits() {
     // Arrange: one refusal a second, after a burst of two seconds' worth; Tokio's clock is
     // paused, so a hold passes in no real time and is measured exactly.
     time::pause();
-    let app = TestApp::spawn_paced(NonZeroU32::MIN).await;
+    let app = TestApp::spawn_paced(Duration::from_secs(1)).await;
     app.hasher.set_overloaded(true);
     let registration = serde_json::json!({ "email": EMAIL, "password": PASSWORD });
     let timed = |request| {
