@@ -17,7 +17,7 @@ use std::{
 use registrar_application::{
     TraceContext,
     ports::{
-        AccountChange, ClaimedMail, Limit, LoginState, MailOutcome, Pruned, SaveError, Store,
+        AccountChange, ClaimedMail, Limit, Lookup, MailOutcome, Pruned, SaveError, Store,
         StoreError, ThrottleKey, Versioned,
     },
 };
@@ -108,6 +108,28 @@ impl MemoryStore {
 }
 
 impl State {
+    /// Counts one event for `key`, unless it is already over `limit`: then until when it is.
+    fn throttle_hit(
+        &mut self,
+        key: &ThrottleKey,
+        limit: Limit,
+        now: SystemTime,
+    ) -> Option<SystemTime> {
+        let entry = self
+            .throttles
+            .entry(key.as_storage_key())
+            .or_insert((now, 0));
+        if entry.0 <= now {
+            *entry = (now + limit.window, 1);
+            return None;
+        }
+        if entry.1 >= limit.max {
+            return Some(entry.0);
+        }
+        entry.1 += 1;
+        None
+    }
+
     fn account_by_email(&self, email: &Email, now: SystemTime) -> Option<Versioned> {
         self.by_email
             .get(&email.key())
@@ -379,7 +401,7 @@ impl Store for MemoryStore {
         email: Option<&Email>,
         throttles: &[(ThrottleKey, Limit)],
         now: SystemTime,
-    ) -> Result<LoginState, StoreError> {
+    ) -> Result<Lookup, StoreError> {
         let state = self.lock()?;
         let closed_until = throttles.iter().find_map(|(key, limit)| {
             state
@@ -388,9 +410,22 @@ impl Store for MemoryStore {
                 .and_then(|(end, count)| (*end > now && *count >= limit.max).then_some(*end))
         });
         Ok(match closed_until {
-            Some(until) => LoginState::Throttled(until),
-            None => LoginState::Open(email.and_then(|email| state.account_by_email(email, now))),
+            Some(until) => Lookup::Throttled(until),
+            None => Lookup::Open(email.and_then(|email| state.account_by_email(email, now))),
         })
+    }
+
+    async fn registration_state(
+        &self,
+        email: &Email,
+        throttle: Option<(&ThrottleKey, Limit)>,
+        now: SystemTime,
+    ) -> Result<Lookup, StoreError> {
+        let mut state = self.lock()?;
+        if let Some(until) = throttle.and_then(|(key, limit)| state.throttle_hit(key, limit, now)) {
+            return Ok(Lookup::Throttled(until));
+        }
+        Ok(Lookup::Open(state.account_by_email(email, now)))
     }
 
     async fn throttle_hit(
@@ -399,20 +434,7 @@ impl Store for MemoryStore {
         limit: Limit,
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
-        let mut state = self.lock()?;
-        let entry = state
-            .throttles
-            .entry(key.as_storage_key())
-            .or_insert((now, 0));
-        if entry.0 <= now {
-            *entry = (now + limit.window, 1);
-            return Ok(None);
-        }
-        if entry.1 >= limit.max {
-            return Ok(Some(entry.0));
-        }
-        entry.1 += 1;
-        Ok(None)
+        Ok(self.lock()?.throttle_hit(key, limit, now))
     }
 
     async fn delete_account(&self, id: UserId, expected_version: u64) -> Result<(), SaveError> {

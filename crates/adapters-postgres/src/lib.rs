@@ -102,6 +102,8 @@
 //!   output (lock order: messages, users in id order, codes).
 //! - `login_state`: one statement, the throttle windows first; it reads the account only when
 //!   none of them is closed.
+//! - `registration_state`: one statement, the client's registration counted first; it reads
+//!   the account only when that count was not refused (without a throttle, `account_by_email`).
 //! - `outbox_depth`, `throttle_hit`, `ping`: one statement each.
 //!
 //! # Errors

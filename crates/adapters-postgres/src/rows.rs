@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use registrar_application::{
     TraceContext,
-    ports::{ClaimedMail, LoginState, Versioned},
+    ports::{ClaimedMail, Lookup, Versioned},
 };
 use registrar_domain::{
     Account, ActivationCode, CodeDeath, CodeDigest, CodeDigits, CodeId, CodeState, Email,
@@ -65,7 +65,7 @@ fn email(text: &str) -> Result<Email, Failure> {
 /// The columns of an account in a row: what [`account`] reads.
 const ACCOUNT_COLUMNS: usize = 13;
 
-/// An account from a row of `ACCOUNT_BY_EMAIL` / `ACCOUNT_BY_ID` (or `LOGIN_STATE`).
+/// An account from a row of `ACCOUNT_BY_EMAIL` / `ACCOUNT_BY_ID` (or of [`lookup`]'s statements).
 pub(crate) fn account(row: &Row) -> Result<Versioned, Failure> {
     let activated_at: Option<SystemTime> = row.try_get(4)?;
     let hash: String = row.try_get(2)?;
@@ -106,17 +106,17 @@ pub(crate) fn account(row: &Row) -> Result<Versioned, Failure> {
     })
 }
 
-/// What a row of `LOGIN_STATE` says: the account's columns first (NULL when none is given),
-/// then the end of the window that is closed, if one is.
-pub(crate) fn login_state(row: &Row) -> Result<LoginState, Failure> {
+/// What a row of `LOGIN_STATE` or `REGISTRATION_STATE` says: the account's columns first (NULL
+/// when none is read), then the end of the window that is closed, if one is.
+pub(crate) fn lookup(row: &Row) -> Result<Lookup, Failure> {
     if let Some(until) = row.try_get::<_, Option<SystemTime>>(ACCOUNT_COLUMNS)? {
-        return Ok(LoginState::Throttled(until));
+        return Ok(Lookup::Throttled(until));
     }
     let found = row
         .try_get::<_, Option<Uuid>>(0)?
         .map(|_| account(row))
         .transpose()?;
-    Ok(LoginState::Open(found))
+    Ok(Lookup::Open(found))
 }
 
 /// A claimed message from a row of `CLAIM_MAIL`; `None` for a message without its code (which

@@ -254,20 +254,55 @@ pub(crate) const LOGIN_STATE: &str = concat!(
 );
 
 /// Counts one event for a key, atomically (the row lock of `ON CONFLICT DO UPDATE`):
-/// a window that is over (or a new key) starts again at `$3` with this event, otherwise the
-/// event is added. `$1` key, `$2` now, `$3` end of a new window.
+/// a window that is over (or a new key) starts again at `$new_end` with this event, otherwise
+/// the event is added. Returns the row's `window_end, hits`.
 ///
 /// `hits` counts refused events too, so the statement can report whether this event was over
 /// the limit from the row it leaves (RETURNING only sees the new row): the event was refused
 /// exactly when the window went on and `hits` now exceeds the limit. [`LOGIN_STATE`]
 /// compares `hits >= max`, which is the memory store's `count >= max` since that count is
 /// `min(hits, max)`.
-pub(crate) const THROTTLE_HIT: &str = "
-    INSERT INTO throttles AS t (key, window_end, hits) VALUES ($1, $3, 1)
-    ON CONFLICT (key) DO UPDATE SET
-        window_end = CASE WHEN t.window_end <= $2 THEN EXCLUDED.window_end ELSE t.window_end END,
-        hits = CASE WHEN t.window_end <= $2 THEN 1 ELSE t.hits + 1 END
-    RETURNING window_end, hits";
+macro_rules! count_hit {
+    ($key:literal, $now:literal, $new_end:literal) => {
+        concat!(
+            "INSERT INTO throttles AS t (key, window_end, hits) VALUES (",
+            $key,
+            ", ",
+            $new_end,
+            ", 1)
+             ON CONFLICT (key) DO UPDATE SET
+                 window_end = CASE WHEN t.window_end <= ",
+            $now,
+            " THEN EXCLUDED.window_end ELSE t.window_end END,
+                 hits = CASE WHEN t.window_end <= ",
+            $now,
+            " THEN 1 ELSE t.hits + 1 END
+             RETURNING window_end, hits"
+        )
+    };
+}
+
+/// One event counted (`count_hit!`): `$1` key, `$2` now, `$3` end of a new window.
+pub(crate) const THROTTLE_HIT: &str = count_hit!("$1", "$2", "$3");
+
+/// What a registration needs before its hash, in one statement: one event counted for the key
+/// `$3` (`count_hit!`, `$4` now, `$5` end of a new window) and, unless that event was refused
+/// (`hits` above `$6`), the account with email key `$1` (`$2` start of the recent-issues
+/// window), with the refused window's end as the last column (see [`LOGIN_STATE`]). The
+/// account is read from the snapshot the statement started with, which the count, on another
+/// table, does not change.
+pub(crate) const REGISTRATION_STATE: &str = concat!(
+    "WITH hit AS (",
+    count_hit!("$3", "$4", "$5"),
+    "), refused AS (
+         SELECT window_end FROM hit WHERE hits > $6
+     )
+     SELECT account.*, (SELECT window_end FROM refused)
+     FROM (SELECT) AS one
+     LEFT JOIN LATERAL (",
+    load_account!("u.email_key = $1 AND NOT EXISTS (SELECT FROM refused)"),
+    ") AS account ON true"
+);
 
 /// Deletes up to `$2` settled messages queued before `$1` (`PRUNE_BATCH`), so one statement
 /// never holds many row locks; the pruner repeats it until a batch comes back short.

@@ -15,8 +15,8 @@ use std::{
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::future::{join, try_join};
 use registrar_application::ports::{
-    AccountChange, ClaimedMail, Limit, LoginState, MailOutcome, Pruned, SaveError, Store,
-    StoreError, ThrottleKey, Versioned,
+    AccountChange, ClaimedMail, Limit, Lookup, MailOutcome, Pruned, SaveError, Store, StoreError,
+    ThrottleKey, Versioned,
 };
 use registrar_domain::{CodeId, CodePolicy, Email, UserId};
 use tokio::{
@@ -272,6 +272,13 @@ fn recent_issues_start(now: SystemTime) -> SystemTime {
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// The `hits` of a throttle window up to which its events were admitted: `hits` above it means
+/// the event just counted was refused. A new window counts its first event even with a limit of
+/// 0, as the memory store does.
+fn most_hits_admitted(limit: Limit) -> i64 {
+    i64::from(limit.max.max(1))
+}
+
 /// `statement`, prepared once per connection (deadpool's statement cache).
 async fn prepared(connection: &Object, statement: &str) -> Result<Statement, Failure> {
     Ok(connection.prepare_cached(statement).await?)
@@ -450,7 +457,7 @@ impl Store for PgStore {
         email: Option<&Email>,
         throttles: &[(ThrottleKey, Limit)],
         now: SystemTime,
-    ) -> Result<LoginState, StoreError> {
+    ) -> Result<Lookup, StoreError> {
         let email_key = email.map(Email::key);
         let window_start = recent_issues_start(now);
         let keys: Vec<String> = throttles
@@ -469,8 +476,47 @@ impl Store for PgStore {
                     &[&email_key, &window_start, &keys, &maxes, &now],
                 )
                 .await?;
-            rows::login_state(&row)
+            rows::lookup(&row)
         })
+        .await
+    }
+
+    #[tracing::instrument(name = "store: registration state", skip_all)]
+    async fn registration_state(
+        &self,
+        email: &Email,
+        throttle: Option<(&ThrottleKey, Limit)>,
+        now: SystemTime,
+    ) -> Result<Lookup, StoreError> {
+        let Some((key, limit)) = throttle else {
+            return Ok(Lookup::Open(self.account_by_email(email, now).await?));
+        };
+        let email_key = email.key();
+        let window_start = recent_issues_start(now);
+        let key = key.as_storage_key();
+        let most = most_hits_admitted(limit);
+        let window_end = in_range(now.checked_add(limit.window), "throttle window end");
+        self.run_with(
+            "read registration state",
+            window_end,
+            async |connection, new_window_end| {
+                let statement = prepared(connection, sql::REGISTRATION_STATE).await?;
+                let row = connection
+                    .query_one(
+                        &statement,
+                        &[
+                            &email_key,
+                            &window_start,
+                            &key,
+                            &now,
+                            &new_window_end,
+                            &most,
+                        ],
+                    )
+                    .await?;
+                rows::lookup(&row)
+            },
+        )
         .await
     }
 
@@ -493,9 +539,7 @@ impl Store for PgStore {
                     .await?;
                 let window_end: SystemTime = row.try_get(0)?;
                 let hits: i64 = row.try_get(1)?;
-                // A new window counts its first event even with a limit of 0 (as the memory
-                // store does); after that, `hits` above the limit means this event was refused.
-                let refused = hits > i64::from(limit.max.max(1));
+                let refused = hits > most_hits_admitted(limit);
                 Ok(refused.then_some(window_end))
             },
         )

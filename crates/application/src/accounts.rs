@@ -16,8 +16,8 @@ use tokio::sync::OnceCell;
 use crate::{
     DispatchSignal, Error,
     ports::{
-        AccountChange, Clock, Entropy, Limit, LoginState, PasswordHasher, QueuedMail, SaveError,
-        Store, ThrottleKey, Traces, Verification, Versioned,
+        AccountChange, Clock, Entropy, Limit, Lookup, PasswordHasher, QueuedMail, SaveError, Store,
+        ThrottleKey, Traces, Verification, Versioned,
     },
 };
 
@@ -240,14 +240,6 @@ where
         (NewCode::new(code_id, digits, &self.settings.secret), mail)
     }
 
-    /// Fails with 429 if `key` is over `limit`; otherwise counts this event.
-    async fn take(&self, key: ThrottleKey, limit: Limit, now: SystemTime) -> Result<(), Error> {
-        match self.store.throttle_hit(&key, limit, now).await? {
-            Some(until) => Err(too_many(until, now)),
-            None => Ok(()),
-        }
-    }
-
     /// Makes the hash unknown addresses are checked against, so they cost one hash like known
     /// ones. Made on first need, with the configured parameters.
     async fn dummy_hash(&self) -> Result<PasswordHash, Error> {
@@ -442,20 +434,26 @@ where
         let Registration { email, password } = registration;
         let limits = self.settings.limits;
         let policy = self.settings.codes;
-        if let (Some(ip), true) = (client, limits.per_address) {
-            let now = self.clock.now();
-            self.take(
-                ThrottleKey::RegistrationsFromAddress(ip),
-                limits.registrations_per_address,
+        // With per-address limits, the registration counts against the client's address, and
+        // one over the limit is refused; a taken address is refused before paying for a hash.
+        let throttle = client
+            .filter(|_| limits.per_address)
+            .map(ThrottleKey::RegistrationsFromAddress);
+        let now = self.clock.now();
+        let mut existing = match self
+            .store
+            .registration_state(
+                &email,
+                throttle
+                    .as_ref()
+                    .map(|key| (key, limits.registrations_per_address)),
                 now,
             )
-            .await?;
-        }
-        // Refuse a taken address before paying for a hash.
-        let mut existing = self
-            .store
-            .account_by_email(&email, self.clock.now())
-            .await?;
+            .await?
+        {
+            Lookup::Throttled(until) => return Err(too_many(until, now)),
+            Lookup::Open(stored) => stored,
+        };
         if let Some(stored) = &existing {
             stored
                 .account
@@ -532,8 +530,8 @@ where
             .login_state(email.as_ref().ok(), &throttles, now)
             .await?
         {
-            LoginState::Throttled(until) => return Err(too_many(until, now)),
-            LoginState::Open(stored) => stored,
+            Lookup::Throttled(until) => return Err(too_many(until, now)),
+            Lookup::Open(stored) => stored,
         };
         let verification = if let Some(stored) = &stored {
             let hash = stored.account.user().password_hash().clone();

@@ -194,13 +194,14 @@ pub struct Versioned {
     pub version: u64,
 }
 
-/// What [`Store::login_state`] found.
+/// What a read that a throttle may close found: [`Store::login_state`] and
+/// [`Store::registration_state`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[expect(
     clippy::large_enum_variant,
-    reason = "returned once per login and matched at once, as `Option<Versioned>` itself is"
+    reason = "returned once per request and matched at once, as `Option<Versioned>` itself is"
 )]
-pub enum LoginState {
+pub enum Lookup {
     /// A throttle is over its limit until then; no account was read.
     Throttled(SystemTime),
     /// No throttle is over its limit: the account, if there is one.
@@ -407,7 +408,19 @@ pub trait Store: Send + Sync + 'static {
         email: Option<&Email>,
         throttles: &[(ThrottleKey, Limit)],
         now: SystemTime,
-    ) -> impl Future<Output = Result<LoginState, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
+
+    /// What a registration needs before its hash, in one read where the store can: one event
+    /// counted for `throttle`, as [`Self::throttle_hit`] counts it, and if that throttle was
+    /// already over its limit, until when, reading no account; otherwise (or with no throttle)
+    /// the account whose address has the same [`Email::key`] as `email`, as
+    /// [`Self::account_by_email`] gives it.
+    fn registration_state(
+        &self,
+        email: &Email,
+        throttle: Option<(&ThrottleKey, Limit)>,
+        now: SystemTime,
+    ) -> impl Future<Output = Result<Lookup, StoreError>> + Send;
 
     /// Counts one event for `key`, unless it is already over `limit`; then returns until when it
     /// is, counting nothing.

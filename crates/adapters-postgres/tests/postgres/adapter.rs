@@ -11,7 +11,7 @@ use std::{
 use registrar_adapters_postgres::PgStore;
 use registrar_application::{
     ErrorChain,
-    ports::{AccountChange, LoginState, SaveError, Store, StoreError, ThrottleKey},
+    ports::{AccountChange, Lookup, SaveError, Store, StoreError, ThrottleKey},
     testing::t0,
 };
 use registrar_domain::{Account, Email, PasswordHash, User, UserStatus};
@@ -299,10 +299,10 @@ async fn a_test_database_is_dropped_with_its_guard_even_with_open_connections() 
 }
 
 /// Until when a login's windows are closed, if they are.
-fn closed(state: &LoginState) -> Option<SystemTime> {
+fn closed(state: &Lookup) -> Option<SystemTime> {
     match state {
-        LoginState::Throttled(until) => Some(*until),
-        LoginState::Open(_) => None,
+        Lookup::Throttled(until) => Some(*until),
+        Lookup::Open(_) => None,
     }
 }
 

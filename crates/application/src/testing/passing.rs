@@ -10,8 +10,8 @@ use std::{
 use registrar_domain::{CodeId, Email, UserId};
 
 use crate::ports::{
-    AccountChange, ClaimedMail, Limit, LoginState, MailOutcome, Pruned, SaveError, Store,
-    StoreError, ThrottleKey, Versioned,
+    AccountChange, ClaimedMail, Limit, Lookup, MailOutcome, Pruned, SaveError, Store, StoreError,
+    ThrottleKey, Versioned,
 };
 
 /// Passes every call to `S`, counts the calls by method name, and keeps `K` until dropped
@@ -117,9 +117,19 @@ impl<S: Store, K: Send + Sync + 'static> Store for PassingStore<S, K> {
         email: Option<&Email>,
         throttles: &[(ThrottleKey, Limit)],
         now: SystemTime,
-    ) -> Result<LoginState, StoreError> {
+    ) -> Result<Lookup, StoreError> {
         self.count("login_state");
         self.store.login_state(email, throttles, now).await
+    }
+
+    async fn registration_state(
+        &self,
+        email: &Email,
+        throttle: Option<(&ThrottleKey, Limit)>,
+        now: SystemTime,
+    ) -> Result<Lookup, StoreError> {
+        self.count("registration_state");
+        self.store.registration_state(email, throttle, now).await
     }
 
     async fn throttle_hit(

@@ -19,7 +19,7 @@ use super::t0;
 use crate::{
     TraceContext,
     ports::{
-        AccountChange, ClaimedMail, Limit, LoginState, MailOutcome, Pruned, QueuedMail, SaveError,
+        AccountChange, ClaimedMail, Limit, Lookup, MailOutcome, Pruned, QueuedMail, SaveError,
         Store, ThrottleKey, Versioned,
     },
 };
@@ -52,6 +52,7 @@ macro_rules! store_contract_tests {
             a_throttle_key_may_be_any_user_name,
             a_login_with_no_window_closed_reads_the_account,
             a_closed_window_refuses_a_login_before_its_account_is_read,
+            a_registration_counts_against_its_throttle_and_reads_the_account_until_the_limit,
             pruning_deletes_settled_mail_before_the_cutoff_and_throttle_windows_that_are_over,
             mail_is_being_sent_only_while_claimed_under_a_live_lease,
             deleting_an_account_erases_it_with_its_codes_and_mail,
@@ -151,8 +152,8 @@ async fn throttled_until(
         .await
         .unwrap()
     {
-        LoginState::Throttled(until) => Some(until),
-        LoginState::Open(account) => {
+        Lookup::Throttled(until) => Some(until),
+        Lookup::Open(account) => {
             assert_eq!(account, None, "no address given, no account read");
             None
         }
@@ -800,8 +801,8 @@ pub async fn a_login_with_no_window_closed_reads_the_account(store: impl Store) 
         .await
         .unwrap();
 
-    assert_eq!(found, LoginState::Open(Some(ada)));
-    assert_eq!(nobody, LoginState::Open(None));
+    assert_eq!(found, Lookup::Open(Some(ada)));
+    assert_eq!(nobody, Lookup::Open(None));
 }
 
 /// A closed window refuses the login: the first closed one in the order given says until
@@ -839,9 +840,51 @@ pub async fn a_closed_window_refuses_a_login_before_its_account_is_read(store: i
         .await
         .unwrap();
 
-    assert_eq!(address_closed, LoginState::Throttled(now + 60 * SECOND));
-    assert_eq!(both_closed, LoginState::Throttled(now + 30 * SECOND));
-    assert_eq!(both_the_other_way, LoginState::Throttled(now + 60 * SECOND));
+    assert_eq!(address_closed, Lookup::Throttled(now + 60 * SECOND));
+    assert_eq!(both_closed, Lookup::Throttled(now + 30 * SECOND));
+    assert_eq!(both_the_other_way, Lookup::Throttled(now + 60 * SECOND));
+}
+
+/// A registration's read counts one event against its throttle and reads the account as
+/// `account_by_email` does; once the throttle is over its limit, it says until when and reads
+/// no account, until the window is over. Without a throttle it only reads.
+pub async fn a_registration_counts_against_its_throttle_and_reads_the_account_until_the_limit(
+    store: impl Store,
+) {
+    let now = t0() + 10 * SECOND;
+    let ada = ada_registered(&store, now).await;
+    let key = ThrottleKey::RegistrationsFromAddress(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+    let limit = Limit {
+        max: 2,
+        window: 60 * SECOND,
+    };
+    let ada_email = Email::parse("ADA@example.com").unwrap();
+    let bob_email = Email::parse("bob@example.com").unwrap();
+    let later = now + 60 * SECOND;
+    let throttled = Some((&key, limit));
+
+    let unthrottled = store.registration_state(&ada_email, None, now).await;
+    let first = store.registration_state(&ada_email, throttled, now).await;
+    let second = store.registration_state(&bob_email, throttled, now).await;
+    let third = store.registration_state(&ada_email, throttled, now).await;
+    let fourth = store
+        .registration_state(&ada_email, throttled, now + SECOND)
+        .await;
+    let next_window = store.registration_state(&ada_email, throttled, later).await;
+
+    assert_eq!(unthrottled.unwrap(), Lookup::Open(Some(ada.clone())));
+    assert_eq!(first.unwrap(), Lookup::Open(Some(ada)));
+    assert_eq!(second.unwrap(), Lookup::Open(None));
+    assert_eq!(third.unwrap(), Lookup::Throttled(later));
+    assert_eq!(
+        fourth.unwrap(),
+        Lookup::Throttled(later),
+        "refusals do not extend it"
+    );
+    assert_eq!(
+        next_window.unwrap(),
+        Lookup::Open(store.account_by_email(&ada_email, later).await.unwrap())
+    );
 }
 
 /// Basic-auth user names are counted as sent, so a key can hold any text: NUL bytes,

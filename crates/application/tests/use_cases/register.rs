@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use futures_util::FutureExt;
-use registrar_application::{Accounts, DeliveryReport, Error, RateLimits, ports::MailError};
+use registrar_application::{
+    Accounts, DeliveryReport, Error, RateLimits, ports::MailError, testing::PassingStore,
+};
 use registrar_domain::UserStatus;
 use tokio::sync::Barrier;
 
@@ -264,6 +266,23 @@ async fn registrations_are_limited_per_client_address() {
             .await
             .is_ok()
     );
+}
+
+#[tokio::test]
+async fn a_registration_counts_against_its_address_and_reads_the_account_in_one_store_call() {
+    let app = App::new();
+    let store = PassingStore::new(app.store.clone());
+    let accounts = app.accounts_over(store.clone());
+
+    accounts
+        .register(registration("ada@example.com", PASSWORD), CLIENT)
+        .await
+        .unwrap();
+
+    assert_eq!(store.calls("registration_state"), 1);
+    assert_eq!(store.calls("throttle_hit"), 0);
+    assert_eq!(store.calls("account_by_email"), 0);
+    assert_eq!(store.calls("save"), 1);
 }
 
 #[tokio::test]

@@ -139,7 +139,7 @@ fn parse(line: &str) -> Option<Statement> {
 /// The store's operations by a phrase only their statement has (crates/adapters-postgres,
 /// `sql.rs`), as `pg_stat_statements` shows it: constants, quoted texts included, become `$n`.
 /// The first match wins.
-const KNOWN: [(&str, &str, Part); 15] = [
+const KNOWN: [(&str, &str, Part); 16] = [
     ("saved_user AS", "save (account)", Part::Request),
     ("WITH new_user AS", "register (new account)", Part::Request),
     ("saved_code AS", "save (code and mail)", Part::Request),
@@ -162,6 +162,8 @@ const KNOWN: [(&str, &str, Part); 15] = [
         Part::Background,
     ),
     ("LISTEN ", "LISTEN", Part::Background),
+    // Counts a hit too: named before `throttle_hit`, whose phrase it contains.
+    ("refused AS (", "registration_state", Part::Request),
     ("INSERT INTO throttles", "throttle_hit", Part::Request),
     ("JOIN throttles AS t", "login_state", Part::Request),
     ("WHERE u.email_key =", "account_by_email", Part::Request),
