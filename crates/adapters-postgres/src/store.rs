@@ -279,6 +279,11 @@ fn most_hits_admitted(limit: Limit) -> i64 {
     i64::from(limit.max.max(1))
 }
 
+/// Where a throttle window that `limit` opens at `now` ends.
+fn new_window_end(limit: Limit, now: SystemTime) -> Result<SystemTime, Failure> {
+    in_range(now.checked_add(limit.window), "throttle window end")
+}
+
 /// `statement`, prepared once per connection (deadpool's statement cache).
 async fn prepared(connection: &Object, statement: &str) -> Result<Statement, Failure> {
     Ok(connection.prepare_cached(statement).await?)
@@ -495,7 +500,7 @@ impl Store for PgStore {
         let window_start = recent_issues_start(now);
         let key = key.as_storage_key();
         let most = most_hits_admitted(limit);
-        let window_end = in_range(now.checked_add(limit.window), "throttle window end");
+        let window_end = new_window_end(limit, now);
         self.run_with(
             "read registration state",
             window_end,
@@ -528,7 +533,7 @@ impl Store for PgStore {
         now: SystemTime,
     ) -> Result<Option<SystemTime>, StoreError> {
         let key = key.as_storage_key();
-        let window_end = in_range(now.checked_add(limit.window), "throttle window end");
+        let window_end = new_window_end(limit, now);
         self.run_with(
             "count throttle hit",
             window_end,

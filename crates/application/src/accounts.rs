@@ -16,7 +16,7 @@ use tokio::sync::OnceCell;
 use crate::{
     DispatchSignal, Error,
     ports::{
-        AccountChange, Clock, Entropy, Limit, Lookup, PasswordHasher, QueuedMail, SaveError, Store,
+        AccountChange, Clock, Entropy, Limit, PasswordHasher, QueuedMail, SaveError, Store,
         ThrottleKey, Traces, Verification, Versioned,
     },
 };
@@ -440,7 +440,7 @@ where
             .filter(|_| limits.per_address)
             .map(ThrottleKey::RegistrationsFromAddress);
         let now = self.clock.now();
-        let mut existing = match self
+        let mut existing = self
             .store
             .registration_state(
                 &email,
@@ -450,10 +450,8 @@ where
                 now,
             )
             .await?
-        {
-            Lookup::Throttled(until) => return Err(too_many(until, now)),
-            Lookup::Open(stored) => stored,
-        };
+            .account()
+            .map_err(|until| too_many(until, now))?;
         if let Some(stored) = &existing {
             stored
                 .account
@@ -525,14 +523,12 @@ where
                 limits.login_failures_per_address,
             )
         }));
-        let stored = match self
+        let stored = self
             .store
             .login_state(email.as_ref().ok(), &throttles, now)
             .await?
-        {
-            Lookup::Throttled(until) => return Err(too_many(until, now)),
-            Lookup::Open(stored) => stored,
-        };
+            .account()
+            .map_err(|until| too_many(until, now))?;
         let verification = if let Some(stored) = &stored {
             let hash = stored.account.user().password_hash().clone();
             self.hasher.verify(password.clone(), hash).await?

@@ -208,6 +208,19 @@ pub enum Lookup {
     Open(Option<Versioned>),
 }
 
+impl Lookup {
+    /// The account read, or until when the throttle that refused the read is over.
+    ///
+    /// # Errors
+    /// The end of the throttle's window, when one refused the read.
+    pub fn account(self) -> Result<Option<Versioned>, SystemTime> {
+        match self {
+            Self::Throttled(until) => Err(until),
+            Self::Open(account) => Ok(account),
+        }
+    }
+}
+
 /// An activation email to queue in the outbox, in the same transaction as the account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueuedMail {

@@ -11,7 +11,7 @@ use std::{
 use registrar_adapters_postgres::PgStore;
 use registrar_application::{
     ErrorChain,
-    ports::{AccountChange, Lookup, SaveError, Store, StoreError, ThrottleKey},
+    ports::{AccountChange, SaveError, Store, StoreError, ThrottleKey},
     testing::t0,
 };
 use registrar_domain::{Account, Email, PasswordHash, User, UserStatus};
@@ -298,14 +298,6 @@ async fn a_test_database_is_dropped_with_its_guard_even_with_open_connections() 
     assert!(!exists, "{name} is still there");
 }
 
-/// Until when a login's windows are closed, if they are.
-fn closed(state: &Lookup) -> Option<SystemTime> {
-    match state {
-        Lookup::Throttled(until) => Some(*until),
-        Lookup::Open(_) => None,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttles_answer_exactly_like_the_memory_store_for_any_limit() {
     let test = fresh_store().await;
@@ -320,14 +312,18 @@ async fn throttles_answer_exactly_like_the_memory_store_for_any_limit() {
             let (pg, mem) = if step % 3 == 2 {
                 let throttles = [(key.clone(), limit)];
                 (
-                    closed(
-                        &test
-                            .inner()
-                            .login_state(None, &throttles, now)
-                            .await
-                            .unwrap(),
-                    ),
-                    closed(&memory.login_state(None, &throttles, now).await.unwrap()),
+                    test.inner()
+                        .login_state(None, &throttles, now)
+                        .await
+                        .unwrap()
+                        .account()
+                        .err(),
+                    memory
+                        .login_state(None, &throttles, now)
+                        .await
+                        .unwrap()
+                        .account()
+                        .err(),
                 )
             } else {
                 (
