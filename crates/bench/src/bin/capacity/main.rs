@@ -5,7 +5,7 @@
 //! the release `registrar` on CPU 0 (the driver beside PostgreSQL on CPU 1), and measures
 //! registrations and activations at 1, 4, 16, 64 and 256 clients, bursts of 64 and 256, and 64
 //! clients that never back off; then activations on the in-memory store, and registrations with
-//! the whole machine shared. The rows held to a rate target run three rounds, judged on the
+//! the whole machine shared. The rows held to a rate target run five rounds, judged on the
 //! median. It prints a table and rewrites its section of `docs/benchmarks.md`
 //! and `docs/benchmarks.svg`. `METHOD` in `report.rs` says how each figure is taken.
 //!
@@ -50,7 +50,7 @@ const CLIENTS: [usize; 5] = [1, 4, 16, 64, 256];
 /// How many times each row held to a rate target is measured (the first in its place among the
 /// other rows, the others after them, each against its own bound); the target is judged on the
 /// median.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Sequential `/healthz` requests on the idle server.
 const HEALTH_IDLE_REQUESTS: usize = 300;
 /// How long the log mailer may take to write the last email of a row.
