@@ -13,6 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[cfg(target_os = "linux")]
+use thread_priority::{NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy};
+
 use super::*;
 use crate::pool::{Clock, Runner};
 
@@ -346,10 +349,10 @@ fn check_refuses_exactly_when_submit_would() {
     fixture.pool.check().unwrap();
 }
 
-/// The nice value of the thread that takes a job.
+/// The scheduling policy of the thread that takes a job.
 #[cfg(target_os = "linux")]
-fn niceness_of_a_pool_thread(pool: &Pool<FakeJob, FakeClock>) -> i32 {
-    let (sender, niceness) = mpsc::channel();
+fn policy_of_a_pool_thread(pool: &Pool<FakeJob, FakeClock>) -> ThreadSchedulePolicy {
+    let (sender, policy) = mpsc::channel();
     let (reply, done) = oneshot::channel();
     pool.submit(FakeJob {
         cost: HASH,
@@ -358,32 +361,33 @@ fn niceness_of_a_pool_thread(pool: &Pool<FakeJob, FakeClock>) -> i32 {
         release: None,
         reply,
         inspect: Some(Box::new(move || {
-            let tid = rustix::thread::gettid();
-            sender
-                .send(rustix::process::getpriority_process(Some(tid)).unwrap())
-                .unwrap();
+            sender.send(thread_schedule_policy().unwrap()).unwrap();
         })),
     })
     .unwrap();
     done.blocking_recv().unwrap();
-    niceness.recv_timeout(PATIENCE).unwrap()
+    policy.recv_timeout(PATIENCE).unwrap()
 }
 
 #[cfg(target_os = "linux")]
 #[test]
-fn hashing_threads_run_at_a_lower_priority_than_the_threads_that_serve_requests() {
+fn hashing_threads_give_way_to_every_other_thread_of_the_process() {
     let fixture = fixture(2, 16, HASH);
-    let here = rustix::process::getpriority_process(None).unwrap();
+    let here = thread_schedule_policy().unwrap();
     for _ in 0..4 {
         assert_eq!(
-            niceness_of_a_pool_thread(&fixture.pool),
-            (here + 10).min(19)
+            policy_of_a_pool_thread(&fixture.pool),
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
         );
     }
     assert_eq!(
-        rustix::process::getpriority_process(None).unwrap(),
+        thread_schedule_policy().unwrap(),
         here,
-        "the rest of the process keeps its priority"
+        "the rest of the process keeps its policy"
+    );
+    assert_ne!(
+        here,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle)
     );
 }
 
