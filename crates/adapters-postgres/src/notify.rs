@@ -1,13 +1,15 @@
-//! Cross-replica wake-ups: a trigger (migration V3) notifies channel `registrar_outbox` when a
-//! transaction queues mail, and [`PgStore::forward_mail_notifications`] turns each notification
-//! into a poke of this process's dispatcher, so another replica's registration is delivered at
-//! once rather than at the next poll.
+//! Cross-replica wake-ups: a trigger (migrations V3, V7 and V8) notifies channel
+//! `registrar_outbox` when a statement queues mail, with the id of the replica that queued it
+//! (each store's sessions carry theirs in the setting `registrar.replica`), and
+//! [`PgStore::forward_mail_notifications`] turns each notification from another replica into a
+//! poke of this process's dispatcher, so that replica's registration is delivered at once
+//! rather than at the next poll.
 
-use std::time::Duration;
+use std::{pin::pin, time::Duration};
 
-use futures_util::{StreamExt, stream};
+use futures_util::{Stream, StreamExt, stream};
 use registrar_application::DispatchSignal;
-use tokio_postgres::AsyncMessage;
+use tokio_postgres::{AsyncMessage, Notification};
 
 use crate::PgStore;
 
@@ -18,48 +20,88 @@ const CHANNEL: &str = "registrar_outbox";
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 impl PgStore {
-    /// Pokes `signal` whenever any replica queues mail, and once after every (re)connection,
-    /// since notifications sent while disconnected are lost. Runs until the future is dropped,
-    /// on a connection of its own (outside the pool, with the pool's TLS settings), reconnecting
-    /// when it fails.
+    /// Pokes `signal` whenever another replica (another store) queues mail, and once after
+    /// every (re)connection, since notifications sent while disconnected are lost. Mail queued
+    /// through this store is left out: the use case that queued it has poked the dispatcher
+    /// already, and a second poke would only cost it a claim that finds nothing. Runs until the
+    /// future is dropped, reconnecting when the connection fails.
     pub async fn forward_mail_notifications(&self, signal: DispatchSignal) {
         loop {
-            match self.listen(&signal).await {
-                Ok(()) => tracing::warn!("mail notifications: the database closed the connection"),
+            match self.mail_queued_elsewhere().await {
+                Ok(notifications) => {
+                    tracing::debug!("listening for mail notifications");
+                    signal.notify();
+                    let mut notifications = pin!(notifications);
+                    loop {
+                        match notifications.next().await {
+                            Some(Ok(_)) => signal.notify(),
+                            Some(Err(error)) => {
+                                tracing::warn!(%error, "mail notifications: connection failed");
+                                break;
+                            }
+                            None => {
+                                tracing::warn!(
+                                    "mail notifications: the database closed the connection"
+                                );
+                                break;
+                            }
+                        }
+                    }
+                }
                 Err(error) => tracing::warn!(%error, "mail notifications: connection failed"),
             }
             tokio::time::sleep(RECONNECT_AFTER).await;
         }
     }
 
-    async fn listen(&self, signal: &DispatchSignal) -> Result<(), tokio_postgres::Error> {
-        // The pool's configuration and TLS: the same server, checked the same way.
+    /// Listens for queued mail on a connection of its own (outside the pool, with the pool's
+    /// configuration and TLS), and yields the notifications of mail that other stores queue,
+    /// in the order their transactions committed, from the moment this returns. The stream
+    /// ends, or yields its error, when the connection does.
+    ///
+    /// # Errors
+    /// When the connection cannot be opened or `LISTEN` fails.
+    pub async fn mail_queued_elsewhere(
+        &self,
+    ) -> Result<
+        impl Stream<Item = Result<Notification, tokio_postgres::Error>>,
+        tokio_postgres::Error,
+    > {
         let (client, mut connection) = self.config().connect(self.tls().clone()).await?;
         // The connection makes progress only while it is polled, so it is driven alongside LISTEN.
         let mut messages = stream::poll_fn(move |cx| connection.poll_message(cx));
         let statement = format!("LISTEN {CHANNEL}");
-        let listen = client.batch_execute(&statement);
-        tokio::pin!(listen);
-        loop {
-            tokio::select! {
-                listened = &mut listen => {
-                    listened?;
-                    break;
+        {
+            let mut listen = pin!(client.batch_execute(&statement));
+            loop {
+                tokio::select! {
+                    listened = &mut listen => {
+                        listened?;
+                        break;
+                    }
+                    message = messages.next() => match message {
+                        Some(Ok(_)) => {}
+                        Some(Err(error)) => return Err(error),
+                        // Closed before LISTEN was answered: nothing will be heard.
+                        None => return Ok(stream::empty().left_stream()),
+                    },
                 }
-                message = messages.next() => match message {
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => return Err(error),
-                    None => return Ok(()),
-                },
             }
         }
-        tracing::debug!("listening for mail notifications");
-        signal.notify();
-        while let Some(message) = messages.next().await {
-            if let AsyncMessage::Notification(_) = message? {
-                signal.notify();
-            }
-        }
-        Ok(())
+        let replica = self.replica().to_owned();
+        Ok(messages
+            .filter_map(move |message| {
+                // The connection lives as long as its client: the stream keeps it.
+                let _client = &client;
+                let elsewhere = match message {
+                    Ok(AsyncMessage::Notification(notification)) => {
+                        (notification.payload() != replica).then_some(Ok(notification))
+                    }
+                    Ok(_) => None,
+                    Err(error) => Some(Err(error)),
+                };
+                std::future::ready(elsewhere)
+            })
+            .right_stream())
     }
 }

@@ -49,6 +49,8 @@ struct Inner {
     config: tokio_postgres::Config,
     /// Their TLS connector, the pool's.
     tls: Tls,
+    /// This store's id among the replicas, in its sessions' setting `registrar.replica`.
+    replica: String,
 }
 
 impl fmt::Debug for PgStore {
@@ -70,7 +72,12 @@ impl PgStore {
     /// TLS parameters are unknown or inconsistent, or name a root file that cannot be read or
     /// holds no certificate.
     pub fn new(settings: &PgSettings) -> Result<Self, SetupError> {
-        let (config, tls) = settings.pg_config()?;
+        let (mut config, tls) = settings.pg_config()?;
+        // The outbox trigger names the replica that queued mail (migration V8), so that its
+        // own listener can skip what its dispatcher has been told of already.
+        let replica = Uuid::new_v4().simple().to_string();
+        let options = config.get_options().unwrap_or_default();
+        config.options(format!("{options} -c registrar.replica={replica}").trim_start());
         let manager_config = ManagerConfig {
             // No test query per checkout: a closed connection is noticed by `is_closed`,
             // and one that fails or stalls is thrown away by the operation that saw it.
@@ -103,6 +110,7 @@ impl PgStore {
                 settings: settings.clone(),
                 config,
                 tls,
+                replica,
             }),
         })
     }
@@ -115,6 +123,11 @@ impl PgStore {
     /// The TLS connector, for connections outside the pool.
     pub(crate) fn tls(&self) -> &Tls {
         &self.inner.tls
+    }
+
+    /// This store's id among the replicas, as its sessions give it to the outbox trigger.
+    pub(crate) fn replica(&self) -> &str {
+        &self.inner.replica
     }
 
     /// The settings the store was built from.

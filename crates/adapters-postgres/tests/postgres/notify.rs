@@ -1,8 +1,9 @@
 //! LISTEN/NOTIFY: mail queued through one store (one replica) wakes the dispatcher of another,
-//! and only mail does.
+//! only mail does, and a store is not told of the mail it queued itself.
 
-use std::{future::poll_fn, time::Duration};
+use std::{future::poll_fn, pin::pin, time::Duration};
 
+use futures_util::StreamExt;
 use registrar_adapters_postgres::PgStore;
 use registrar_application::{
     DispatchSignal,
@@ -39,6 +40,48 @@ async fn mail_queued_through_one_store_wakes_the_dispatcher_of_another() {
         .await
         .expect("mail queued on another store did not wake this dispatcher");
     forwarding.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_hears_of_the_mail_other_stores_queue_and_not_of_its_own() {
+    let database = TestDatabase::migrated().await;
+    let listening = PgStore::new(&database.settings()).unwrap();
+    let other_replica = PgStore::new(&database.settings()).unwrap();
+    let mut heard = pin!(listening.mail_queued_elsewhere().await.unwrap());
+
+    register(&listening, 10, "ada@example.com").await;
+    register(&other_replica, 20, "bob@example.com").await;
+    register(&listening, 30, "cy@example.com").await;
+    // Notifications arrive in the order their transactions committed, so one sent now, from a
+    // session of no store, comes after every notification of the registrations above.
+    database
+        .connect()
+        .await
+        .batch_execute("NOTIFY registrar_outbox, 'end'")
+        .await
+        .unwrap();
+
+    let mut before_the_end = Vec::new();
+    loop {
+        let notification = tokio::time::timeout(PATIENCE, heard.next())
+            .await
+            .expect("the last notification never came")
+            .expect("the connection ended")
+            .unwrap();
+        if notification.payload() == "end" {
+            break;
+        }
+        before_the_end.push(notification.payload().to_owned());
+    }
+    assert_eq!(
+        before_the_end.len(),
+        1,
+        "the other store's registration only: {before_the_end:?}"
+    );
+    assert!(
+        !before_the_end[0].is_empty(),
+        "the notification names the replica that queued the mail"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
