@@ -27,31 +27,24 @@ impl PgStore {
     /// future is dropped, reconnecting when the connection fails.
     pub async fn forward_mail_notifications(&self, signal: DispatchSignal) {
         loop {
-            match self.mail_queued_elsewhere().await {
-                Ok(notifications) => {
-                    tracing::debug!("listening for mail notifications");
-                    signal.notify();
-                    let mut notifications = pin!(notifications);
-                    loop {
-                        match notifications.next().await {
-                            Some(Ok(_)) => signal.notify(),
-                            Some(Err(error)) => {
-                                tracing::warn!(%error, "mail notifications: connection failed");
-                                break;
-                            }
-                            None => {
-                                tracing::warn!(
-                                    "mail notifications: the database closed the connection"
-                                );
-                                break;
-                            }
-                        }
-                    }
-                }
+            match self.forward(&signal).await {
+                Ok(()) => tracing::warn!("mail notifications: the database closed the connection"),
                 Err(error) => tracing::warn!(%error, "mail notifications: connection failed"),
             }
             tokio::time::sleep(RECONNECT_AFTER).await;
         }
+    }
+
+    /// [`Self::forward_mail_notifications`] on one connection, until it ends.
+    async fn forward(&self, signal: &DispatchSignal) -> Result<(), tokio_postgres::Error> {
+        let mut notifications = pin!(self.mail_queued_elsewhere().await?);
+        tracing::debug!("listening for mail notifications");
+        signal.notify();
+        while let Some(notification) = notifications.next().await {
+            notification?;
+            signal.notify();
+        }
+        Ok(())
     }
 
     /// Listens for queued mail on a connection of its own (outside the pool, with the pool's
