@@ -105,21 +105,27 @@ impl PgSettings {
         let millis = self.statement_timeout.as_millis();
         // A session that is left in an open transaction (its client vanished mid-save) gives
         // its locks back after the same time instead of holding them until TCP notices.
-        let options = format!(
-            "-c statement_timeout={millis} -c idle_in_transaction_session_timeout={millis}"
+        add_session_options(
+            &mut config,
+            &format!(
+                "-c statement_timeout={millis} -c idle_in_transaction_session_timeout={millis}"
+            ),
         );
-        let options = match config.get_options() {
-            Some(given) if !given.trim().is_empty() => format!("{given} {options}"),
-            _ => options,
-        };
-        config
-            .options(options)
-            .connect_timeout(self.connect_timeout);
+        config.connect_timeout(self.connect_timeout);
         if config.get_application_name().is_none() {
             config.application_name("registrar");
         }
         Ok((config, tls.connector()?))
     }
+}
+
+/// Adds `options` (`-c name=value …`) to the sessions' startup options, after any the URL gave.
+pub(crate) fn add_session_options(config: &mut tokio_postgres::Config, options: &str) {
+    let options = match config.get_options() {
+        Some(given) if !given.trim().is_empty() => format!("{given} {options}"),
+        _ => options.to_owned(),
+    };
+    config.options(options);
 }
 
 impl fmt::Debug for PgSettings {

@@ -32,6 +32,7 @@ use crate::{
     error::{Failure, PortError},
     params::{AccountWrite, Param, Settlements},
     rows::{self, in_range, to_version},
+    settings::add_session_options,
     sql,
     tls::Tls,
 };
@@ -76,8 +77,7 @@ impl PgStore {
         // The outbox trigger names the replica that queued mail (migration V8), so that its
         // own listener can skip what its dispatcher has been told of already.
         let replica = Uuid::new_v4().simple().to_string();
-        let options = config.get_options().unwrap_or_default();
-        config.options(format!("{options} -c registrar.replica={replica}").trim_start());
+        add_session_options(&mut config, &format!("-c registrar.replica={replica}"));
         let manager_config = ManagerConfig {
             // No test query per checkout: a closed connection is noticed by `is_closed`,
             // and one that fails or stalls is thrown away by the operation that saw it.
