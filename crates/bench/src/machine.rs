@@ -2,7 +2,7 @@
 //! to them (`taskset`, so no `unsafe` is needed for `sched_setaffinity`), a process's memory and
 //! CPU time (in all and by thread), and the CPU time of the whole machine.
 
-use std::{fs, process::Command};
+use std::{fs, process::Command, sync::OnceLock};
 
 /// What is printed and written about the machine.
 pub struct Machine {
@@ -248,10 +248,14 @@ pub fn busy_ticks() -> Option<u64> {
 /// Clock ticks as seconds, at the kernel's `USER_HZ` (`getconf CLK_TCK`, 100 when unknown).
 #[must_use]
 pub fn ticks_to_seconds(ticks: u64) -> f64 {
-    let per_second = command_output("getconf", &["CLK_TCK"])
-        .trim()
-        .parse::<u32>()
-        .unwrap_or(100);
+    // Asked once: `getconf` is a process, and readings are taken around the rows.
+    static PER_SECOND: OnceLock<u32> = OnceLock::new();
+    let per_second = *PER_SECOND.get_or_init(|| {
+        command_output("getconf", &["CLK_TCK"])
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(100)
+    });
     #[allow(clippy::cast_precision_loss, reason = "ticks far below 2^52")]
     let ticks = ticks as f64;
     ticks / f64::from(per_second)

@@ -139,12 +139,16 @@ impl Database {
     /// server.
     #[must_use]
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let postmaster = self.postmaster().ok()??;
-        let ticks: u64 = std::iter::once(postmaster)
-            .chain(children(postmaster))
-            .filter_map(machine::cpu_ticks)
-            .sum();
-        Some(machine::ticks_to_seconds(ticks))
+        self.cpu_meter().map(CpuMeter::seconds)
+    }
+
+    /// What reads [`Database::cpu_seconds`] without borrowing the database; `None` on the local
+    /// server.
+    #[must_use]
+    pub fn cpu_meter(&self) -> Option<CpuMeter> {
+        Some(CpuMeter {
+            postmaster: self.postmaster().ok()??,
+        })
     }
 
     /// Stops and deletes the cluster, or drops the database.
@@ -245,6 +249,29 @@ fn children(pid: u32) -> Vec<u32> {
 /// One SQL statement through `psql`; its standard error is the failure.
 fn psql(url: &str, sql: &str) -> Result<(), String> {
     query(url, sql).map(drop)
+}
+
+/// Reads the CPU time a private cluster has used so far (see [`Database::cpu_seconds`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMeter {
+    postmaster: u32,
+}
+
+impl CpuMeter {
+    /// Seconds of CPU the postmaster, its live processes and those it has reaped have used.
+    #[must_use]
+    pub fn seconds(self) -> f64 {
+        machine::ticks_to_seconds(self.ticks())
+    }
+
+    /// [`CpuMeter::seconds`] in clock ticks.
+    #[must_use]
+    pub fn ticks(self) -> u64 {
+        std::iter::once(self.postmaster)
+            .chain(children(self.postmaster))
+            .filter_map(machine::cpu_ticks)
+            .sum()
+    }
 }
 
 /// The rows `sql` returns through `psql`, one line each, fields separated by tabs, without

@@ -42,7 +42,7 @@ use registrar_bench::{client, machine, postgres, server, utc_now};
 use client::{Account, OnRefusal, Outcome, count};
 use machine::Machine;
 use postgres::Database;
-use report::{Context, CpuSplit, Placement, Row, Verdict, Work};
+use report::{Context, CpuSplit, MachineCpu, Placement, Row, Verdict, Work};
 use server::{Server, Setup};
 
 /// The client counts of the closed-loop rows.
@@ -153,6 +153,8 @@ fn run() -> Result<bool, String> {
         last_bound: None,
         round: 1,
         cpu_before: CpuSplit::default(),
+        postgres: database.cpu_meter(),
+        machine_before: MachineCpu::default(),
     };
     let result = run.everything(
         &database,
@@ -180,6 +182,10 @@ fn run() -> Result<bool, String> {
     println!(
         "\nwhere the server's CPU went:\n{}",
         report::cpu_table(&run.rows)
+    );
+    println!(
+        "\nwhere the whole machine's CPU went:\n{}",
+        report::machine_table(&run.rows)
     );
     let verdicts = verdicts(&run.rows, &memory, &health, run.lost);
     print_verdicts(&verdicts);
@@ -333,6 +339,10 @@ struct Run<'a> {
     round: usize,
     /// The server's CPU time when the row being measured began.
     cpu_before: CpuSplit,
+    /// Reads PostgreSQL's CPU time (`None` on the local server, whose processes are not ours).
+    postgres: Option<postgres::CpuMeter>,
+    /// The machine's CPU time when the row being measured began.
+    machine_before: MachineCpu,
 }
 
 impl Run<'_> {
@@ -616,7 +626,20 @@ impl Run<'_> {
             _ => self.bound_now(placement, fallback),
         };
         self.cpu_before = CpuSplit::of(&server.thread_cpu_seconds());
+        self.machine_before = self.machine_cpu();
         bound
+    }
+
+    /// The machine's CPU time so far: PostgreSQL's, this program's, every CPU's.
+    fn machine_cpu(&self) -> MachineCpu {
+        let busy = machine::busy_ticks().unwrap_or_default();
+        let driver = machine::cpu_ticks(std::process::id()).unwrap_or_default();
+        let database = self.postgres.map_or(0, postgres::CpuMeter::ticks);
+        MachineCpu {
+            database: machine::ticks_to_seconds(database),
+            driver: machine::ticks_to_seconds(driver),
+            busy: machine::ticks_to_seconds(busy),
+        }
     }
 
     /// Records a row and prints it at once (a long run shows progress). The row's bound is the
@@ -631,6 +654,7 @@ impl Run<'_> {
         created: &mut Vec<String>,
     ) {
         let cpu = CpuSplit::of(&server.thread_cpu_seconds()).since(self.cpu_before);
+        let machine_cpu = self.machine_cpu().since(self.machine_before);
         created.append(&mut outcome.created);
         let after = self.bound_now(placement, before);
         self.last_bound = Some((placement, after));
@@ -642,6 +666,12 @@ impl Run<'_> {
             outcome,
             round: self.round,
             cpu,
+            machine: machine_cpu,
+            cpus: if placement == Placement::WholeMachine {
+                self.machine.cpus.len()
+            } else {
+                1
+            },
         };
         println!(
             "{}",

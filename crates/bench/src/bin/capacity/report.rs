@@ -64,6 +64,10 @@ pub(crate) struct Row {
     pub(crate) round: usize,
     /// The server's CPU time over the row.
     pub(crate) cpu: CpuSplit,
+    /// The machine's CPU time over the row: PostgreSQL, the driver, every CPU.
+    pub(crate) machine: MachineCpu,
+    /// The CPUs the row's bound covers (and the server had).
+    pub(crate) cpus: usize,
 }
 
 /// The server's CPU time over a row, seconds: its hashing threads (Argon2, and for
@@ -101,6 +105,27 @@ impl CpuSplit {
         Self {
             hashing: (self.hashing - earlier.hashing).max(0.0),
             other: (self.other - earlier.other).max(0.0),
+        }
+    }
+}
+
+/// The machine's CPU time over a row, seconds: PostgreSQL's processes, the driver (this program,
+/// whose only work during a row is its clients) and every CPU's busy time (`/proc/stat`: every
+/// process, the server's included, and the kernel's work that no process is charged for).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct MachineCpu {
+    pub(crate) database: f64,
+    pub(crate) driver: f64,
+    pub(crate) busy: f64,
+}
+
+impl MachineCpu {
+    /// What was used between the reading `earlier` and this one.
+    pub(crate) fn since(self, earlier: Self) -> Self {
+        Self {
+            database: (self.database - earlier.database).max(0.0),
+            driver: (self.driver - earlier.driver).max(0.0),
+            busy: (self.busy - earlier.busy).max(0.0),
         }
     }
 }
@@ -169,6 +194,37 @@ impl Row {
     }
 }
 
+impl Row {
+    /// The cells of the whole machine's CPU table, or `None` for a row with no success or a
+    /// server pinned to its own CPU (the table above covers those).
+    fn machine_cells(&self) -> Option<Vec<String>> {
+        let ok = count(self.outcome.ok.len());
+        if ok == 0.0 || self.placement != Placement::WholeMachine {
+            return None;
+        }
+        let per_ok = |seconds: f64| seconds * 1000.0 / ok;
+        let server = self.cpu.hashing + self.cpu.other;
+        let rest = self.machine.busy - server - self.machine.database - self.machine.driver;
+        let busy = self.machine.busy
+            / (count(self.cpus) * self.outcome.elapsed.as_secs_f64()).max(f64::MIN_POSITIVE);
+        Some(vec![
+            self.placement.label().to_owned(),
+            self.work_label(),
+            self.clients.to_string(),
+            self.outcome.ok.len().to_string(),
+            format!("{:.0} %", busy * 100.0),
+            format!("{:.2}", per_ok(self.cpu.hashing)),
+            format!("{:.2}", per_ok(self.cpu.other)),
+            format!("{:.2}", per_ok(self.machine.database)),
+            format!("{:.2}", per_ok(self.machine.driver)),
+            format!("{:.2}", per_ok(rest)),
+            format!("{:.2}", per_ok(self.machine.busy)),
+            format!("{:.2}", count(self.cpus) * 1000.0 / self.bound),
+            format!("{:.2}", self.ratio()),
+        ])
+    }
+}
+
 /// The nearest-rank `percent`-th percentile of `samples` (zero when there are none).
 pub(crate) fn percentile(samples: &[Duration], percent: usize) -> Duration {
     let mut samples = samples.to_vec();
@@ -197,6 +253,26 @@ const CPU_HEADERS: [&str; 10] = [
     "alone ms",
     "hashing ÷ alone",
     "others ms/ok",
+    "ratio",
+];
+
+/// The whole machine's CPU table: per success, the CPU time of the server's hashing threads and
+/// its others, of PostgreSQL, of the driver and of the rest of the machine, their total, and the
+/// CPU time a hash takes when every CPU hashes (CPUs × 1000 / bound); a row's ratio is
+/// busy × at the bound ÷ total.
+const MACHINE_HEADERS: [&str; 13] = [
+    "set-up",
+    "work",
+    "clients",
+    "ok",
+    "busy",
+    "hashing ms/ok",
+    "server others ms/ok",
+    "PostgreSQL ms/ok",
+    "driver ms/ok",
+    "rest ms/ok",
+    "total ms/ok",
+    "at the bound ms",
     "ratio",
 ];
 
@@ -269,6 +345,15 @@ pub(crate) fn cpu_table(rows: &[Row]) -> String {
 
 fn cpu_cells(rows: &[Row]) -> Vec<Vec<String>> {
     rows.iter().filter_map(Row::cpu_cells).collect()
+}
+
+/// Where the whole machine's CPU went in its rows, as a fixed-width table for the terminal.
+pub(crate) fn machine_table(rows: &[Row]) -> String {
+    fixed_width(&MACHINE_HEADERS, &machine_cells(rows))
+}
+
+fn machine_cells(rows: &[Row]) -> Vec<Vec<String>> {
+    rows.iter().filter_map(Row::machine_cells).collect()
 }
 
 /// `cells` under `headers`, each column as wide as its widest cell; the first two columns to
@@ -352,6 +437,9 @@ pub(crate) fn markdown(rows: &[Row], verdicts: &[Verdict], context: &Context) ->
     let _ = writeln!(text, "\n### Where the server's CPU went\n");
     text.push_str(CPU_METHOD);
     text.push_str(&markdown_table(&CPU_HEADERS, &cpu_cells(rows)));
+    let _ = writeln!(text, "\n### Where the whole machine's CPU went\n");
+    text.push_str(MACHINE_METHOD);
+    text.push_str(&markdown_table(&MACHINE_HEADERS, &machine_cells(rows)));
     let _ = writeln!(text, "\n### Targets\n");
     let _ = writeln!(text, "| target | measured | met |\n|---|---|---|");
     for verdict in verdicts {
@@ -376,6 +464,20 @@ row's wall time; *alone* is the time of one hash with the CPU to itself (1000 / 
 bound). A row's ratio is busy × alone ÷ (hashing + others): what stands between a row and \
 its bound is an idle core, a hash slower than alone (the CPU beside it shares the caches \
 and the memory bus), or the work besides hashing.
+
+";
+
+const MACHINE_METHOD: &str = "For each whole-machine row, where the CPU time of both CPUs \
+went, per success: the server's threads read as above, PostgreSQL's processes (the postmaster, \
+its live processes and those it reaped, `/proc/<pid>/stat`), the driver (this program, whose \
+only work during a row is its clients) and *rest*: the busy time of every CPU (`/proc/stat`) \
+less those, which is the kernel's work that no process is charged for and the machine's other \
+processes (the figures are in clock ticks, 10 ms, so *rest* may come out a little below zero). \
+*busy* is every CPU's busy time over the CPUs × the row's wall time; *at the bound* is the CPU \
+time of one hash when every CPU hashes (CPUs × 1000 / the row's bound). A row's ratio is \
+busy × at the bound ÷ total: besides an idle CPU, what stands between the whole machine and \
+its bound is the whole of the total beyond one hash, the database's and the driver's work \
+included.
 
 ";
 
@@ -479,7 +581,9 @@ pub(crate) fn write_document(path: &Path, section: &str) -> Result<(), String> {
 mod tests {
     use std::{fs, time::Duration};
 
-    use super::{BEGIN, CpuSplit, END, Placement, Row, Verdict, Work, percentile, write_document};
+    use super::{
+        BEGIN, CpuSplit, END, MachineCpu, Placement, Row, Verdict, Work, percentile, write_document,
+    };
     use crate::client::Outcome;
 
     /// A row of `ok` successes in one second against `bound`.
@@ -496,6 +600,8 @@ mod tests {
             },
             round,
             cpu: CpuSplit::default(),
+            machine: MachineCpu::default(),
+            cpus: 1,
         }
     }
 
@@ -602,6 +708,65 @@ mod tests {
         assert!(
             row.cpu_cells().is_none(),
             "the whole machine's server shares its CPUs"
+        );
+    }
+
+    #[test]
+    fn the_machine_table_accounts_for_a_whole_machine_rows_ratio() {
+        // 150 successes in 1 s on 2 CPUs against 200/s (10 ms of CPU a hash when both hash):
+        // ratio 0.75. The CPUs were busy 1.8 s of 2: 1.5 s hashing, 0.09 s in the server's
+        // other threads, 0.15 s in PostgreSQL, 0.03 s in the driver, 0.03 s elsewhere.
+        let mut row = row(150, 200.0, 1);
+        row.placement = Placement::WholeMachine;
+        row.cpus = 2;
+        row.cpu = CpuSplit {
+            hashing: 1.5,
+            other: 0.09,
+        };
+        row.machine = MachineCpu {
+            database: 0.15,
+            driver: 0.03,
+            busy: 1.8,
+        };
+        let cells = row
+            .machine_cells()
+            .expect("a whole-machine row with successes has machine cells");
+        assert_eq!(
+            cells[3..],
+            [
+                "150", "90 %", "10.00", "0.60", "1.00", "0.20", "0.20", "12.00", "10.00", "0.75"
+            ]
+            .map(str::to_owned)
+        );
+        // busy × at the bound ÷ total is the ratio.
+        let recomposed = 0.9 * 10.0 / 12.0;
+        assert!((recomposed - row.ratio()).abs() < 1e-9);
+        row.placement = Placement::PinnedPostgres;
+        assert!(
+            row.machine_cells().is_none(),
+            "a pinned server's CPU is the table above's"
+        );
+    }
+
+    #[test]
+    fn the_machine_reading_counts_what_was_used_since_the_earlier_one() {
+        let before = MachineCpu {
+            database: 1.0,
+            driver: 2.0,
+            busy: 10.0,
+        };
+        let after = MachineCpu {
+            database: 1.5,
+            driver: 2.25,
+            busy: 14.0,
+        };
+        assert_eq!(
+            after.since(before),
+            MachineCpu {
+                database: 0.5,
+                driver: 0.25,
+                busy: 4.0,
+            }
         );
     }
 }
