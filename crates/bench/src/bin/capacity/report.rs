@@ -469,10 +469,11 @@ and the memory bus), or the work besides hashing.
 
 const MACHINE_METHOD: &str = "For each whole-machine row, where the CPU time of both CPUs \
 went, per success: the server's threads read as above, PostgreSQL's processes (the postmaster, \
-its live processes and those it reaped, `/proc/<pid>/stat`), the driver (this program, whose \
-only work during a row is its clients) and *rest*: the busy time of every CPU (`/proc/stat`) \
-less those, which is the kernel's work that no process is charged for and the machine's other \
-processes (the figures are in clock ticks, 10 ms, so *rest* may come out a little below zero). \
+its live processes and those it reaped, `/proc/<pid>/stat`; on the local server, which is not \
+the run's own, it counts in *rest*), the driver (this program, whose only work during a row is \
+its clients) and *rest*: the busy time of every CPU (`/proc/stat`) less those, which is the \
+kernel's work that no process is charged for and the machine's other processes (the figures \
+are in clock ticks, 10 ms, so *rest* may come out a little below zero). \
 *busy* is every CPU's busy time over the CPUs × the row's wall time; *at the bound* is the CPU \
 time of one hash when every CPU hashes (CPUs × 1000 / the row's bound). A row's ratio is \
 busy × at the bound ÷ total: besides an idle CPU, what stands between the whole machine and \
