@@ -261,16 +261,11 @@ impl CpuMeter {
     /// Seconds of CPU the postmaster, its live processes and those it has reaped have used.
     #[must_use]
     pub fn seconds(self) -> f64 {
-        machine::ticks_to_seconds(self.ticks())
-    }
-
-    /// [`CpuMeter::seconds`] in clock ticks.
-    #[must_use]
-    pub fn ticks(self) -> u64 {
-        std::iter::once(self.postmaster)
+        let ticks: u64 = std::iter::once(self.postmaster)
             .chain(children(self.postmaster))
             .filter_map(machine::cpu_ticks)
-            .sum()
+            .sum();
+        machine::ticks_to_seconds(ticks)
     }
 }
 

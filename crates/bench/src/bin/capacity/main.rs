@@ -632,13 +632,11 @@ impl Run<'_> {
 
     /// The machine's CPU time so far: PostgreSQL's, this program's, every CPU's.
     fn machine_cpu(&self) -> MachineCpu {
-        let busy = machine::busy_ticks().unwrap_or_default();
-        let driver = machine::cpu_ticks(std::process::id()).unwrap_or_default();
-        let database = self.postgres.map_or(0, postgres::CpuMeter::ticks);
+        let seconds = |ticks: Option<u64>| ticks.map_or(0.0, machine::ticks_to_seconds);
         MachineCpu {
-            database: machine::ticks_to_seconds(database),
-            driver: machine::ticks_to_seconds(driver),
-            busy: machine::ticks_to_seconds(busy),
+            database: self.postgres.map_or(0.0, postgres::CpuMeter::seconds),
+            driver: seconds(machine::cpu_ticks(std::process::id())),
+            busy: seconds(machine::busy_ticks()),
         }
     }
 

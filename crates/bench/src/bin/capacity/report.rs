@@ -192,9 +192,7 @@ impl Row {
             format!("{:.2}", self.ratio()),
         ])
     }
-}
 
-impl Row {
     /// The cells of the whole machine's CPU table, or `None` for a row with no success or a
     /// server pinned to its own CPU (the table above covers those).
     fn machine_cells(&self) -> Option<Vec<String>> {
