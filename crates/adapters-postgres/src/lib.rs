@@ -58,7 +58,7 @@
 //! # TLS
 //! Configured entirely by libpq's parameters in the URL, so that the URL a provider gives
 //! works as pasted (`?sslmode=verify-full&sslrootcert=/etc/registrar/db-ca.pem`), over rustls
-//! (ring) for every connection: the pool's, the migrations' and the notification listener's.
+//! (ring) for every connection: the pool's and the migrations'.
 //!
 //! | `sslmode` | TLS | the server's certificate |
 //! |---|---|---|
@@ -129,16 +129,13 @@
 //! - `lower(email COLLATE "C")` in a check: `CockroachDB` may need the check dropped (the
 //!   adapter always writes the key itself);
 //! - `FOR UPDATE SKIP LOCKED` needs `CockroachDB` 23.2+ / `YugabyteDB` 2.18+;
-//! - the session options `statement_timeout` and `idle_in_transaction_session_timeout`, and
-//!   `registrar.replica` (the store's id, which the outbox notification names: a listener
-//!   skips mail its own store queued), are passed as connection options, which some proxies
-//!   (`PgBouncer`) refuse.
+//! - the session options `statement_timeout` and `idle_in_transaction_session_timeout` are
+//!   passed as connection options, which some proxies (`PgBouncer`) refuse.
 #![forbid(unsafe_code)]
 
 mod connect;
 mod error;
 mod migrate;
-mod notify;
 mod params;
 mod rows;
 mod settings;

@@ -120,7 +120,7 @@ impl PgSettings {
 }
 
 /// Adds `options` (`-c name=value …`) to the sessions' startup options, after any the URL gave.
-pub(crate) fn add_session_options(config: &mut tokio_postgres::Config, options: &str) {
+fn add_session_options(config: &mut tokio_postgres::Config, options: &str) {
     let options = match config.get_options() {
         Some(given) if !given.trim().is_empty() => format!("{given} {options}"),
         _ => options.to_owned(),

@@ -32,7 +32,6 @@ use crate::{
     error::{Failure, PortError},
     params::{AccountWrite, Param, Settlements},
     rows::{self, in_range, to_version},
-    settings::add_session_options,
     sql,
     tls::Tls,
 };
@@ -50,8 +49,6 @@ struct Inner {
     config: tokio_postgres::Config,
     /// Their TLS connector, the pool's.
     tls: Tls,
-    /// This store's id among the replicas, in its sessions' setting `registrar.replica`.
-    replica: String,
 }
 
 impl fmt::Debug for PgStore {
@@ -73,11 +70,7 @@ impl PgStore {
     /// TLS parameters are unknown or inconsistent, or name a root file that cannot be read or
     /// holds no certificate.
     pub fn new(settings: &PgSettings) -> Result<Self, SetupError> {
-        let (mut config, tls) = settings.pg_config()?;
-        // The outbox trigger names the replica that queued mail (migration V8), so that its
-        // own listener can skip what its dispatcher has been told of already.
-        let replica = Uuid::new_v4().simple().to_string();
-        add_session_options(&mut config, &format!("-c registrar.replica={replica}"));
+        let (config, tls) = settings.pg_config()?;
         let manager_config = ManagerConfig {
             // No test query per checkout: a closed connection is noticed by `is_closed`,
             // and one that fails or stalls is thrown away by the operation that saw it.
@@ -110,24 +103,8 @@ impl PgStore {
                 settings: settings.clone(),
                 config,
                 tls,
-                replica,
             }),
         })
-    }
-
-    /// The sessions' configuration, for connections outside the pool.
-    pub(crate) fn config(&self) -> &tokio_postgres::Config {
-        &self.inner.config
-    }
-
-    /// The TLS connector, for connections outside the pool.
-    pub(crate) fn tls(&self) -> &Tls {
-        &self.inner.tls
-    }
-
-    /// This store's id among the replicas, as its sessions give it to the outbox trigger.
-    pub(crate) fn replica(&self) -> &str {
-        &self.inner.replica
     }
 
     /// The settings the store was built from.

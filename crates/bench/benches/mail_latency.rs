@@ -103,7 +103,7 @@ fn run() -> Result<(), String> {
         sink.port()
     );
 
-    // Warm-up: database connections, the LISTEN connection, caches, the first SMTP sessions.
+    // Warm-up: database connections, caches, the first SMTP sessions.
     let warmup = register_all(server.port, "warmup", plan.warmup, plan.concurrency);
     let warmup_emails: Vec<&str> = warmup
         .iter()

@@ -52,11 +52,6 @@ impl Application {
         let signal = DispatchSignal::default();
         if let Some(database) = &settings.database {
             let store = connect(database, settings.database_startup_timeout).await?;
-            // Another replica's registrations wake this dispatcher too.
-            tokio::spawn({
-                let (store, signal) = (store.clone(), signal.clone());
-                async move { store.forward_mail_notifications(signal).await }
-            });
             return Self::with_store(store, signal, settings, metrics, traces);
         }
         tracing::warn!(

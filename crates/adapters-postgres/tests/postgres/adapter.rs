@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashSet,
+    future::poll_fn,
     sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
@@ -15,7 +16,8 @@ use registrar_application::{
     testing::t0,
 };
 use registrar_domain::{Account, Email, PasswordHash, User, UserStatus};
-use tokio_postgres::error::SqlState;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls, error::SqlState};
 
 use crate::helpers::{TestDatabase, fresh_store, register};
 
@@ -380,4 +382,45 @@ async fn pruning_deletes_in_batches_until_nothing_is_left() {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(left, ["open"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queuing_mail_sends_no_notification() {
+    let database = TestDatabase::migrated().await;
+    let store = PgStore::new(&database.settings()).unwrap();
+    let (listener, mut connection) = tokio_postgres::connect(database.url(), NoTls)
+        .await
+        .unwrap();
+    let (payloads, mut heard) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
+            if let Ok(AsyncMessage::Notification(notification)) = message {
+                let _ = payloads.send(notification.payload().to_owned());
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN registrar_outbox")
+        .await
+        .unwrap();
+
+    register(&store, 10, "ada@example.com").await;
+    // Notifications arrive in the order their transactions committed, and a listening session
+    // gets them before it reports being idle: after this one, anything the registration sent
+    // has been read.
+    listener
+        .batch_execute("NOTIFY registrar_outbox, 'end'")
+        .await
+        .unwrap();
+    listener.batch_execute("SELECT 1").await.unwrap();
+
+    let mut notifications = Vec::new();
+    while let Ok(payload) = heard.try_recv() {
+        notifications.push(payload);
+    }
+    assert_eq!(
+        notifications,
+        ["end"],
+        "the replica that queued the mail sends it; nobody else is woken"
+    );
 }

@@ -15,7 +15,6 @@ mod adapter;
 mod contract;
 mod dispatch;
 mod helpers;
-mod notify;
 mod outage;
 mod proxy;
 mod purge;

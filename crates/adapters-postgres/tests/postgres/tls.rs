@@ -1,5 +1,5 @@
 //! TLS to PostgreSQL, against the real server: libpq's `sslmode` and `sslrootcert` in the URL
-//! decide whether the store's sessions (pooled, migration, notification listener) are
+//! decide whether the store's sessions (pooled and migration) are
 //! encrypted and which certificates they accept.
 //!
 //! The server must have `ssl = on`. Debian's `postgresql` package sets that up by default, with
@@ -12,7 +12,7 @@ use std::{path::PathBuf, time::Duration};
 
 use registrar_adapters_postgres::{PgSettings, PgStore, SetupError};
 use registrar_application::{
-    DispatchSignal, ErrorChain,
+    ErrorChain,
     ports::{Store, StoreError},
     testing::t0,
 };
@@ -317,43 +317,6 @@ async fn migrations_run_over_tls_and_check_the_certificate_as_the_pool_does() {
     store.migrate().await.unwrap();
 
     round_trip(&store).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_notification_listener_connects_over_tls() {
-    server_tls().await;
-    let database = TestDatabase::migrated().await;
-    let settings = settings_with(&database, "sslmode=require");
-    let listening = PgStore::new(&settings).unwrap();
-    let other_replica = PgStore::new(&settings).unwrap();
-    let signal = DispatchSignal::default();
-    let forwarding = tokio::spawn({
-        let signal = signal.clone();
-        async move { listening.forward_mail_notifications(signal).await }
-    });
-    tokio::time::timeout(BOUND, signal.notified())
-        .await
-        .expect("the listener never connected");
-
-    let listener_encrypted: Vec<bool> = maintenance()
-        .await
-        .query(
-            "SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
-             WHERE a.datname = $1 AND a.query LIKE 'LISTEN %'",
-            &[&database.name()],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert_eq!(listener_encrypted, [true]);
-
-    register(&other_replica, 10, "ada@example.com").await;
-    tokio::time::timeout(BOUND, signal.notified())
-        .await
-        .expect("mail queued on another store did not wake this dispatcher");
-    forwarding.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,7 +53,7 @@ const OPERATION_CLIENTS: usize = 4;
 const ACTIVATION_LIMIT: Duration = Duration::from_mins(5);
 /// How long the mail server may wait for the last email of a phase.
 const MAIL_PATIENCE: Duration = Duration::from_mins(1);
-/// A fresh server's first moments (migrations checked, the start-up prune, `LISTEN`) are not
+/// A fresh server's first moments (migrations checked, the start-up prune) are not
 /// part of its idle cost.
 const SETTLE: Duration = Duration::from_secs(2);
 /// The replica counts measured.

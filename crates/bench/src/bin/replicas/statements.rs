@@ -12,7 +12,7 @@ pub(crate) enum Part {
     Request,
     /// Sent by the dispatcher for one email: the claim and its settlement.
     Delivery,
-    /// Sent on a schedule whatever the traffic: the outbox gauge, pruning, `LISTEN`, pings.
+    /// Sent on a schedule whatever the traffic: the outbox gauge, pruning, pings.
     Background,
 }
 
@@ -139,7 +139,7 @@ fn parse(line: &str) -> Option<Statement> {
 /// The store's operations by a phrase only their statement has (crates/adapters-postgres,
 /// `sql.rs`), as `pg_stat_statements` shows it: constants, quoted texts included, become `$n`.
 /// The first match wins.
-const KNOWN: [(&str, &str, Part); 16] = [
+const KNOWN: [(&str, &str, Part); 15] = [
     ("saved_user AS", "save (account)", Part::Request),
     ("WITH new_user AS", "register (new account)", Part::Request),
     ("saved_code AS", "save (code and mail)", Part::Request),
@@ -161,7 +161,6 @@ const KNOWN: [(&str, &str, Part); 16] = [
         "prune (pending accounts)",
         Part::Background,
     ),
-    ("LISTEN ", "LISTEN", Part::Background),
     // Counts a hit too: named before `throttle_hit`, whose phrase it contains.
     ("refused AS (", "registration_state", Part::Request),
     ("INSERT INTO throttles", "throttle_hit", Part::Request),
@@ -205,10 +204,6 @@ mod tests {
         let save = "WITH saved_user AS ( UPDATE users SET version = version + 1 ), cancelled \
                     AS ( UPDATE email_outbox AS o SET status = 'cancelled' ) SELECT 1";
         assert_eq!(identify(save), ("save (account)".to_owned(), Part::Request));
-        assert_eq!(
-            identify("LISTEN registrar_outbox"),
-            ("LISTEN".to_owned(), Part::Background)
-        );
         assert_eq!(identify("SELECT now()").1, Part::Request);
     }
 
