@@ -289,8 +289,8 @@ impl Verdict {
     /// A rate target over every round of one row: met when the median of the rounds' ratios
     /// (each against the bound beside it) reaches `at_least`. The median, not the best round:
     /// on a shared machine any one round may be lucky, or unlucky, by more than the margin.
-    /// Ratios are given to three places, so that a median just under a target does not print
-    /// as the target.
+    /// Ratios are given to three places, cut rather than rounded (see [`thousandths`]), so that a
+    /// median just under a target does not print as the target.
     pub(crate) fn rate(target: &str, rounds: &[&Row], at_least: f64) -> Option<Self> {
         let mut ratios: Vec<f64> = rounds.iter().map(|row| row.ratio()).collect();
         ratios.sort_by(f64::total_cmp);
@@ -299,9 +299,9 @@ impl Verdict {
             .iter()
             .map(|row| {
                 format!(
-                    "{:.1}/s = {:.3} × {:.1}/s",
+                    "{:.1}/s = {} × {:.1}/s",
                     row.outcome.rate(),
-                    row.ratio(),
+                    thousandths(row.ratio()),
                     row.bound
                 )
             })
@@ -311,11 +311,17 @@ impl Verdict {
             target: target.to_owned(),
             measured: match rounds.len() {
                 1 => each,
-                n => format!("median {median:.3} over {n} rounds ({each})"),
+                n => format!("median {} over {n} rounds ({each})", thousandths(median)),
             },
             met: median >= at_least,
         })
     }
+}
+
+/// `ratio` to three places, cut: 0.7996 reads 0.799, as a ratio under 0.8 must. (The nudge
+/// keeps a ratio that is the target, up to floating-point error, from reading one under it.)
+fn thousandths(ratio: f64) -> String {
+    format!("{:.3}", (ratio * 1000.0 + 1e-9).floor() / 1000.0)
 }
 
 /// Everything the document says besides the rows.
@@ -615,6 +621,22 @@ mod tests {
         let verdict = Verdict::rate("t", &rounds, 0.94).expect("three rounds make a verdict");
         assert!(!verdict.met, "one round at 1.00 does not carry the target");
         assert!(Verdict::rate("t", &[], 0.5).is_none());
+    }
+
+    #[test]
+    fn a_median_a_hair_under_the_target_does_not_round_up_to_it() {
+        let rounds = [row(1999, 2500.0, 1), row(2100, 2500.0, 2), row(1990, 2500.0, 3)];
+        let rounds: Vec<&Row> = rounds.iter().collect();
+        // Ratios 0.7996, 0.84 and 0.796: rounded to three places the median would read 0.800.
+        let verdict = Verdict::rate("t", &rounds, 0.8).expect("three rounds make a verdict");
+        assert!(!verdict.met);
+        assert!(
+            verdict
+                .measured
+                .starts_with("median 0.799 over 3 rounds (1999.0/s = 0.799 × 2500.0/s;"),
+            "{}",
+            verdict.measured
+        );
     }
 
     #[test]
