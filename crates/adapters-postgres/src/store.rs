@@ -45,9 +45,9 @@ pub struct PgStore {
 
 struct Inner {
     settings: PgSettings,
-    /// The sessions' configuration, for the connections outside the pool.
+    /// The sessions' configuration, for the migration's connection (outside the pool).
     config: tokio_postgres::Config,
-    /// Their TLS connector, the pool's.
+    /// Its TLS connector, the pool's.
     tls: Tls,
 }
 
